@@ -1,10 +1,15 @@
 //! Leadership tracking for units of a distributed application, on actix.
 
+mod latch;
 mod names;
 mod protocol;
+mod ticket;
+mod tracker;
 
 pub use names::{validate_service, NameError, UnitName};
 pub use protocol::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
     ReleaseLeadership,
 };
+pub use ticket::{Ticket, TicketFuture};
+pub use tracker::{ClaimLeader, Tracker, TrackerActor, TrackerError, WaitLeader, WaitMinion};
