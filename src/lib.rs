@@ -2,6 +2,7 @@
 
 mod names;
 mod protocol;
+pub mod testing;
 
 pub use names::{validate_service, NameError, UnitName};
 pub use protocol::{
