@@ -533,7 +533,8 @@ impl StubHandle {
     pub async fn wait_calls(&self, n: usize) -> Vec<StubCall> {
         loop {
             let mut notified = pin!(self.shared.recorded.notified());
-            // Register before looking, so a call recorded in between still wakes us.
+            // Created (and enabled) before looking, so a call recorded in between still
+            // wakes us.
             notified.as_mut().enable();
             {
                 let state = self.shared.lock();
@@ -827,6 +828,8 @@ mod tests {
         within("two calls", stub.wait_calls(2)).await;
 
         stub.stop();
+        // Answered by `stop` itself, before the actor has even seen the stop request.
+        assert_eq!((stub.pending_blocks(), stub.hung_claims()), (0, 0));
         assert_eq!(
             within("block", pending_block).await.unwrap(),
             Err(LeaseError::BlockCancelled)
@@ -835,7 +838,6 @@ mod tests {
             within("claim", hung_claim).await.unwrap(),
             Err(LeaseError::Failed("stub manager stopped".into()))
         );
-        assert_eq!((stub.pending_blocks(), stub.hung_claims()), (0, 0));
 
         // Once the actor has stopped, nothing more gets through.
         let after = within("send after stop", stub.addr().send(block())).await;
@@ -843,6 +845,26 @@ mod tests {
         assert!(!stub.addr().connected());
         stub.stop();
         assert_eq!(stub.block_count(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn requests_still_in_the_mailbox_at_stop_do_not_pend() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        stub.script([StubAnswer::Hang]);
+        // Queued, but not handled before `stop`.
+        let queued_claim = stub.addr().send(claim("led-service/0"));
+        let queued_block = stub.addr().send(block());
+        stub.stop();
+        assert_eq!(
+            within("claim", queued_claim).await,
+            Ok(Err(LeaseError::Failed("stub manager stopped".into())))
+        );
+        assert_eq!(
+            within("block", queued_block).await,
+            Ok(Err(LeaseError::BlockCancelled))
+        );
+        assert_eq!(stub.calls().len(), 2);
     }
 
     #[actix_rt::test]
