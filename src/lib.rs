@@ -3,6 +3,7 @@
 mod latch;
 mod names;
 mod protocol;
+pub mod testing;
 mod ticket;
 mod tracker;
 
