@@ -33,8 +33,7 @@ async fn first_leader(trackers: &[Tracker]) -> usize {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let start = Instant::now();
@@ -47,16 +46,25 @@ async fn main() {
             Tracker::start(unit, Claimer::new(&manager), CLAIM).expect("valid duration")
         })
         .collect();
-    println!("started web/0, web/1, web/2 with a claim duration of {CLAIM:?} (lease {:?})", 2 * CLAIM);
+    println!(
+        "started web/0, web/1, web/2 with a claim duration of {CLAIM:?} (lease {:?})",
+        2 * CLAIM
+    );
 
     let leader = first_leader(&trackers).await;
-    println!("{:>8.1} ms  {} leads", ms(Instant::now()), trackers[leader].unit_name());
+    println!(
+        "{:>8.1} ms  {} leads",
+        ms(Instant::now()),
+        trackers[leader].unit_name()
+    );
 
     // Let it lead through a couple of renewals.
     tokio::time::sleep(Duration::from_millis(2_300)).await;
     assert!(trackers[leader].claim_leader().await, "still leader");
     let lease = manager
-        .send(Leader { service: "web".into() })
+        .send(Leader {
+            service: "web".into(),
+        })
         .await
         .expect("manager alive")
         .expect("a live lease");
@@ -76,7 +84,9 @@ async fn main() {
     let next = first_leader(&trackers).await;
     let took_over = Instant::now();
     let new_lease = manager
-        .send(Leader { service: "web".into() })
+        .send(Leader {
+            service: "web".into(),
+        })
         .await
         .expect("manager alive")
         .expect("a live lease");
@@ -92,7 +102,10 @@ async fn main() {
         took_over.duration_since(killed_at).as_secs_f64() * 1e3,
         after_expiry.as_secs_f64() * 1e3,
     );
-    assert!(took_over >= lease.expires, "never before the old lease expired");
+    assert!(
+        took_over >= lease.expires,
+        "never before the old lease expired"
+    );
 
     for tracker in &trackers {
         tracker.kill();

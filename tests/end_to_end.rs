@@ -58,7 +58,10 @@ async fn exactly_one_leader_at_every_sampled_instant() {
         assert_eq!(leaders, vec![0], "at {:?}", at - start);
         let lease = holder(&manager).await.expect("a live lease");
         assert_eq!(lease.holder, format!("{SERVICE}/0"));
-        assert!(lease.expires >= Instant::now() + D, "the lease covers d ahead");
+        assert!(
+            lease.expires >= Instant::now() + D,
+            "the lease covers d ahead"
+        );
         samples += 1;
         at += step;
     }
@@ -91,12 +94,14 @@ async fn killed_leader_is_replaced_exactly_at_its_lease_expiry() {
         assert_eq!(leaders_now(&trackers).await, Vec::<usize>::new());
         assert!(waits.iter().all(|w| w.try_wait().is_none()));
 
-        let (_, new_leader, _) = futures::future::select_all(
-            waits.iter().map(|w| Box::pin(w.clone().into_future())),
-        )
-        .await;
+        let (_, new_leader, _) =
+            futures::future::select_all(waits.iter().map(|w| Box::pin(w.clone().into_future())))
+                .await;
         let took_over = Instant::now();
-        assert!(took_over >= old.expires, "not before the old lease's expiry");
+        assert!(
+            took_over >= old.expires,
+            "not before the old lease's expiry"
+        );
         assert!(
             took_over - old.expires <= Duration::from_millis(5),
             "within a few ms: {:?}",
