@@ -30,6 +30,8 @@ fn ms(n: u64) -> Duration {
 struct PausedSystem;
 
 impl PausedSystem {
+    // `#[actix_rt::test(system = "PausedSystem")]` calls `PausedSystem::new().block_on(..)`.
+    #[allow(clippy::new_ret_no_self)]
     fn new() -> actix_rt::SystemRunner {
         actix_rt::System::with_tokio_rt(|| {
             tokio::runtime::Builder::new_current_thread()
