@@ -13,13 +13,16 @@
 //! Why it is shaped this way:
 //!
 //! - **Extensions are the hot path.** A leader renews its lease every `d`, so nearly all
-//!   claims extend a lease the claimant already holds. An extension moves the lease's
-//!   index entry to its new deadline, *moving* the service `String` from the old entry
-//!   to the new one (no allocation), and does not touch the timer at all: a deadline
-//!   that moves later can only make the armed timer fire early, and a timer that fires
-//!   early simply expires what is due (nothing) and re-arms for the new earliest
-//!   deadline. The timer is cancelled and re-armed only when a new deadline is
-//!   *earlier* than the armed one.
+//!   claims extend a lease the claimant already holds. An extension only moves the
+//!   lease's `expires` later: one hash lookup, no allocation, and neither the index nor
+//!   the timer is touched. Its index entry is then filed *earlier* than the lease ends,
+//!   which is harmless — the timer fires at the filed deadline, finds the lease still
+//!   live, and re-files the entry under the real deadline, moving the service `String`
+//!   rather than copying it. So the index always holds one entry per lease, filed at or
+//!   before the lease's expiry, and the timer (armed for the first entry) can only be
+//!   early, never late. It is cancelled and re-armed only when a grant brings a
+//!   deadline *earlier* than the armed one. The names in a renewal are the very strings
+//!   validated when the lease was granted, so only its duration is checked again.
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
@@ -95,7 +98,9 @@ pub struct ManagerActor {
     /// The lease of each service that has one. A lease whose `expires` has passed is
     /// dead even if it is still here: handlers reap it when they meet it.
     leases: HashMap<String, Lease>,
-    /// `(expires, term) → service` for every lease in `leases`, ordered by deadline.
+    /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
+    /// An entry may be filed earlier than its lease now expires (it was extended since):
+    /// the timer re-files it when it comes due.
     expiries: BTreeMap<(Instant, u64), String>,
     /// The term of the latest grant, manager-wide.
     last_term: u64,
@@ -116,8 +121,23 @@ struct Lease {
     holder: String,
     expires: Instant,
     term: u64,
+    /// The deadline of this lease's entry in the expiry index, `<= expires`.
+    filed: Instant,
     /// Senders of the pending blocks; sending `()` answers a block with `Ok(())`.
     waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Extends a live `lease` to end no earlier than `wanted`.
+///
+/// An extension never shortens a lease, keeps its term, and touches neither the expiry
+/// index nor the timer: the lease's index entry, now filed earlier than the lease
+/// ends, is re-filed by the timer when it comes due. So renewing costs one hash lookup
+/// and no allocation.
+fn extend(lease: &mut Lease, wanted: Instant) {
+    if wanted > lease.expires {
+        lease.expires = wanted;
+    }
+    trace!(unit = %lease.holder, term = lease.term, "lease extended");
 }
 
 /// Answers every block in `waiters` with `Ok(())`.
@@ -176,7 +196,7 @@ impl ManagerActor {
             .is_some_and(|lease| now >= lease.expires);
         if expired {
             if let Some(lease) = self.leases.remove(service) {
-                self.expiries.remove(&(lease.expires, lease.term));
+                self.expiries.remove(&(lease.filed, lease.term));
                 debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
                 wake(lease.waiters);
             }
@@ -199,8 +219,8 @@ impl ManagerActor {
         self.timer = Some((deadline, handle));
     }
 
-    /// The timer fired: expire every lease that is due, then re-arm for the earliest
-    /// deadline left. Fires early (nothing due) when its lease was extended or released.
+    /// The timer fired: expire every lease that is due, re-file the entries of leases
+    /// extended since they were filed, then re-arm for the earliest deadline left.
     fn on_timer(&mut self, ctx: &mut Context<Self>) {
         self.timer = None;
         let now = Instant::now();
@@ -208,8 +228,16 @@ impl ManagerActor {
             if entry.key().0 > now {
                 break;
             }
-            let service = entry.remove();
-            if let Some(lease) = self.leases.remove(&service) {
+            let (_, service) = entry.remove_entry();
+            let Some(lease) = self.leases.get_mut(&service) else {
+                continue; // cannot happen: every entry belongs to a lease
+            };
+            if lease.expires > now {
+                // Extended since it was filed: file it again under its real deadline,
+                // moving the name; the loop ends, as that deadline is in the future.
+                lease.filed = lease.expires;
+                self.expiries.insert((lease.filed, lease.term), service);
+            } else if let Some(lease) = self.leases.remove(&service) {
                 debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
                 wake(lease.waiters);
             }
@@ -266,6 +294,18 @@ impl Handler<ClaimLeadership> for ManagerActor {
 
     fn handle(&mut self, msg: ClaimLeadership, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
+        // Fast path, the common case: the live holder renewing. The service and unit
+        // names were validated when this lease was granted, and these are the same
+        // strings, so only the duration is left to check. Anything this path does not
+        // accept goes through the full validation below, which gives the error.
+        if let Some(lease) = self.leases.get_mut(&msg.service) {
+            if now < lease.expires && lease.holder == msg.unit && !msg.duration.is_zero() {
+                if let Some(wanted) = now.checked_add(msg.duration) {
+                    extend(lease, wanted);
+                    return Ok(());
+                }
+            }
+        }
         let wanted = check_claim(&msg, now)?;
         if self.in_grace(now) {
             debug!(service = %msg.service, unit = %msg.unit, "claim denied: recovery grace");
@@ -281,15 +321,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                     trace!(%unit, holder = %lease.holder, "claim denied: held by another unit");
                     return Err(LeaseError::ClaimDenied);
                 }
-                // Extension: never shortens, keeps the term, leaves the timer alone
-                // (a later deadline can only make the armed timer fire early).
-                if wanted > lease.expires {
-                    if let Some(name) = self.expiries.remove(&(lease.expires, lease.term)) {
-                        self.expiries.insert((wanted, lease.term), name);
-                    }
-                    lease.expires = wanted;
-                }
-                trace!(%unit, term = lease.term, "lease extended");
+                extend(lease, wanted);
                 return Ok(());
             }
             Entry::Occupied(entry) => {
@@ -298,7 +330,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 let name = {
                     let old = entry.get();
                     self.expiries
-                        .remove(&(old.expires, old.term))
+                        .remove(&(old.filed, old.term))
                         .unwrap_or_else(|| entry.key().clone())
                 };
                 let lease = entry.into_mut();
@@ -307,6 +339,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 self.last_term += 1;
                 lease.holder = unit;
                 lease.expires = wanted;
+                lease.filed = wanted;
                 lease.term = self.last_term;
                 debug!(service = %name, unit = %lease.holder, term = lease.term, "lease granted");
                 self.expiries.insert((wanted, lease.term), name);
@@ -320,6 +353,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                     holder: unit,
                     expires: wanted,
                     term,
+                    filed: wanted,
                     waiters: Vec::new(),
                 });
             }
@@ -371,7 +405,7 @@ impl Handler<ReleaseLeadership> for ManagerActor {
         }
         if let Some(lease) = self.leases.remove(&msg.service) {
             // The timer may be armed for this deadline; it will fire early and re-arm.
-            self.expiries.remove(&(lease.expires, lease.term));
+            self.expiries.remove(&(lease.filed, lease.term));
             debug!(service = %msg.service, unit = %msg.unit, term = lease.term, "lease released");
             wake(lease.waiters);
         }
@@ -457,7 +491,10 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
-        tokio::time::advance(Duration::from_millis(1_999)).await;
+        // Past the first deadlines: the stale entries are re-filed, not duplicated.
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
+        tokio::time::advance(Duration::from_millis(399)).await;
         assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
         tokio::time::advance(Duration::from_millis(2)).await;
         // The actor reads its mailbox before its timers within one poll: let the timer

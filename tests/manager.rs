@@ -346,6 +346,54 @@ async fn a_block_on_an_extended_lease_wakes_at_the_new_expiry() {
 }
 
 #[actix_rt::test(system = "PausedSystem")]
+async fn a_lease_renewed_like_a_tracker_does_ends_at_its_last_expiry() {
+    // Claim 2·d, renew every d: the timer keeps firing at stale deadlines and must
+    // re-file the lease each time rather than expire it.
+    let t0 = paused_clock().await;
+    let manager = ManagerActor::new().start();
+    ask(&manager, claim(U0, ms(200))).await.unwrap();
+    let term = leader(&manager).await.unwrap().term;
+    let block = spawn_block(&manager, SVC);
+    for _ in 0..10 {
+        tokio::time::sleep(ms(100)).await;
+        ask(&manager, claim(U0, ms(200))).await.unwrap();
+        assert!(!block.is_finished());
+        let lease = leader(&manager).await.unwrap();
+        assert_eq!(
+            (lease.term, lease.expires),
+            (term, Instant::now() + ms(200))
+        );
+    }
+    assert_eq!(
+        ask(&manager, claim(U1, ms(200))).await,
+        Err(LeaseError::ClaimDenied)
+    );
+    let (answer, at) = within_an_hour(block).await.unwrap();
+    assert_eq!(answer.unwrap(), Ok(()));
+    assert_eq!(at, t0 + ms(1_200));
+    assert_eq!(ask(&manager, claim(U1, ms(200))).await, Ok(()));
+    assert!(leader(&manager).await.unwrap().term > term);
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_released_lease_leaves_nothing_behind_for_the_timer() {
+    // Released after its index entry was re-filed; a new lease under the same service
+    // must still expire (and wake its block) at its own deadline.
+    let t0 = paused_clock().await;
+    let manager = ManagerActor::new().start();
+    ask(&manager, claim(U0, ms(100))).await.unwrap();
+    advance(ms(50)).await;
+    ask(&manager, claim(U0, ms(100))).await.unwrap(); // now ends at t0 + 150
+    tokio::time::sleep(ms(60)).await; // the stale entry (t0 + 100) is re-filed
+    ask(&manager, release(U0)).await.unwrap();
+    ask(&manager, claim(U1, ms(30))).await.unwrap();
+    let (answer, at) = within_an_hour(spawn_block(&manager, SVC)).await.unwrap();
+    assert_eq!(answer.unwrap(), Ok(()));
+    assert_eq!(at, t0 + ms(140));
+    assert_eq!(leader(&manager).await, None);
+}
+
+#[actix_rt::test(system = "PausedSystem")]
 async fn an_earlier_deadline_rearms_the_timer() {
     // The first lease is long; a second, shorter one must still wake its block on time.
     let t0 = paused_clock().await;
