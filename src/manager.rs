@@ -7,8 +7,10 @@
 //! index*: a `BTreeMap<(Instant, u64), String>` from each lease's deadline to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
 //! first entry, and one actix timer (`run_later`) armed for that entry is all the
-//! manager needs to wake every block exactly at its lease's expiry — no timer per
-//! lease, no polling interval. Every operation costs O(log n) in the number of leases.
+//! manager needs to wake every block at its lease's expiry (to the millisecond
+//! resolution of tokio's timers; exactly, on a paused test clock) — no timer per lease,
+//! no polling interval. Every operation costs at most O(log n) in the number of leases,
+//! a renewal O(1).
 //!
 //! Why it is shaped this way:
 //!
@@ -26,7 +28,9 @@
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
-//!   waking its blocks, rather than trusting the timer to have done so.
+//!   waking its blocks, rather than trusting the timer to have done so. The timer is
+//!   also allowed to be early (its lease was extended or released): it expires only
+//!   what is due and re-arms.
 //! - **Terms come from one manager-wide counter.** Every grant takes the next value of a
 //!   single `u64`, so a new holder's term is strictly greater than every earlier term
 //!   of its service (and of every other service) with O(1) memory and no per-service
@@ -138,6 +142,19 @@ fn extend(lease: &mut Lease, wanted: Instant) {
         lease.expires = wanted;
     }
     trace!(unit = %lease.holder, term = lease.term, "lease extended");
+}
+
+/// Arms a timer that ends the recovery grace at `until`.
+///
+/// Should the timer ever run before `until` (tokio promises it will not), it arms
+/// another rather than leave the grace without an end.
+fn arm_grace_timer(until: Instant, ctx: &mut Context<ManagerActor>) {
+    let delay = until.saturating_duration_since(Instant::now());
+    ctx.run_later(delay, move |manager, ctx| {
+        if manager.in_grace(Instant::now()) {
+            arm_grace_timer(until, ctx);
+        }
+    });
 }
 
 /// Answers every block in `waiters` with `Ok(())`.
@@ -268,9 +285,7 @@ impl Actor for ManagerActor {
             ?grace,
             "lease manager recovering: refusing claims during the grace"
         );
-        ctx.run_later(grace, |manager, _| {
-            manager.in_grace(Instant::now());
-        });
+        arm_grace_timer(now + grace, ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -662,3 +662,25 @@ async fn ten_thousand_leases_each_wake_their_block_at_their_own_expiry() {
         assert_eq!(leader_of(&manager, &service(i)).await, None);
     }
 }
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn years_long_leases_and_graces_end_exactly_on_time() {
+    const YEAR: Duration = Duration::from_secs(365 * 86_400);
+    let t0 = paused_clock().await;
+    let manager = ManagerActor::new().start();
+    ask(&manager, claim(U0, 5 * YEAR)).await.unwrap();
+    tokio::time::sleep(4 * YEAR).await;
+    assert_eq!(leader(&manager).await.unwrap().holder, U0);
+    let block = tokio::time::timeout(10 * YEAR, spawn_block(&manager, SVC));
+    let (answer, at) = block.await.expect("never woke").unwrap();
+    assert_eq!(answer.unwrap(), Ok(()));
+    assert_eq!(at, t0 + 5 * YEAR);
+
+    let t1 = Instant::now();
+    let recovering = ManagerActor::recovering(3 * YEAR).start();
+    let block = tokio::time::timeout(10 * YEAR, spawn_block(&recovering, SVC));
+    let (answer, at) = block.await.expect("never woke").unwrap();
+    assert_eq!(answer.unwrap(), Ok(()));
+    assert_eq!(at, t1 + 3 * YEAR);
+    assert_eq!(ask(&recovering, claim(U0, ms(1))).await, Ok(()));
+}
