@@ -1,0 +1,290 @@
+//! Deterministic fault-injection simulation of trackers, proxies and a lease manager.
+//!
+//! Each seed builds a random [`Scenario`]: one service, 3-7 trackers (plain and
+//! supervised), one `ManagerActor`, and a [`FaultProxy`](support::proxy::FaultProxy)
+//! between every tracker and the manager that forwards, delays, loses or fails
+//! requests and answers. The driver kills and restarts trackers, replaces the manager
+//! (`StopManager`, then `ManagerActor::recovering(2·d)`), probes the trackers with
+//! `ClaimLeader`/`WaitLeader`, and advances a paused tokio clock. Then the network
+//! heals, and the [checker](support::check) verifies safety (no two units' true tickets
+//! overlap) and liveness (a leader within the bound).
+//!
+//! - `cargo test --test simulation -- --nocapture` runs 500 seeds; the summary line
+//!   `simulation: <N> seeds, <V> safety violations, <L> liveness failures` is written
+//!   straight to the process's stderr, so it shows even without `--nocapture`.
+//! - `LEADERSHIP_SIM_SEED=<n> cargo test --test simulation -- --nocapture` replays
+//!   seed `n` alone and prints its trace.
+//! - `cargo test --release -- --ignored simulation` runs 100 000 seeds.
+
+mod support;
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use support::check::{check, overlap, report, Verdict};
+use support::sim::{run, Interval, Replacement, Run, Scenario, Step, D};
+use support::trace::Ask;
+
+/// Seeds of the default run.
+const SEEDS: u64 = 500;
+/// Seeds of the long (ignored) run.
+const LONG_SEEDS: u64 = 100_000;
+/// How many failing seeds' traces a summary keeps.
+const REPORTS_KEPT: usize = 3;
+
+/// What a batch of seeds found.
+#[derive(Debug, Default)]
+struct Summary {
+    seeds: u64,
+    /// Seeds with at least one safety violation.
+    unsafe_seeds: u64,
+    /// Seeds whose liveness check failed.
+    dead_seeds: u64,
+    /// `true` tickets checked, over all seeds.
+    true_tickets: u64,
+    /// Manager replacements, over all seeds.
+    replacements: u64,
+    /// Reports of the first few failing seeds (by seed number).
+    reports: Vec<(u64, String)>,
+}
+
+impl Summary {
+    fn line(&self) -> String {
+        format!(
+            "simulation: {} seeds, {} safety violations, {} liveness failures",
+            self.seeds, self.unsafe_seeds, self.dead_seeds
+        )
+    }
+
+    fn add(&mut self, seed: u64, run: &Run, verdict: &Verdict) {
+        self.seeds += 1;
+        self.unsafe_seeds += u64::from(!verdict.violations.is_empty());
+        self.dead_seeds += u64::from(verdict.liveness_failure.is_some());
+        self.true_tickets += run.intervals.len() as u64;
+        self.replacements += u64::from(run.replacements);
+        if !verdict.is_ok() {
+            self.reports.push((seed, report(Some(seed), run, verdict)));
+            self.reports.sort_by_key(|(seed, _)| *seed);
+            self.reports.truncate(REPORTS_KEPT);
+        }
+    }
+}
+
+/// Writes a line to the process's stderr directly: libtest captures `println!` and
+/// `eprintln!` of passing tests, not writes to the stream itself.
+fn announce(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Runs seed `seed` and checks it.
+fn run_seed(seed: u64, replacement: Replacement) -> (Run, Verdict) {
+    let run = run(&Scenario::random(seed, replacement));
+    let verdict = check(&run);
+    (run, verdict)
+}
+
+/// Runs seeds `0..seeds` on every core (each seed in its own single-threaded actix
+/// `System`, so results do not depend on how seeds are spread over threads).
+fn run_seeds(seeds: u64, replacement: Replacement) -> Summary {
+    let next = AtomicU64::new(0);
+    let summary = Mutex::new(Summary::default());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds {
+                    break;
+                }
+                let (run, verdict) = run_seed(seed, replacement);
+                summary.lock().unwrap().add(seed, &run, &verdict);
+            });
+        }
+    });
+    summary.into_inner().unwrap()
+}
+
+/// The seed to replay, from `LEADERSHIP_SIM_SEED`.
+fn replay_seed() -> Option<u64> {
+    let value = std::env::var("LEADERSHIP_SIM_SEED").ok()?;
+    Some(
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("LEADERSHIP_SIM_SEED={value:?} is not a seed")),
+    )
+}
+
+/// Runs `seeds` seeds (or the one in `LEADERSHIP_SIM_SEED`), announces the summary,
+/// and fails on any violation with the traces of the first failing seeds.
+fn simulate(seeds: u64) {
+    if let Some(seed) = replay_seed() {
+        let (run, verdict) = run_seed(seed, Replacement::Recovering);
+        announce(&report(Some(seed), &run, &verdict));
+        let mut summary = Summary::default();
+        summary.add(seed, &run, &verdict);
+        announce(&summary.line());
+        assert!(verdict.is_ok(), "seed {seed} failed: see its trace above");
+        return;
+    }
+    let started = std::time::Instant::now();
+    let summary = run_seeds(seeds, Replacement::Recovering);
+    let elapsed = started.elapsed();
+    announce(&summary.line());
+    announce(&format!(
+        "simulation details: {} true tickets checked, {} manager replacements, {:.1} s ({:.0} seeds/s)",
+        summary.true_tickets,
+        summary.replacements,
+        elapsed.as_secs_f64(),
+        summary.seeds as f64 / elapsed.as_secs_f64()
+    ));
+    for (_, report) in &summary.reports {
+        announce(report);
+    }
+    assert_eq!(summary.seeds, seeds);
+    assert!(
+        summary.true_tickets >= seeds,
+        "too few true tickets for the check to mean much: {}",
+        summary.true_tickets
+    );
+    assert!(summary.reports.is_empty(), "{}", summary.line());
+}
+
+#[test]
+fn simulation_500_seeds_are_safe_and_live() {
+    simulate(SEEDS);
+}
+
+#[test]
+#[ignore = "long: 100 000 seeds; run with `cargo test --release -- --ignored simulation`"]
+fn simulation_long_100k_seeds() {
+    simulate(LONG_SEEDS);
+}
+
+#[test]
+fn simulation_same_seed_gives_the_same_trace() {
+    for seed in [3, 41] {
+        let (first, _) = run_seed(seed, Replacement::Recovering);
+        let (second, _) = run_seed(seed, Replacement::Recovering);
+        assert!(first.trace.len() > 20, "seed {seed}: a trivial trace");
+        assert_eq!(first.trace, second.trace, "seed {seed}");
+        assert_eq!(first.intervals, second.intervals, "seed {seed}");
+    }
+}
+
+/// Two plain trackers on a clean network; after u0 leads, the manager is replaced. With
+/// a fresh manager, u1 (its block cancelled) claims again after its backoff (≤ 1 s) and
+/// is granted at once while u0 still holds its guarantee, so both answer `true` at
+/// 1.2 s: the checker must report it.
+fn replacement_script(replacement: Replacement) -> Scenario {
+    let ms = Duration::from_millis;
+    Scenario {
+        d: D,
+        supervised: vec![false, false],
+        steps: vec![
+            Step::Advance(ms(100)),
+            Step::Probe(0, Ask::ClaimLeader),
+            Step::Probe(1, Ask::ClaimLeader),
+            Step::ReplaceManager,
+            Step::Advance(ms(1_100)),
+            Step::Probe(0, Ask::ClaimLeader),
+            Step::Probe(1, Ask::ClaimLeader),
+            // u0 is killed; after the grace, u1 must take over.
+            Step::Kill(0),
+            Step::Advance(4 * D),
+            Step::Probe(1, Ask::ClaimLeader),
+        ],
+        faults: None,
+        replacement,
+        fault_seed: 0,
+    }
+}
+
+#[test]
+fn simulation_checker_catches_a_fresh_replacement_manager_granting_at_once() {
+    let run = run(&replacement_script(Replacement::Fresh));
+    let verdict = check(&run);
+    let account = report(None, &run, &verdict);
+    let v = verdict.violations.first().unwrap_or_else(|| {
+        panic!("a fresh replacement manager must be caught as unsafe:\n{account}")
+    });
+    assert_eq!((v.first.slot, v.second.slot), (0, 1), "{account}");
+    assert_eq!(v.second.start, Duration::from_millis(1_200), "{account}");
+    assert!(verdict.liveness_failure.is_none(), "{account}");
+}
+
+#[test]
+fn simulation_same_script_with_a_recovering_manager_is_safe() {
+    let run = run(&replacement_script(Replacement::Recovering));
+    let verdict = check(&run);
+    let account = report(None, &run, &verdict);
+    assert!(verdict.is_ok(), "{account}");
+    // u0 led before the replacement; u1 leads only after the grace (from 0.1 s).
+    assert!(run.intervals.iter().any(|i| i.slot == 0), "{account}");
+    let grace_end = Duration::from_millis(100) + 2 * D;
+    assert!(
+        run.intervals
+            .iter()
+            .any(|i| i.slot == 1 && i.start >= grace_end),
+        "{account}"
+    );
+    assert!(
+        run.intervals
+            .iter()
+            .all(|i| i.slot == 0 || i.start >= grace_end),
+        "{account}"
+    );
+}
+
+#[test]
+fn simulation_random_seeds_with_fresh_replacements_find_violations() {
+    let summary = run_seeds(100, Replacement::Fresh);
+    assert!(
+        summary.unsafe_seeds > 0,
+        "with fresh replacement managers some seed must be unsafe: {}",
+        summary.line()
+    );
+}
+
+#[test]
+fn simulation_checker_overlap_means_more_than_touching() {
+    let at = |slot, start: u64| Interval {
+        slot,
+        life: 1,
+        ask: Ask::ClaimLeader,
+        asked: Duration::from_millis(start),
+        start: Duration::from_millis(start),
+        end: Duration::from_millis(start) + D,
+    };
+    let d = D.as_millis() as u64;
+    assert!(overlap(&at(0, 0), &at(1, d - 1)));
+    assert!(overlap(&at(1, d - 1), &at(0, 0)));
+    assert!(
+        !overlap(&at(0, 0), &at(1, d)),
+        "touching at a point is fine"
+    );
+    let run_of = |intervals| Run {
+        d: D,
+        intervals,
+        liveness: support::sim::Liveness {
+            stable_at: Duration::ZERO,
+            deadline: 3 * D,
+            leader_at: Some(Duration::ZERO),
+        },
+        trace: Vec::new(),
+        replacements: 0,
+    };
+    assert!(check(&run_of(vec![at(0, 0), at(0, 5), at(1, d + 5)])).is_ok());
+    let verdict = check(&run_of(vec![at(1, d - 1), at(0, 0), at(0, 1)]));
+    assert_eq!(verdict.violations.len(), 2, "{verdict:?}");
+    let late = Run {
+        liveness: support::sim::Liveness {
+            leader_at: Some(3 * D + Duration::from_millis(1)),
+            ..run_of(vec![]).liveness
+        },
+        ..run_of(vec![])
+    };
+    assert!(check(&late).liveness_failure.is_some());
+}

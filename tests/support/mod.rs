@@ -1,0 +1,15 @@
+//! Support code for the deterministic simulation (`tests/simulation.rs`).
+//!
+//! - [`rng`]: SplitMix64, the seeded random stream.
+//! - [`trace`]: the event trace of a run, printed when a seed fails.
+//! - [`proxy`]: [`FaultProxy`](proxy::FaultProxy), the fault-injecting network between
+//!   each tracker and the manager.
+//! - [`sim`]: the scenario (random per seed, or scripted), the driver, and what a run
+//!   records.
+//! - [`check`]: the safety and liveness checker.
+
+pub mod check;
+pub mod proxy;
+pub mod rng;
+pub mod sim;
+pub mod trace;

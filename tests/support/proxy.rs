@@ -1,0 +1,268 @@
+//! The fault-injecting network between each tracker and the lease manager.
+//!
+//! Every tracker talks to its own [`FaultProxy`] (`Claimer::new(&proxy)`); all proxies
+//! share one [`Network`], which knows the current manager, whether faults are on, and
+//! the random stream that decides each request's [`Fate`]. Fates are drawn when the
+//! proxy *handles* a request; on one thread under a paused clock that order is fixed,
+//! so a seed always gives the same fates.
+//!
+//! Every fault that holds a request (a delay, a lost request or answer) ends when the
+//! network heals: delays end early and lost requests answer `Failed("connection
+//! reset")`, as a client notices a broken connection. After healing a proxy is a wire.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use leadership::{BlockUntilLeadershipReleased, ClaimLeadership, LeaseError, ManagerActor};
+
+use super::rng::Rng;
+use super::trace::{Fate, Request, Trace, What};
+
+/// How often each fault strikes while faults are on, in percent of requests.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultRates {
+    /// Hold the request before forwarding it.
+    pub delay_request: u64,
+    /// Hold the answer after forwarding.
+    pub delay_answer: u64,
+    /// Lose the request (it fails when the network heals).
+    pub lose_request: u64,
+    /// Forward, then lose the answer.
+    pub lose_answer: u64,
+    /// Answer `Failed` without forwarding.
+    pub fail: u64,
+    /// Forward, then answer `Failed`.
+    pub fail_after_forwarding: u64,
+}
+
+impl FaultRates {
+    /// The rates of the random simulation: about two requests in five meet a fault.
+    pub const DEFAULT: FaultRates = FaultRates {
+        delay_request: 10,
+        delay_answer: 10,
+        lose_request: 4,
+        lose_answer: 4,
+        fail: 6,
+        fail_after_forwarding: 6,
+    };
+}
+
+/// What all proxies share: the current manager and the fault switch.
+#[derive(Debug)]
+pub struct Network {
+    /// Where requests are forwarded; replaced when the driver replaces the manager.
+    pub manager: Addr<ManagerActor>,
+    /// `None` once healed (or for a fault-free run).
+    faults: Option<FaultRates>,
+    /// Whether the network has healed.
+    healed: bool,
+    /// Faults waiting for the network to heal, woken in the order they began (a
+    /// `tokio::sync::watch` would wake them in a random order, breaking replay).
+    heal_waiters: Vec<oneshot::Sender<()>>,
+    /// The claim duration `d`: delays are drawn relative to it.
+    d: Duration,
+    rng: Rng,
+    trace: Trace,
+}
+
+impl Network {
+    /// A network to `manager`, injecting `faults` (if any) drawn from `rng`.
+    pub fn new(
+        manager: Addr<ManagerActor>,
+        faults: Option<FaultRates>,
+        d: Duration,
+        rng: Rng,
+        trace: Trace,
+    ) -> Network {
+        Network {
+            manager,
+            faults,
+            healed: false,
+            heal_waiters: Vec::new(),
+            d,
+            rng,
+            trace,
+        }
+    }
+
+    /// Stops injecting faults and ends every fault still holding a request.
+    pub fn heal(&mut self) {
+        self.faults = None;
+        self.healed = true;
+        for waiter in self.heal_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// A future that resolves once the network has healed (at once if it has).
+    fn until_healed(&mut self) -> impl Future<Output = ()> + 'static {
+        let waiter = (!self.healed).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.heal_waiters.push(tx);
+            rx
+        });
+        async move {
+            if let Some(rx) = waiter {
+                // Cancelled only when the network is dropped, i.e. the run is over.
+                if rx.await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    /// Draws the fate of the next request.
+    fn decide(&mut self) -> Fate {
+        let Some(rates) = self.faults else {
+            return Fate::Forward;
+        };
+        // A short delay (up to d/10) half the time, otherwise one up to 1.5·d, which
+        // can outlast a claim's timeout (d) or a lease's guarantee.
+        let d_ms = self.d.as_millis() as u64;
+        let delay = |rng: &mut Rng| {
+            let max = if rng.percent(50) {
+                d_ms / 10
+            } else {
+                d_ms * 3 / 2
+            };
+            Duration::from_millis(rng.range(1, max.max(1)))
+        };
+        let mut roll = self.rng.range(0, 99);
+        let mut pick = |rate: u64| {
+            let hit = roll < rate;
+            roll = roll.saturating_sub(rate);
+            hit
+        };
+        if pick(rates.delay_request) {
+            Fate::DelayThenForward(delay(&mut self.rng))
+        } else if pick(rates.delay_answer) {
+            Fate::ForwardThenDelay(delay(&mut self.rng))
+        } else if pick(rates.lose_request) {
+            Fate::Lose
+        } else if pick(rates.lose_answer) {
+            Fate::ForwardThenLose
+        } else if pick(rates.fail) {
+            Fate::Fail
+        } else if pick(rates.fail_after_forwarding) {
+            Fate::ForwardThenFail
+        } else {
+            Fate::Forward
+        }
+    }
+}
+
+/// Waits `delay`, or less if `healed` resolves first.
+async fn hold(delay: Duration, healed: impl Future<Output = ()>) {
+    tokio::select! {
+        // `biased`: poll in order, not in a random one, so that runs replay exactly.
+        biased;
+        _ = healed => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}
+
+/// The proxy between one tracker (slot `slot`) and the manager.
+#[derive(Debug)]
+pub struct FaultProxy {
+    slot: usize,
+    net: Rc<RefCell<Network>>,
+}
+
+impl FaultProxy {
+    /// A proxy for slot `slot` on `net`.
+    pub fn new(slot: usize, net: Rc<RefCell<Network>>) -> FaultProxy {
+        FaultProxy { slot, net }
+    }
+
+    /// Relays `msg` according to a freshly drawn fate, and traces what it did.
+    fn relay<M>(&self, request: Request, msg: M) -> impl Future<Output = Result<(), LeaseError>>
+    where
+        M: Message<Result = Result<(), LeaseError>> + Send + 'static,
+        ManagerActor: Handler<M>,
+    {
+        let slot = self.slot;
+        let (fate, healed, trace) = {
+            let mut net = self.net.borrow_mut();
+            let fate = net.decide();
+            (fate, net.until_healed(), net.trace.clone())
+        };
+        trace.log(What::Relayed {
+            slot,
+            request,
+            fate,
+        });
+        let net = Rc::clone(&self.net);
+        async move {
+            let injected = |what: &str| Err(LeaseError::Failed(format!("injected: {what}")));
+            let answer = match fate {
+                Fate::Forward => forward(&net, msg).await,
+                Fate::DelayThenForward(delay) => {
+                    hold(delay, healed).await;
+                    forward(&net, msg).await
+                }
+                Fate::ForwardThenDelay(delay) => {
+                    let answer = forward(&net, msg).await;
+                    hold(delay, healed).await;
+                    answer
+                }
+                Fate::Lose => {
+                    healed.await;
+                    injected("connection reset")
+                }
+                Fate::ForwardThenLose => {
+                    let _lost = forward(&net, msg).await;
+                    healed.await;
+                    injected("connection reset")
+                }
+                Fate::Fail => injected("pow"),
+                Fate::ForwardThenFail => {
+                    let _lost = forward(&net, msg).await;
+                    injected("pow after forwarding")
+                }
+            };
+            trace.log(What::Answered {
+                slot,
+                request,
+                answer: answer.clone(),
+            });
+            answer
+        }
+    }
+}
+
+/// Sends `msg` to whichever manager is current *now* (after any delay).
+async fn forward<M>(net: &RefCell<Network>, msg: M) -> Result<(), LeaseError>
+where
+    M: Message<Result = Result<(), LeaseError>> + Send + 'static,
+    ManagerActor: Handler<M>,
+{
+    let manager = net.borrow().manager.clone();
+    manager
+        .send(msg)
+        .await
+        .unwrap_or_else(|e| Err(LeaseError::Failed(format!("manager unreachable: {e}"))))
+}
+
+impl Actor for FaultProxy {
+    type Context = Context<Self>;
+}
+
+impl Handler<ClaimLeadership> for FaultProxy {
+    type Result = ResponseFuture<Result<(), LeaseError>>;
+
+    fn handle(&mut self, msg: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.relay(Request::Claim, msg))
+    }
+}
+
+impl Handler<BlockUntilLeadershipReleased> for FaultProxy {
+    type Result = ResponseFuture<Result<(), LeaseError>>;
+
+    fn handle(&mut self, msg: BlockUntilLeadershipReleased, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.relay(Request::Block, msg))
+    }
+}

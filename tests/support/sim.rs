@@ -1,0 +1,525 @@
+//! The simulated world and its driver: one service, 3-7 trackers behind fault-injecting
+//! proxies, one `ManagerActor`, all on one thread under a paused tokio clock.
+//!
+//! A run is a pure function of its [`Scenario`] (and, for the proxies, of the seed's
+//! fault stream): the actix `System` runs on a current-thread runtime that starts
+//! paused, so nothing depends on real time and every task runs in a fixed order.
+//! Time moves only when every task is idle, to the next timer — the driver's
+//! [`Step::Advance`] sleeps, the trackers' renewals and timeouts, the proxies' delays,
+//! the manager's expiries and grace — always in whole milliseconds on tokio's tick grid.
+//!
+//! # What is recorded, and why `[r, r + d]`
+//!
+//! Every ticket that resolves `true` becomes an [`Interval`] `[r, r + d]` of its unit,
+//! where `r` is the instant the ticket *resolved*. The tracker's promise is about the
+//! lease: a ticket it answers at once is answered at the moment `h` it handled the
+//! request, while `now < t0 + d` for the last granted claim (sent at `t0`, granted by
+//! the manager at some `m ≥ t0` for `2·d`, so the lease covers `[m, m + 2·d)` with
+//! `m + 2·d ≥ t0 + 2·d`). A ticket that was parked (a claim was in flight) resolves at
+//! `r ≥ h` when the grant that answers it arrives, still with `r < t0' + d` for that
+//! grant and with `r ≥ m'` (the answer cannot precede the grant). Either way the lease
+//! covers `[r, r + d]`: `m' ≤ r` and `r + d < t0' + 2·d ≤ m' + 2·d`. (It need not cover
+//! `h` itself: a parked ticket may have been asked before the manager granted.) The
+//! probe task awaiting the ticket records `Instant::now()` when it wakes: under a
+//! paused clock a woken task runs before the clock can auto-advance, so that is `r`.
+//!
+//! Two units' leases from one manager never overlap, and a replacement manager grants
+//! nothing until every lease the lost one may have granted has ended (its grace), so
+//! intervals of different units must never overlap either — that is what the
+//! [checker](super::check) verifies.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use leadership::{Claimer, ManagerActor, StopManager, Tracker, UnitName};
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::proxy::{FaultProxy, FaultRates, Network};
+use super::rng::Rng;
+use super::trace::{Ask, Event, Trace, What};
+
+/// The simulated service: units are `sim/0`, `sim/1`, …
+pub const SERVICE: &str = "sim";
+
+/// How a lost manager is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacement {
+    /// `ManagerActor::recovering(2·d)`: refuses claims for the longest lease the lost
+    /// manager may have granted (trackers claim leases of `2·d`). The safe choice.
+    Recovering,
+    /// `ManagerActor::new()`: grants at once. Unsafe; used to show the checker fails.
+    Fresh,
+}
+
+/// One thing the driver does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Let this much virtual time pass (every timer due in it fires, in order).
+    Advance(Duration),
+    /// Ask tracker `slot` a question; a `true` answer is recorded as an interval.
+    Probe(usize, Ask),
+    /// Kill tracker `slot` (clean stop), if it runs.
+    Kill(usize),
+    /// Start a new tracker in `slot` if its tracker was killed or has failed.
+    Restart(usize),
+    /// Stop the manager (`StopManager`) and route every proxy to a new one.
+    ReplaceManager,
+}
+
+/// Everything that defines a run, apart from the proxies' fault stream.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The claim duration `d` of every tracker.
+    pub d: Duration,
+    /// One entry per tracker: `true` for `Tracker::start_supervised`.
+    pub supervised: Vec<bool>,
+    /// What the driver does, in order, before the network heals.
+    pub steps: Vec<Step>,
+    /// Faults the proxies inject until the steps are done; `None` for a clean network.
+    pub faults: Option<FaultRates>,
+    /// How the driver replaces the manager.
+    pub replacement: Replacement,
+    /// Seeds the proxies' fault stream.
+    pub fault_seed: u64,
+}
+
+/// The claim duration of the random simulation. With it, the backoff (first wait
+/// 0.5-1 s, doubling, capped at `d`) reaches its cap on the second or third retry.
+pub const D: Duration = Duration::from_secs(2);
+
+impl Scenario {
+    /// The random scenario of `seed`: 3-7 trackers, each plain or supervised, and 10-30
+    /// rounds of "advance up to d/2, probe, maybe kill, restart or replace the manager".
+    pub fn random(seed: u64, replacement: Replacement) -> Scenario {
+        let mut rng = Rng::new(seed);
+        let mut steps_rng = rng.fork();
+        let fault_seed = rng.next_u64();
+        let rng = &mut steps_rng;
+        let d_ms = D.as_millis() as u64;
+        let n = rng.range(3, 7) as usize;
+        let supervised = (0..n).map(|_| rng.percent(50)).collect();
+        let mut steps = Vec::new();
+        for _ in 0..rng.range(10, 30) {
+            steps.push(Step::Advance(Duration::from_millis(rng.range(1, d_ms / 2))));
+            for slot in 0..n {
+                if rng.percent(60) {
+                    steps.push(Step::Probe(slot, Ask::ClaimLeader));
+                }
+            }
+            if rng.percent(15) {
+                steps.push(Step::Probe(rng.index(n), Ask::WaitLeader));
+            }
+            match rng.range(0, 99) {
+                0..=7 => steps.push(Step::Kill(rng.index(n))),
+                8..=19 => steps.push(Step::Restart(rng.index(n))),
+                20..=25 => steps.push(Step::ReplaceManager),
+                _ => {}
+            }
+        }
+        Scenario {
+            d: D,
+            supervised,
+            steps,
+            faults: Some(FaultRates::DEFAULT),
+            replacement,
+            fault_seed,
+        }
+    }
+
+    /// The grace a replacement manager gets: the longest lease the lost one may have
+    /// granted (trackers claim `2·d`), or none for [`Replacement::Fresh`].
+    pub fn grace(&self) -> Duration {
+        match self.replacement {
+            Replacement::Recovering => 2 * self.d,
+            Replacement::Fresh => Duration::ZERO,
+        }
+    }
+}
+
+/// A `true` ticket: its unit held leadership over `[start, end]` (virtual time since
+/// the start of the run; `end = start + d`). See the module doc for why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval {
+    /// The tracker slot, i.e. the unit `sim/<slot>`.
+    pub slot: usize,
+    /// Which incarnation of the slot's tracker answered.
+    pub life: u32,
+    /// Which question it answered.
+    pub ask: Ask,
+    /// When the question was asked.
+    pub asked: Duration,
+    /// When the ticket resolved `true` (`r`).
+    pub start: Duration,
+    /// `r + d`.
+    pub end: Duration,
+}
+
+/// What the liveness window saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// When the window opened: the network healed and every tracker runs.
+    pub stable_at: Duration,
+    /// The latest instant a leader may appear (see [`liveness_bound`]).
+    pub deadline: Duration,
+    /// When the first `ClaimLeader` of the window answered `true`, if any did.
+    pub leader_at: Option<Duration>,
+}
+
+/// The time a leader may take to appear once the window opens at `stable_at`: `2·d`
+/// (the longest lease still held, by a unit that may be dead or have lost the
+/// grant's answer, runs out; leases are `2·d` and granted no later than `stable_at`),
+/// plus the longest backoff, `d` (a tracker whose block failed, or a supervised one
+/// that restarted, claims again after at most `d`), plus whatever is left of a
+/// replacement manager's grace at `stable_at` (up to `2·d` if the manager was replaced
+/// by the last fault): no claim is granted before the grace ends.
+pub fn liveness_bound(d: Duration, grace_left: Duration) -> Duration {
+    2 * d + d + grace_left
+}
+
+/// The outcome of one run, ready for the checker.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The claim duration.
+    pub d: Duration,
+    /// Every `true` ticket.
+    pub intervals: Vec<Interval>,
+    /// The liveness window.
+    pub liveness: Liveness,
+    /// What happened, in order.
+    pub trace: Vec<Event>,
+    /// How many manager replacements happened.
+    pub replacements: u32,
+}
+
+/// Runs `scenario` in a fresh actix `System` on a paused clock.
+pub fn run(scenario: &Scenario) -> Run {
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            // Starting paused puts "now" on tokio's millisecond grid, so every timer
+            // fires exactly at its deadline (`tokio::time::pause()` inside the run
+            // would leave each timer up to 1 ms late).
+            .start_paused(true)
+            .build()
+            .expect("a tokio runtime")
+    });
+    system.block_on(async { Driver::new(scenario).drive(scenario).await })
+}
+
+/// One tracker slot: the unit, its proxy, and its current tracker, if any.
+struct Slot {
+    index: usize,
+    unit: UnitName,
+    supervised: bool,
+    proxy: Addr<FaultProxy>,
+    tracker: Option<Tracker>,
+    /// Incarnation number of `tracker`, from 1.
+    life: u32,
+    /// Cleared when the current tracker stops for good.
+    alive: Rc<Cell<bool>>,
+}
+
+impl Slot {
+    /// The current tracker, if it runs.
+    fn running(&self) -> Option<&Tracker> {
+        self.tracker.as_ref().filter(|_| self.alive.get())
+    }
+}
+
+/// Performs a scenario's steps, then heals the network and watches for a leader.
+struct Driver {
+    d: Duration,
+    grace: Duration,
+    start: Instant,
+    trace: Trace,
+    net: Rc<RefCell<Network>>,
+    slots: Vec<Slot>,
+    prober: Prober,
+    /// When the latest replacement manager's grace ends.
+    grace_until: Option<Instant>,
+    replacements: u32,
+}
+
+impl Driver {
+    /// Sets up the world: the manager, one proxy per tracker; no tracker runs yet.
+    fn new(scenario: &Scenario) -> Driver {
+        let start = Instant::now();
+        let trace = Trace::new(start);
+        let manager = ManagerActor::new().start();
+        let net = Rc::new(RefCell::new(Network::new(
+            manager,
+            scenario.faults,
+            scenario.d,
+            Rng::new(scenario.fault_seed),
+            trace.clone(),
+        )));
+        let slots = scenario
+            .supervised
+            .iter()
+            .enumerate()
+            .map(|(slot, &supervised)| Slot {
+                index: slot,
+                unit: UnitName::new(&format!("{SERVICE}/{slot}")).expect("a valid unit name"),
+                supervised,
+                proxy: FaultProxy::new(slot, Rc::clone(&net)).start(),
+                tracker: None,
+                life: 0,
+                alive: Rc::new(Cell::new(false)),
+            })
+            .collect();
+        Driver {
+            d: scenario.d,
+            grace: scenario.grace(),
+            start,
+            trace: trace.clone(),
+            net,
+            prober: Prober {
+                d: scenario.d,
+                trace,
+                intervals: Rc::default(),
+            },
+            slots,
+            grace_until: None,
+            replacements: 0,
+        }
+    }
+
+    fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.start)
+    }
+
+    async fn drive(mut self, scenario: &Scenario) -> Run {
+        for slot in 0..self.slots.len() {
+            self.start_tracker(slot);
+        }
+        for step in &scenario.steps {
+            self.step(*step).await;
+        }
+        let liveness = self.stabilise().await;
+        Run {
+            d: self.d,
+            intervals: self.prober.intervals.borrow().clone(),
+            liveness,
+            trace: self.trace.events(),
+            replacements: self.replacements,
+        }
+    }
+
+    async fn step(&mut self, step: Step) {
+        match step {
+            Step::Advance(by) => sleep(by).await,
+            Step::Probe(slot, ask) => {
+                let s = &self.slots[slot];
+                if let Some(tracker) = s.running() {
+                    actix_rt::spawn(self.prober.ask(slot, s.life, tracker, ask));
+                }
+            }
+            Step::Kill(slot) => {
+                let slot_ref = &mut self.slots[slot];
+                if let Some(tracker) = slot_ref.tracker.take() {
+                    if slot_ref.alive.get() {
+                        self.trace.log(What::Killed {
+                            slot,
+                            life: slot_ref.life,
+                        });
+                    }
+                    // A supervised tracker stays inert after `kill` until its last
+                    // handle drops; dropping ours (and the watcher's, once it has seen
+                    // the stop) lets it go.
+                    tracker.kill();
+                }
+            }
+            Step::Restart(slot) => {
+                if self.slots[slot].running().is_none() {
+                    self.start_tracker(slot);
+                }
+            }
+            Step::ReplaceManager => self.replace_manager(),
+        }
+    }
+
+    /// Starts a new incarnation in `slot`, and a task that notes when it stops.
+    fn start_tracker(&mut self, slot: usize) {
+        let d = self.d;
+        let s = &mut self.slots[slot];
+        let claimer = Claimer::new(&s.proxy);
+        let tracker = if s.supervised {
+            Tracker::start_supervised(s.unit.clone(), claimer, d)
+        } else {
+            Tracker::start(s.unit.clone(), claimer, d)
+        }
+        .expect("a valid claim duration");
+        s.life += 1;
+        s.alive = Rc::new(Cell::new(true));
+        s.tracker = Some(tracker.clone());
+        let (alive, life, trace) = (Rc::clone(&s.alive), s.life, self.trace.clone());
+        trace.log(What::TrackerStarted {
+            slot,
+            life,
+            supervised: s.supervised,
+        });
+        actix_rt::spawn(async move {
+            let report = tracker.wait().await;
+            alive.set(false);
+            let report = match report {
+                Ok(()) => "Ok".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            trace.log(What::TrackerStopped { slot, life, report });
+        });
+    }
+
+    fn replace_manager(&mut self) {
+        let manager = match self.grace {
+            Duration::ZERO => ManagerActor::new(),
+            grace => ManagerActor::recovering(grace),
+        }
+        .start();
+        let old = std::mem::replace(&mut self.net.borrow_mut().manager, manager);
+        old.do_send(StopManager);
+        self.grace_until = Some(Instant::now() + self.grace);
+        self.replacements += 1;
+        self.trace.log(What::ManagerReplaced { grace: self.grace });
+    }
+
+    /// Heals the network, restarts every tracker that is not running, and watches for
+    /// a leader until one appears or the liveness deadline passes.
+    async fn stabilise(&mut self) -> Liveness {
+        self.net.borrow_mut().heal();
+        self.trace.log(What::Healed);
+        // Let every fault the healing ends play out (a lost claim now fails, which
+        // stops a plain tracker) before restarting what is not running.
+        sleep(Duration::from_millis(1)).await;
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].running().is_none() {
+                self.start_tracker(slot);
+            }
+        }
+        let stable_at = Instant::now();
+        let grace_left = self.grace_until.map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(stable_at)
+        });
+        let deadline = stable_at + liveness_bound(self.d, grace_left);
+        self.trace.log(What::Stable {
+            deadline: self.offset(deadline),
+        });
+        let leader: Rc<Cell<Option<Instant>>> = Rc::default();
+        for slot in &self.slots {
+            if let Some(tracker) = slot.running() {
+                let watch = self.prober.clone().watch_for_leadership(
+                    slot.index,
+                    slot.life,
+                    tracker.clone(),
+                    deadline,
+                    Rc::clone(&leader),
+                );
+                actix_rt::spawn(watch);
+            }
+        }
+        // Keep probing every tracker while waiting, and for `d` after a leader appears,
+        // so the stable phase feeds the safety check too.
+        loop {
+            let now = Instant::now();
+            match leader.get() {
+                Some(at) if now >= at + self.d => break,
+                None if now > deadline => break,
+                _ => {}
+            }
+            sleep(self.d / 4).await;
+            for slot in 0..self.slots.len() {
+                self.step(Step::Probe(slot, Ask::ClaimLeader)).await;
+            }
+        }
+        Liveness {
+            stable_at: self.offset(stable_at),
+            deadline: self.offset(deadline),
+            leader_at: leader.get().map(|at| self.offset(at)),
+        }
+    }
+}
+
+/// Asks trackers questions and records the answers; cheap to clone into tasks.
+#[derive(Clone)]
+struct Prober {
+    d: Duration,
+    trace: Trace,
+    intervals: Rc<RefCell<Vec<Interval>>>,
+}
+
+impl Prober {
+    /// Asks `tracker` (incarnation `life` of `slot`) one question; the returned future
+    /// resolves to the answer, recording it in the trace and, if `true`, as an interval.
+    fn ask(
+        &self,
+        slot: usize,
+        life: u32,
+        tracker: &Tracker,
+        ask: Ask,
+    ) -> impl Future<Output = bool> + 'static {
+        let ticket = match ask {
+            Ask::ClaimLeader => tracker.claim_leader(),
+            Ask::WaitLeader => tracker.wait_leader(),
+        };
+        let this = self.clone();
+        let asked = self.trace.offset(Instant::now());
+        async move {
+            let answer = ticket.await;
+            // `r`: see the module doc. This task runs as soon as the ticket resolves,
+            // before the paused clock can move.
+            let start = this.trace.offset(Instant::now());
+            if answer {
+                this.intervals.borrow_mut().push(Interval {
+                    slot,
+                    life,
+                    ask,
+                    asked,
+                    start,
+                    end: start + this.d,
+                });
+            }
+            this.trace.log(What::Ticket {
+                slot,
+                life,
+                ask,
+                asked,
+                answer,
+            });
+            answer
+        }
+    }
+
+    /// Waits for `tracker` to lead (asking again if a supervised restart answers its
+    /// `WaitLeader` false), confirms with a `ClaimLeader`, and notes the first
+    /// confirmed instant of any tracker in `leader`. Gives up after `deadline`.
+    async fn watch_for_leadership(
+        self,
+        slot: usize,
+        life: u32,
+        tracker: Tracker,
+        deadline: Instant,
+        leader: Rc<Cell<Option<Instant>>>,
+    ) {
+        while leader.get().is_none() {
+            let led = tokio::select! {
+                biased;
+                answer = self.ask(slot, life, &tracker, Ask::WaitLeader) => answer,
+                _ = sleep_until(deadline + Duration::from_millis(1)) => return,
+            };
+            if led && self.ask(slot, life, &tracker, Ask::ClaimLeader).await {
+                if leader.get().is_none() {
+                    leader.set(Some(Instant::now()));
+                    self.trace.log(What::Leader { slot, life });
+                }
+                return;
+            }
+            if !led {
+                // The tracker restarted (supervised) or stopped: ask again a tick later
+                // rather than spin at one instant.
+                sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}

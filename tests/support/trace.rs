@@ -1,0 +1,213 @@
+//! The event trace of one simulated run: what happened at which virtual instant.
+//!
+//! Events are stored as plain data and only formatted when a run fails (or is replayed),
+//! so tracing costs a run almost nothing.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use leadership::LeaseError;
+use tokio::time::Instant;
+
+/// Which manager request a proxy relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `ClaimLeadership`.
+    Claim,
+    /// `BlockUntilLeadershipReleased`.
+    Block,
+}
+
+/// What a proxy decided to do with one request (see [`crate::support::proxy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Forward at once and pass the answer back at once.
+    Forward,
+    /// Hold the request this long (or until the network heals), then forward it.
+    DelayThenForward(Duration),
+    /// Forward at once, then hold the answer this long (or until healed).
+    ForwardThenDelay(Duration),
+    /// Never forward; answer `Failed` when the network heals (a lost request).
+    Lose,
+    /// Forward, but answer `Failed` only when the network heals (a lost answer).
+    ForwardThenLose,
+    /// Answer `Failed` at once without forwarding.
+    Fail,
+    /// Forward, then answer `Failed` instead of the manager's answer.
+    ForwardThenFail,
+}
+
+/// Which ticket a probe asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// `ClaimLeader`.
+    ClaimLeader,
+    /// `WaitLeader`.
+    WaitLeader,
+}
+
+/// One thing that happened in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// A tracker (incarnation `life` of slot `slot`) started.
+    TrackerStarted {
+        slot: usize,
+        life: u32,
+        supervised: bool,
+    },
+    /// A tracker stopped for good, with its report.
+    TrackerStopped {
+        slot: usize,
+        life: u32,
+        report: String,
+    },
+    /// The driver killed a tracker.
+    Killed { slot: usize, life: u32 },
+    /// The driver stopped the manager and started another.
+    ManagerReplaced { grace: Duration },
+    /// A proxy received a request and decided its fate.
+    Relayed {
+        slot: usize,
+        request: Request,
+        fate: Fate,
+    },
+    /// A proxy answered a request.
+    Answered {
+        slot: usize,
+        request: Request,
+        answer: Result<(), LeaseError>,
+    },
+    /// A probe's ticket resolved.
+    Ticket {
+        slot: usize,
+        life: u32,
+        ask: Ask,
+        asked: Duration,
+        answer: bool,
+    },
+    /// Faults stopped: hung requests fail, delays end, proxies forward transparently.
+    Healed,
+    /// Every tracker is alive and the network healed: the liveness window opens.
+    Stable { deadline: Duration },
+    /// The first `true` ClaimLeader of the liveness window.
+    Leader { slot: usize, life: u32 },
+}
+
+/// One event: virtual time since the run started, and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Virtual time since the start of the run.
+    pub at: Duration,
+    /// What happened.
+    pub what: What,
+}
+
+/// A run's trace, shared by the driver, the proxies and the probe tasks.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    start: Instant,
+    events: Rc<RefCell<Vec<Event>>>,
+}
+
+impl Trace {
+    /// An empty trace whose instants count from `start`.
+    pub fn new(start: Instant) -> Trace {
+        Trace {
+            start,
+            events: Rc::default(),
+        }
+    }
+
+    /// Virtual time from the start of the run to `at`.
+    pub fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.start)
+    }
+
+    /// Records `what` as happening now.
+    pub fn log(&self, what: What) {
+        let at = self.offset(Instant::now());
+        self.events.borrow_mut().push(Event { at, what });
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.borrow().clone()
+    }
+}
+
+/// `12.345s`: virtual time, to the millisecond (every simulated instant is on tokio's
+/// millisecond grid).
+pub struct Secs(pub Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}s", self.0.as_secs(), self.0.subsec_millis())
+    }
+}
+
+impl fmt::Display for Fate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fate::Forward => write!(f, "forward"),
+            Fate::DelayThenForward(d) => write!(f, "delay {d:?}, then forward"),
+            Fate::ForwardThenDelay(d) => write!(f, "forward, then delay the answer {d:?}"),
+            Fate::Lose => write!(f, "lose the request (fails at heal)"),
+            Fate::ForwardThenLose => write!(f, "forward, then lose the answer (fails at heal)"),
+            Fate::Fail => write!(f, "answer an error"),
+            Fate::ForwardThenFail => write!(f, "forward, then answer an error"),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:>9}] ", Secs(self.at).to_string())?;
+        match &self.what {
+            What::TrackerStarted {
+                slot,
+                life,
+                supervised,
+            } => {
+                let kind = if *supervised { "supervised" } else { "plain" };
+                write!(f, "u{slot}#{life} started ({kind})")
+            }
+            What::TrackerStopped { slot, life, report } => {
+                write!(f, "u{slot}#{life} stopped: {report}")
+            }
+            What::Killed { slot, life } => write!(f, "u{slot}#{life} killed"),
+            What::ManagerReplaced { grace } => {
+                write!(f, "MANAGER replaced (new one's grace {grace:?})")
+            }
+            What::Relayed {
+                slot,
+                request,
+                fate,
+            } => write!(f, "p{slot} {request:?}: {fate}"),
+            What::Answered {
+                slot,
+                request,
+                answer,
+            } => {
+                write!(f, "p{slot} {request:?} answered {answer:?}")
+            }
+            What::Ticket {
+                slot,
+                life,
+                ask,
+                asked,
+                answer,
+            } => write!(
+                f,
+                "u{slot}#{life} {ask:?} asked at {} -> {answer}",
+                Secs(*asked)
+            ),
+            What::Healed => write!(f, "HEALED: no more faults"),
+            What::Stable { deadline } => {
+                write!(f, "STABLE: a leader is due by {}", Secs(*deadline))
+            }
+            What::Leader { slot, life } => write!(f, "LEADER u{slot}#{life}"),
+        }
+    }
+}
