@@ -288,3 +288,37 @@ fn simulation_checker_overlap_means_more_than_touching() {
     };
     assert!(check(&late).liveness_failure.is_some());
 }
+
+#[test]
+fn simulation_random_seeds_with_a_grace_of_only_d_find_violations() {
+    let summary = run_seeds(100, Replacement::Grace(D));
+    assert!(
+        summary.unsafe_seeds > 0,
+        "a replacement grace of d (half the longest lease) must be caught: {}",
+        summary.line()
+    );
+}
+
+/// How sensitive the checker is: the share of seeds caught for replacement graces
+/// shorter than the safe `2·d`. Informational; run with
+/// `cargo test --release --test simulation -- --ignored sensitivity --nocapture`.
+#[test]
+#[ignore = "informational: prints how often too-short graces are caught"]
+fn sensitivity_to_too_short_graces() {
+    let seeds = 2_000;
+    for (name, replacement) in [
+        ("fresh (no grace)", Replacement::Fresh),
+        ("grace d/2", Replacement::Grace(D / 2)),
+        ("grace d", Replacement::Grace(D)),
+        ("grace 1.5·d", Replacement::Grace(D * 3 / 2)),
+        ("grace 1.9·d", Replacement::Grace(D * 19 / 10)),
+        (
+            "grace 2·d - 1 ms",
+            Replacement::Grace(2 * D - Duration::from_millis(1)),
+        ),
+        ("grace 2·d (safe)", Replacement::Recovering),
+    ] {
+        let summary = run_seeds(seeds, replacement);
+        announce(&format!("{name}: {}", summary.line()));
+    }
+}

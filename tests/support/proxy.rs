@@ -37,6 +37,9 @@ pub struct FaultRates {
     pub fail: u64,
     /// Forward, then answer `Failed`.
     pub fail_after_forwarding: u64,
+    /// Forward and answer, and deliver the request to the manager once more later
+    /// (at-least-once delivery; the second answer goes nowhere).
+    pub duplicate: u64,
 }
 
 impl FaultRates {
@@ -48,6 +51,7 @@ impl FaultRates {
         lose_answer: 4,
         fail: 6,
         fail_after_forwarding: 6,
+        duplicate: 5,
     };
 }
 
@@ -149,6 +153,8 @@ impl Network {
             Fate::Fail
         } else if pick(rates.fail_after_forwarding) {
             Fate::ForwardThenFail
+        } else if pick(rates.duplicate) {
+            Fate::Duplicate(delay(&mut self.rng))
         } else {
             Fate::Forward
         }
@@ -181,7 +187,7 @@ impl FaultProxy {
     /// Relays `msg` according to a freshly drawn fate, and traces what it did.
     fn relay<M>(&self, request: Request, msg: M) -> impl Future<Output = Result<(), LeaseError>>
     where
-        M: Message<Result = Result<(), LeaseError>> + Send + 'static,
+        M: Message<Result = Result<(), LeaseError>> + Clone + Send + 'static,
         ManagerActor: Handler<M>,
     {
         let slot = self.slot;
@@ -222,6 +228,20 @@ impl FaultProxy {
                 Fate::ForwardThenFail => {
                     let _lost = forward(&net, msg).await;
                     injected("pow after forwarding")
+                }
+                Fate::Duplicate(delay) => {
+                    let (again, net2, trace2) = (msg.clone(), Rc::clone(&net), trace.clone());
+                    actix_rt::spawn(async move {
+                        tokio::select! {
+                            biased;
+                            _ = healed => {}
+                            _ = tokio::time::sleep(delay) => {
+                                let answer = forward(&net2, again).await;
+                                trace2.log(What::Duplicated { slot, request, answer });
+                            }
+                        }
+                    });
+                    forward(&net, msg).await
                 }
             };
             trace.log(What::Answered {

@@ -52,6 +52,9 @@ pub enum Replacement {
     Recovering,
     /// `ManagerActor::new()`: grants at once. Unsafe; used to show the checker fails.
     Fresh,
+    /// `ManagerActor::recovering(grace)` with a grace of our choosing; shorter than
+    /// `2·d` is unsafe, which measures how sensitive the checker is.
+    Grace(Duration),
 }
 
 /// One thing the driver does.
@@ -91,8 +94,10 @@ pub struct Scenario {
 pub const D: Duration = Duration::from_secs(2);
 
 impl Scenario {
-    /// The random scenario of `seed`: 3-7 trackers, each plain or supervised, and 10-30
-    /// rounds of "advance up to d/2, probe, maybe kill, restart or replace the manager".
+    /// The random scenario of `seed`: 3-7 trackers, each plain or supervised, and 20-60
+    /// rounds of "advance, probe, maybe kill, restart or replace the manager". A third
+    /// of the advances are short (up to 10 ms), so probes cluster densely around
+    /// whatever is happening; the others are up to d/2.
     pub fn random(seed: u64, replacement: Replacement) -> Scenario {
         let mut rng = Rng::new(seed);
         let mut steps_rng = rng.fork();
@@ -102,8 +107,9 @@ impl Scenario {
         let n = rng.range(3, 7) as usize;
         let supervised = (0..n).map(|_| rng.percent(50)).collect();
         let mut steps = Vec::new();
-        for _ in 0..rng.range(10, 30) {
-            steps.push(Step::Advance(Duration::from_millis(rng.range(1, d_ms / 2))));
+        for _ in 0..rng.range(20, 60) {
+            let max = if rng.percent(33) { 10 } else { d_ms / 2 };
+            steps.push(Step::Advance(Duration::from_millis(rng.range(1, max))));
             for slot in 0..n {
                 if rng.percent(60) {
                     steps.push(Step::Probe(slot, Ask::ClaimLeader));
@@ -135,6 +141,7 @@ impl Scenario {
         match self.replacement {
             Replacement::Recovering => 2 * self.d,
             Replacement::Fresh => Duration::ZERO,
+            Replacement::Grace(grace) => grace,
         }
     }
 }

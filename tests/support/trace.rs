@@ -37,6 +37,9 @@ pub enum Fate {
     Fail,
     /// Forward, then answer `Failed` instead of the manager's answer.
     ForwardThenFail,
+    /// Forward and answer; deliver the request again this much later (unless the
+    /// network heals first), discarding the second answer.
+    Duplicate(Duration),
 }
 
 /// Which ticket a probe asked for.
@@ -75,6 +78,12 @@ pub enum What {
     },
     /// A proxy answered a request.
     Answered {
+        slot: usize,
+        request: Request,
+        answer: Result<(), LeaseError>,
+    },
+    /// A proxy delivered a duplicate of a request; its answer went nowhere.
+    Duplicated {
         slot: usize,
         request: Request,
         answer: Result<(), LeaseError>,
@@ -157,6 +166,7 @@ impl fmt::Display for Fate {
             Fate::ForwardThenLose => write!(f, "forward, then lose the answer (fails at heal)"),
             Fate::Fail => write!(f, "answer an error"),
             Fate::ForwardThenFail => write!(f, "forward, then answer an error"),
+            Fate::Duplicate(d) => write!(f, "forward, and deliver a duplicate in {d:?}"),
         }
     }
 }
@@ -191,6 +201,16 @@ impl fmt::Display for Event {
                 answer,
             } => {
                 write!(f, "p{slot} {request:?} answered {answer:?}")
+            }
+            What::Duplicated {
+                slot,
+                request,
+                answer,
+            } => {
+                write!(
+                    f,
+                    "p{slot} {request:?} duplicate delivered, answered {answer:?} (dropped)"
+                )
             }
             What::Ticket {
                 slot,
