@@ -1,0 +1,409 @@
+//! Model-based tests.
+//!
+//! - `ManagerActor` against a reference model of contract §3: random sequences of
+//!   claims, releases, blocks, time advances and leader queries, on a clock that
+//!   starts paused (so every expiry is exact), must agree with a map
+//!   `service → (holder, expiry, term)` after every step.
+//! - `UnitName::new` never panics, agrees with a reference reading of contract §1, and
+//!   round-trips what it accepts.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use leadership::{
+    BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, ManagerActor,
+    ReleaseLeadership, UnitName,
+};
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+/// The services the model test uses; both valid, the second with a hyphen.
+const SERVICES: [&str; 2] = ["alpha", "beta-x2"];
+/// Units per service: `<service>/0` … `<service>/2`.
+const UNITS: u32 = 3;
+
+/// One step of a model test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// `ClaimLeadership` by `unit` of `service` for `ms` (0 is invalid).
+    Claim { service: usize, unit: u32, ms: u64 },
+    /// A claim naming a unit of the *other* service: always `Invalid`.
+    ClaimForeign { service: usize, unit: u32 },
+    /// `ReleaseLeadership`.
+    Release { service: usize, unit: u32 },
+    /// `BlockUntilLeadershipReleased`, left pending in a task of its own.
+    Block { service: usize },
+    /// Let `ms` of paused time pass.
+    Advance { ms: u64 },
+    /// `Leader` (also checked after every step).
+    Leader { service: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let service = 0..SERVICES.len();
+    prop_oneof![
+        4 => (service.clone(), 0..UNITS, 0u64..=3_000)
+            .prop_map(|(service, unit, ms)| Op::Claim { service, unit, ms }),
+        1 => (service.clone(), 0..UNITS)
+            .prop_map(|(service, unit)| Op::ClaimForeign { service, unit }),
+        2 => (service.clone(), 0..UNITS).prop_map(|(service, unit)| Op::Release { service, unit }),
+        2 => service.clone().prop_map(|service| Op::Block { service }),
+        // Short steps land on and around expiries, long ones jump past them.
+        4 => prop_oneof![0u64..=5, 0u64..=2_500].prop_map(|ms| Op::Advance { ms }),
+        1 => service.prop_map(|service| Op::Leader { service }),
+    ]
+}
+
+fn unit_name(service: usize, unit: u32) -> String {
+    format!("{}/{unit}", SERVICES[service])
+}
+
+/// The reference model's lease of one service. Invariant after every step: live
+/// (`now < expires`); an expired lease is removed when time passes its expiry.
+#[derive(Debug, Clone, Copy)]
+struct ModelLease {
+    holder: u32,
+    /// Milliseconds since the start of the test.
+    expires: u64,
+    /// The term the manager reported for this grant, once seen.
+    term: Option<u64>,
+}
+
+/// Contract §3 as plain data.
+#[derive(Debug, Default)]
+struct Model {
+    now: u64,
+    leases: [Option<ModelLease>; 2],
+    /// The highest term seen per service: a new holder's must exceed it.
+    max_term: [u64; 2],
+    /// Blocks sent so far: their service, and whether they must have been answered.
+    blocks: Vec<(usize, bool)>,
+}
+
+impl Model {
+    fn claim(&mut self, service: usize, unit: u32, ms: u64) -> Result<(), LeaseError> {
+        if ms == 0 {
+            return Err(LeaseError::Invalid(
+                "claim duration must be positive".into(),
+            ));
+        }
+        let wanted = self.now + ms;
+        match &mut self.leases[service] {
+            Some(lease) if lease.holder == unit => {
+                // Extension: never shortens, keeps the term.
+                lease.expires = lease.expires.max(wanted);
+                Ok(())
+            }
+            Some(_) => Err(LeaseError::ClaimDenied),
+            slot @ None => {
+                *slot = Some(ModelLease {
+                    holder: unit,
+                    expires: wanted,
+                    term: None,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn release(&mut self, service: usize, unit: u32) -> Result<(), LeaseError> {
+        match self.leases[service] {
+            Some(lease) if lease.holder == unit => {
+                self.end(service);
+                Ok(())
+            }
+            _ => Err(LeaseError::NotHeld {
+                unit: unit_name(service, unit),
+            }),
+        }
+    }
+
+    fn block(&mut self, service: usize) {
+        let answered = self.leases[service].is_none();
+        self.blocks.push((service, answered));
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        for service in 0..SERVICES.len() {
+            if self.leases[service].is_some_and(|lease| self.now >= lease.expires) {
+                self.end(service);
+            }
+        }
+    }
+
+    /// The lease of `service` ends (expiry or release): its blocks are answered.
+    fn end(&mut self, service: usize) {
+        self.leases[service] = None;
+        for (s, answered) in &mut self.blocks {
+            *answered |= *s == service;
+        }
+    }
+}
+
+/// Where a block's task puts the answer once it arrives.
+type BlockAnswer = Rc<RefCell<Option<Result<(), LeaseError>>>>;
+
+/// A `ManagerActor` under test, and the answers of its pending blocks.
+struct Subject {
+    manager: Addr<ManagerActor>,
+    start: Instant,
+    blocks: Vec<BlockAnswer>,
+}
+
+/// Lets the manager, its timer and the block tasks run without moving the clock
+/// (yielding never auto-advances a paused clock).
+async fn settle() {
+    for _ in 0..30 {
+        tokio::task::yield_now().await;
+    }
+}
+
+impl Subject {
+    async fn apply(&mut self, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::Claim { service, unit, ms } => {
+                let claim = ClaimLeadership {
+                    service: SERVICES[service].into(),
+                    unit: unit_name(service, unit),
+                    duration: Duration::from_millis(ms),
+                };
+                let got = self.manager.send(claim).await.expect("manager runs");
+                let want = model.claim(service, unit, ms);
+                match (&got, &want) {
+                    (Err(LeaseError::Invalid(_)), Err(LeaseError::Invalid(_))) => {}
+                    _ => prop_assert_eq!(got, want, "{:?}", op),
+                }
+            }
+            Op::ClaimForeign { service, unit } => {
+                let claim = ClaimLeadership {
+                    service: SERVICES[service].into(),
+                    unit: unit_name(1 - service, unit),
+                    duration: Duration::from_secs(1),
+                };
+                let got = self.manager.send(claim).await.expect("manager runs");
+                prop_assert!(matches!(got, Err(LeaseError::Invalid(_))), "{:?}", got);
+            }
+            Op::Release { service, unit } => {
+                let release = ReleaseLeadership {
+                    service: SERVICES[service].into(),
+                    unit: unit_name(service, unit),
+                };
+                let got = self.manager.send(release).await.expect("manager runs");
+                prop_assert_eq!(got, model.release(service, unit), "{:?}", op);
+            }
+            Op::Block { service } => {
+                let answer = Rc::new(RefCell::new(None));
+                let block = self.manager.send(BlockUntilLeadershipReleased {
+                    service: SERVICES[service].into(),
+                });
+                let slot = Rc::clone(&answer);
+                actix_rt::spawn(async move {
+                    let got = block.await.expect("manager runs");
+                    *slot.borrow_mut() = Some(got);
+                });
+                self.blocks.push(answer);
+                model.block(service);
+            }
+            Op::Advance { ms } => {
+                tokio::time::advance(Duration::from_millis(ms)).await;
+                model.advance(ms);
+            }
+            Op::Leader { service } => {
+                // Every lease is compared in full below; this asks out of turn.
+                let got = self
+                    .manager
+                    .send(Leader {
+                        service: SERVICES[service].into(),
+                    })
+                    .await
+                    .expect("manager runs");
+                let want = model.leases[service].map(|lease| unit_name(service, lease.holder));
+                prop_assert_eq!(got.map(|info| info.holder), want);
+            }
+        }
+        settle().await;
+        self.check(model).await
+    }
+
+    /// Compares every lease and every block with the model.
+    async fn check(&mut self, model: &mut Model) -> Result<(), TestCaseError> {
+        let now = Instant::now();
+        prop_assert_eq!(now - self.start, Duration::from_millis(model.now));
+        for (service, name) in SERVICES.iter().enumerate() {
+            let got = self
+                .manager
+                .send(Leader {
+                    service: (*name).into(),
+                })
+                .await
+                .expect("manager runs");
+            let want = &mut model.leases[service];
+            match (got, want) {
+                (None, None) => {}
+                (Some(info), Some(lease)) => {
+                    prop_assert_eq!(&info.holder, &unit_name(service, lease.holder));
+                    prop_assert_eq!(
+                        info.expires - self.start,
+                        Duration::from_millis(lease.expires)
+                    );
+                    match lease.term {
+                        // The same grant, extended or not: the same term.
+                        Some(term) => prop_assert_eq!(info.term, term),
+                        // A new grant: a term above every earlier one of the service.
+                        None => {
+                            prop_assert!(info.term > model.max_term[service]);
+                            lease.term = Some(info.term);
+                            model.max_term[service] = info.term;
+                        }
+                    }
+                }
+                (got, want) => prop_assert!(
+                    false,
+                    "{}: manager {:?}, model {:?}",
+                    SERVICES[service],
+                    got,
+                    want
+                ),
+            }
+        }
+        for (n, (answer, (_, answered))) in self.blocks.iter().zip(&model.blocks).enumerate() {
+            let got = answer.borrow().clone();
+            match got {
+                Some(result) => {
+                    prop_assert!(*answered, "block {} answered early: {:?}", n, result);
+                    prop_assert_eq!(result, Ok(()));
+                }
+                None => prop_assert!(!*answered, "block {} still pending", n),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `ops` against a fresh manager on a clock that starts paused (on tokio's
+/// millisecond grid, so every expiry fires exactly on time).
+fn run_model(ops: &[Op]) -> Result<(), TestCaseError> {
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a tokio runtime")
+    });
+    system.block_on(async {
+        let mut subject = Subject {
+            manager: ManagerActor::new().start(),
+            start: Instant::now(),
+            blocks: Vec::new(),
+        };
+        let mut model = Model::default();
+        for op in ops {
+            subject.apply(&mut model, op).await?;
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn manager_agrees_with_the_reference_model(ops in prop::collection::vec(op(), 1..60)) {
+        run_model(&ops)?;
+    }
+}
+
+/// Contract §1, read independently of the implementation.
+fn reference_accepts(s: &str) -> bool {
+    let Some((service, number)) = s.split_once('/') else {
+        return false;
+    };
+    let service_ok = service.starts_with(|c: char| c.is_ascii_lowercase())
+        && service
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && service.split('-').all(|segment| !segment.is_empty())
+        && service
+            .split('-')
+            .skip(1)
+            .all(|segment| segment.bytes().any(|b| b.is_ascii_lowercase()));
+    let number_ok = !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && (number == "0" || !number.starts_with('0'))
+        && number.parse::<u32>().is_ok();
+    service_ok && number_ok
+}
+
+fn check_unit_name(s: &str) -> Result<(), TestCaseError> {
+    let parsed = UnitName::new(s);
+    prop_assert_eq!(
+        parsed.is_ok(),
+        reference_accepts(s),
+        "{:?}: {:?}",
+        s,
+        parsed
+    );
+    prop_assert_eq!(s.parse::<UnitName>(), parsed.clone());
+    match parsed {
+        Ok(unit) => {
+            prop_assert_eq!(UnitName::new(unit.as_str()), Ok(unit.clone()));
+            prop_assert_eq!(unit.to_string(), s);
+            prop_assert_eq!(unit.as_str(), s);
+            prop_assert_eq!(format!("{}/{}", unit.service(), unit.number()), s);
+        }
+        Err(e) => {
+            let quoted = format!("{s:?}");
+            prop_assert!(
+                e.to_string().contains(&quoted),
+                "{} does not quote {}",
+                e,
+                quoted
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn unit_name_never_panics_on_arbitrary_strings(s in any::<String>()) {
+        check_unit_name(&s)?;
+    }
+
+    #[test]
+    fn unit_name_agrees_with_the_contract_on_near_valid_strings(
+        s in "[a-z0-9A-Z_-]{0,3}(-?[a-z0-9]{0,3}){0,3}/?[0-9+-]{0,11}(/[0-9])?"
+    ) {
+        check_unit_name(&s)?;
+    }
+}
+
+#[test]
+fn reference_reading_of_the_contract_examples() {
+    for good in ["led-service/123", "a/0", "mysql/7", "a1-b2/4294967295"] {
+        assert!(reference_accepts(good), "{good}");
+    }
+    for bad in [
+        "",
+        "mysql",
+        "MySQL/0",
+        "my_sql/0",
+        "mysql/x",
+        "mysql/-1",
+        "mysql/0/1",
+        "1mysql/0",
+        "mysql/007",
+        "a--b/0",
+        "a-/0",
+        "a-1/0",
+        "a/4294967296",
+        "a/+1",
+    ] {
+        assert!(!reference_accepts(bad), "{bad}");
+    }
+}
