@@ -46,6 +46,10 @@ struct Summary {
     true_tickets: u64,
     /// Manager replacements, over all seeds.
     replacements: u64,
+    /// The longest a leader took to appear once the network healed, and the largest
+    /// share of its bound a leader took.
+    slowest_leader: Duration,
+    tightest: f64,
     /// Reports of the first few failing seeds (by seed number).
     reports: Vec<(u64, String)>,
 }
@@ -64,6 +68,13 @@ impl Summary {
         self.dead_seeds += u64::from(verdict.liveness_failure.is_some());
         self.true_tickets += run.intervals.len() as u64;
         self.replacements += u64::from(run.replacements);
+        let live = &run.liveness;
+        if let Some(at) = live.leader_at {
+            let took = at.saturating_sub(live.stable_at);
+            let bound = live.deadline - live.stable_at;
+            self.slowest_leader = self.slowest_leader.max(took);
+            self.tightest = self.tightest.max(took.as_secs_f64() / bound.as_secs_f64());
+        }
         if !verdict.is_ok() {
             self.reports.push((seed, report(Some(seed), run, verdict)));
             self.reports.sort_by_key(|(seed, _)| *seed);
@@ -134,9 +145,12 @@ fn simulate(seeds: u64) {
     let elapsed = started.elapsed();
     announce(&summary.line());
     announce(&format!(
-        "simulation details: {} true tickets checked, {} manager replacements, {:.1} s ({:.0} seeds/s)",
+        "simulation details: {} true tickets checked, {} manager replacements; slowest \
+         leader {:?} after healing (at most {:.0}% of its bound); {:.1} s ({:.0} seeds/s)",
         summary.true_tickets,
         summary.replacements,
+        summary.slowest_leader,
+        summary.tightest * 100.0,
         elapsed.as_secs_f64(),
         summary.seeds as f64 / elapsed.as_secs_f64()
     ));

@@ -62,6 +62,10 @@ pub enum Replacement {
 pub enum Step {
     /// Let this much virtual time pass (every timer due in it fires, in order).
     Advance(Duration),
+    /// Freeze the whole process for this long, then jump the clock: every timer due
+    /// meanwhile fires late, at once (a starved thread). Sub-millisecond stalls also
+    /// knock the clock off tokio's millisecond grid, so later timers are rounded up.
+    Stall(Duration),
     /// Ask tracker `slot` a question; a `true` answer is recorded as an interval.
     Probe(usize, Ask),
     /// Kill tracker `slot` (clean stop), if it runs.
@@ -122,6 +126,10 @@ impl Scenario {
                 0..=7 => steps.push(Step::Kill(rng.index(n))),
                 8..=19 => steps.push(Step::Restart(rng.index(n))),
                 20..=25 => steps.push(Step::ReplaceManager),
+                26..=29 => {
+                    let max_us = d_ms * 1_000 * 3 / 2;
+                    steps.push(Step::Stall(Duration::from_micros(rng.range(1, max_us))));
+                }
                 _ => {}
             }
         }
@@ -318,6 +326,10 @@ impl Driver {
     async fn step(&mut self, step: Step) {
         match step {
             Step::Advance(by) => sleep(by).await,
+            Step::Stall(by) => {
+                self.trace.log(What::Stalled { by });
+                tokio::time::advance(by).await;
+            }
             Step::Probe(slot, ask) => {
                 let s = &self.slots[slot];
                 if let Some(tracker) = s.running() {

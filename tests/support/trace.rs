@@ -68,6 +68,8 @@ pub enum What {
     },
     /// The driver killed a tracker.
     Killed { slot: usize, life: u32 },
+    /// The process froze this long; everything due meanwhile runs late.
+    Stalled { by: Duration },
     /// The driver stopped the manager and started another.
     ManagerReplaced { grace: Duration },
     /// A proxy received a request and decided its fate.
@@ -146,13 +148,18 @@ impl Trace {
     }
 }
 
-/// `12.345s`: virtual time, to the millisecond (every simulated instant is on tokio's
-/// millisecond grid).
+/// `12.345s`, or `12.345678s` once a stall has knocked the clock off tokio's
+/// millisecond grid.
 pub struct Secs(pub Duration);
 
 impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:03}s", self.0.as_secs(), self.0.subsec_millis())
+        let micros = self.0.subsec_micros();
+        if micros % 1_000 == 0 {
+            write!(f, "{}.{:03}s", self.0.as_secs(), micros / 1_000)
+        } else {
+            write!(f, "{}.{micros:06}s", self.0.as_secs())
+        }
     }
 }
 
@@ -173,7 +180,7 @@ impl fmt::Display for Fate {
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:>9}] ", Secs(self.at).to_string())?;
+        write!(f, "[{:>12}] ", Secs(self.at).to_string())?;
         match &self.what {
             What::TrackerStarted {
                 slot,
@@ -187,6 +194,7 @@ impl fmt::Display for Event {
                 write!(f, "u{slot}#{life} stopped: {report}")
             }
             What::Killed { slot, life } => write!(f, "u{slot}#{life} killed"),
+            What::Stalled { by } => write!(f, "STALL: the process freezes for {by:?}"),
             What::ManagerReplaced { grace } => {
                 write!(f, "MANAGER replaced (new one's grace {grace:?})")
             }
