@@ -179,7 +179,7 @@ fn simulation_long_100k_seeds() {
 
 #[test]
 fn simulation_same_seed_gives_the_same_trace() {
-    for seed in [3, 41] {
+    for seed in 0..10 {
         let (first, _) = run_seed(seed, Replacement::Recovering);
         let (second, _) = run_seed(seed, Replacement::Recovering);
         assert!(first.trace.len() > 20, "seed {seed}: a trivial trace");
