@@ -24,8 +24,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use support::check::{check, overlap, report, Verdict};
-use support::sim::{run, Interval, Replacement, Run, Scenario, Step, D};
-use support::trace::Ask;
+use support::proxy::Grant;
+use support::sim::{run, Interval, Liveness, Replacement, Run, Scenario, Step, D};
+use support::trace::Ask::{self, ClaimLeader};
 
 /// Seeds of the default run.
 const SEEDS: u64 = 500;
@@ -38,12 +39,17 @@ const REPORTS_KEPT: usize = 3;
 #[derive(Debug, Default)]
 struct Summary {
     seeds: u64,
-    /// Seeds with at least one safety violation.
+    /// Seeds that broke any safety property: overlapping true tickets of two units,
+    /// a true ticket outside its unit's lease, or two units' leases overlapping.
     unsafe_seeds: u64,
+    /// Of those, seeds with overlapping true tickets (the property users see).
+    overlapping_seeds: u64,
     /// Seeds whose liveness check failed.
     dead_seeds: u64,
     /// `true` tickets checked, over all seeds.
     true_tickets: u64,
+    /// Grants seen on the wire, over all seeds.
+    grants: u64,
     /// Manager replacements, over all seeds.
     replacements: u64,
     /// The longest a leader took to appear once the network healed, and the largest
@@ -62,12 +68,22 @@ impl Summary {
         )
     }
 
+    /// The safety violations by kind.
+    fn kinds(&self) -> String {
+        format!(
+            "{} seeds with overlapping true tickets of two units, {} with any safety finding",
+            self.overlapping_seeds, self.unsafe_seeds
+        )
+    }
+
     fn add(&mut self, seed: u64, run: &Run, verdict: &Verdict) {
         self.seeds += 1;
-        self.unsafe_seeds += u64::from(!verdict.violations.is_empty());
+        self.unsafe_seeds += u64::from(!verdict.is_safe());
+        self.overlapping_seeds += u64::from(!verdict.violations.is_empty());
         self.dead_seeds += u64::from(verdict.liveness_failure.is_some());
         self.true_tickets += run.intervals.len() as u64;
         self.replacements += u64::from(run.replacements);
+        self.grants += run.grants.len() as u64;
         let live = &run.liveness;
         if let Some(at) = live.leader_at {
             let took = at.saturating_sub(live.stable_at);
@@ -145,15 +161,19 @@ fn simulate(seeds: u64) {
     let elapsed = started.elapsed();
     announce(&summary.line());
     announce(&format!(
-        "simulation details: {} true tickets checked, {} manager replacements; slowest \
-         leader {:?} after healing (at most {:.0}% of its bound); {:.1} s ({:.0} seeds/s)",
+        "simulation details: {} true tickets and {} grants checked, {} manager replacements; \
+         slowest leader {:?} after healing (at most {:.0}% of its bound); {:.1} s ({:.0} seeds/s)",
         summary.true_tickets,
+        summary.grants,
         summary.replacements,
         summary.slowest_leader,
         summary.tightest * 100.0,
         elapsed.as_secs_f64(),
         summary.seeds as f64 / elapsed.as_secs_f64()
     ));
+    if summary.unsafe_seeds > 0 {
+        announce(&summary.kinds());
+    }
     for (_, report) in &summary.reports {
         announce(report);
     }
@@ -256,8 +276,8 @@ fn simulation_same_script_with_a_recovering_manager_is_safe() {
 fn simulation_random_seeds_with_fresh_replacements_find_violations() {
     let summary = run_seeds(100, Replacement::Fresh);
     assert!(
-        summary.unsafe_seeds > 0,
-        "with fresh replacement managers some seed must be unsafe: {}",
+        summary.overlapping_seeds > 0,
+        "with fresh replacement managers some seed must show overlapping tickets: {}",
         summary.line()
     );
 }
@@ -279,10 +299,19 @@ fn simulation_checker_overlap_means_more_than_touching() {
         !overlap(&at(0, 0), &at(1, d)),
         "touching at a point is fine"
     );
-    let run_of = |intervals| Run {
+    // Each interval comes with a lease of its unit covering exactly it.
+    let run_of = |intervals: Vec<Interval>| Run {
         d: D,
+        grants: intervals
+            .iter()
+            .map(|i| Grant {
+                slot: i.slot,
+                from: i.start,
+                until: i.end,
+            })
+            .collect(),
         intervals,
-        liveness: support::sim::Liveness {
+        liveness: Liveness {
             stable_at: Duration::ZERO,
             deadline: 3 * D,
             leader_at: Some(Duration::ZERO),
@@ -294,7 +323,7 @@ fn simulation_checker_overlap_means_more_than_touching() {
     let verdict = check(&run_of(vec![at(1, d - 1), at(0, 0), at(0, 1)]));
     assert_eq!(verdict.violations.len(), 2, "{verdict:?}");
     let late = Run {
-        liveness: support::sim::Liveness {
+        liveness: Liveness {
             leader_at: Some(3 * D + Duration::from_millis(1)),
             ..run_of(vec![]).liveness
         },
@@ -304,10 +333,62 @@ fn simulation_checker_overlap_means_more_than_touching() {
 }
 
 #[test]
+fn simulation_checker_wants_every_true_ticket_inside_a_lease_of_its_unit() {
+    let ms = Duration::from_millis;
+    let interval = |slot, start: u64| Interval {
+        slot,
+        life: 1,
+        ask: ClaimLeader,
+        asked: ms(start),
+        start: ms(start),
+        end: ms(start) + D,
+    };
+    let grant = |slot, from: u64, until: u64| Grant {
+        slot,
+        from: ms(from),
+        until: ms(until),
+    };
+    let d = D.as_millis() as u64;
+    let run_of = |intervals, grants| Run {
+        d: D,
+        intervals,
+        grants,
+        liveness: Liveness {
+            stable_at: Duration::ZERO,
+            deadline: 3 * D,
+            leader_at: Some(Duration::ZERO),
+        },
+        trace: Vec::new(),
+        replacements: 0,
+    };
+    // Covered by the union of an extension chain of u0's leases.
+    let chain = vec![grant(0, 0, 2 * d), grant(0, d, 3 * d)];
+    let verdict = check(&run_of(vec![interval(0, 2 * d - 10)], chain.clone()));
+    assert!(verdict.is_ok(), "{verdict:?}");
+    // Not covered: past the chain's end, or a lease of another unit.
+    let verdict = check(&run_of(vec![interval(0, 2 * d + 1)], chain));
+    assert_eq!(verdict.uncovered.len(), 1, "{verdict:?}");
+    let verdict = check(&run_of(vec![interval(0, 0)], vec![grant(1, 0, 2 * d)]));
+    assert_eq!(verdict.uncovered.len(), 1, "{verdict:?}");
+    // Two units' leases overlapping is unsafe even if no ticket says so.
+    let verdict = check(&run_of(
+        vec![],
+        vec![grant(0, 0, 2 * d), grant(1, 2 * d - 1, 4 * d)],
+    ));
+    assert_eq!(verdict.shared_leases.len(), 1, "{verdict:?}");
+    assert!(!verdict.is_safe());
+    let verdict = check(&run_of(
+        vec![],
+        vec![grant(0, 0, 2 * d), grant(1, 2 * d, 4 * d)],
+    ));
+    assert!(verdict.is_ok(), "touching leases are fine: {verdict:?}");
+}
+
+#[test]
 fn simulation_random_seeds_with_a_grace_of_only_d_find_violations() {
     let summary = run_seeds(100, Replacement::Grace(D));
     assert!(
-        summary.unsafe_seeds > 0,
+        summary.overlapping_seeds > 0,
         "a replacement grace of d (half the longest lease) must be caught: {}",
         summary.line()
     );
@@ -333,6 +414,6 @@ fn sensitivity_to_too_short_graces() {
         ("grace 2·d (safe)", Replacement::Recovering),
     ] {
         let summary = run_seeds(seeds, replacement);
-        announce(&format!("{name}: {}", summary.line()));
+        announce(&format!("{name}: {} ({})", summary.line(), summary.kinds()));
     }
 }

@@ -3,12 +3,20 @@
 //! - **Safety**: no two different units hold overlapping true-ticket intervals. Two
 //!   intervals `[a, a + d]` and `[b, b + d]` overlap iff `max(a, b) < min(a + d, b + d)`;
 //!   touching at one instant is fine (one lease ends exactly when the next begins).
+//! - **Coverage**: every true-ticket interval of a unit lies inside a lease the manager
+//!   granted that unit (the union of its [`Grant`]s, as the proxies saw them on the
+//!   wire). This catches a tracker that says `true` without a lease even when no other
+//!   unit happens to be asked at the same time.
+//! - **Exclusive leases**: the leases of different units never overlap, across manager
+//!   replacements too. This is what a replacement's grace must ensure.
 //! - **Liveness**: once the network has healed and every tracker runs (the window opens
 //!   at `stable_at`), some tracker's `ClaimLeader` answers `true` no later than
 //!   `stable_at + 2·d + d + grace left` ([`liveness_bound`](super::sim::liveness_bound)).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
+use super::proxy::Grant;
 use super::sim::{Interval, Run};
 use super::trace::Secs;
 
@@ -21,11 +29,27 @@ pub struct Violation {
     pub second: Interval,
 }
 
+/// A stretch of time during which one unit held a lease without a break: the union
+/// of overlapping or touching grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The unit's slot.
+    pub slot: usize,
+    /// When the first grant of the stretch was made.
+    pub from: Duration,
+    /// When the stretch's last lease ends.
+    pub until: Duration,
+}
+
 /// The checker's findings for one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Every overlapping pair of intervals of different units.
     pub violations: Vec<Violation>,
+    /// True-ticket intervals not inside a lease of their unit.
+    pub uncovered: Vec<Interval>,
+    /// Overlapping leases of different units.
+    pub shared_leases: Vec<(Held, Held)>,
     /// Why liveness failed, if it did.
     pub liveness_failure: Option<String>,
 }
@@ -33,7 +57,12 @@ pub struct Verdict {
 impl Verdict {
     /// Whether the run is both safe and live.
     pub fn is_ok(&self) -> bool {
-        self.violations.is_empty() && self.liveness_failure.is_none()
+        self.is_safe() && self.liveness_failure.is_none()
+    }
+
+    /// Whether the run broke none of the safety properties.
+    pub fn is_safe(&self) -> bool {
+        self.violations.is_empty() && self.uncovered.is_empty() && self.shared_leases.is_empty()
     }
 }
 
@@ -58,6 +87,25 @@ pub fn check(run: &Run) -> Verdict {
             }
         }
     }
+    let held = held(&run.grants);
+    let uncovered = run
+        .intervals
+        .iter()
+        .filter(|i| {
+            !held
+                .iter()
+                .any(|h| h.slot == i.slot && h.from <= i.start && i.end <= h.until)
+        })
+        .cloned()
+        .collect();
+    let mut shared_leases = Vec::new();
+    for (n, a) in held.iter().enumerate() {
+        for b in held[n + 1..].iter().take_while(|b| b.from < a.until) {
+            if a.slot != b.slot && a.from.max(b.from) < a.until.min(b.until) {
+                shared_leases.push((*a, *b));
+            }
+        }
+    }
     let live = &run.liveness;
     let liveness_failure = match live.leader_at {
         Some(at) if at <= live.deadline => None,
@@ -75,8 +123,30 @@ pub fn check(run: &Run) -> Verdict {
     };
     Verdict {
         violations,
+        uncovered,
+        shared_leases,
         liveness_failure,
     }
+}
+
+/// The stretches each unit held a lease, sorted by start: grants of one unit that
+/// overlap or touch are merged (an extension continues the lease it extends).
+pub fn held(grants: &[Grant]) -> Vec<Held> {
+    let mut grants = grants.to_vec();
+    grants.sort_by_key(|g| (g.slot, g.from));
+    let mut held: Vec<Held> = Vec::new();
+    for g in grants {
+        match held.last_mut() {
+            Some(h) if h.slot == g.slot && g.from <= h.until => h.until = h.until.max(g.until),
+            _ => held.push(Held {
+                slot: g.slot,
+                from: g.from,
+                until: g.until,
+            }),
+        }
+    }
+    held.sort_by_key(|h| (h.from, h.slot));
+    held
 }
 
 /// A readable account of a failed run: the verdict, then the whole trace.
@@ -109,6 +179,30 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
             v.second.ask,
             Secs(v.second.start),
             Secs(v.second.end),
+        );
+    }
+    for i in &verdict.uncovered {
+        let _ = writeln!(
+            out,
+            "COVERAGE: u{}#{} {:?} true over [{}, {}] lies outside every lease of u{}",
+            i.slot,
+            i.life,
+            i.ask,
+            Secs(i.start),
+            Secs(i.end),
+            i.slot
+        );
+    }
+    for (a, b) in &verdict.shared_leases {
+        let _ = writeln!(
+            out,
+            "LEASES: u{} held [{}, {}] while u{} held [{}, {}]",
+            a.slot,
+            Secs(a.from),
+            Secs(a.until),
+            b.slot,
+            Secs(b.from),
+            Secs(b.until)
         );
     }
     if let Some(why) = &verdict.liveness_failure {

@@ -71,6 +71,8 @@ pub struct Network {
     d: Duration,
     rng: Rng,
     trace: Trace,
+    /// Every lease the manager granted, in order.
+    grants: Vec<Grant>,
 }
 
 impl Network {
@@ -90,7 +92,13 @@ impl Network {
             d,
             rng,
             trace,
+            grants: Vec::new(),
         }
+    }
+
+    /// Every lease granted so far.
+    pub fn grants(&self) -> Vec<Grant> {
+        self.grants.clone()
     }
 
     /// Stops injecting faults and ends every fault still holding a request.
@@ -171,6 +179,40 @@ async fn hold(delay: Duration, healed: impl Future<Output = ()>) {
     }
 }
 
+/// A request a proxy relays: a claim (which asks for a lease) or a block.
+pub trait Relayed: Message<Result = Result<(), LeaseError>> + Clone + Send + 'static
+where
+    ManagerActor: Handler<Self>,
+{
+    /// The lease a granted request gives, from the instant the manager handles it.
+    fn lease(&self) -> Option<Duration>;
+}
+
+impl Relayed for ClaimLeadership {
+    fn lease(&self) -> Option<Duration> {
+        Some(self.duration)
+    }
+}
+
+impl Relayed for BlockUntilLeadershipReleased {
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A lease the manager granted (or extended) to slot `slot`'s unit, as seen on the
+/// wire when the manager answered `Ok`: it covers `[from, until]` (virtual time since
+/// the start of the run) whatever happens to the answer afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The unit's slot.
+    pub slot: usize,
+    /// When the manager handled the claim.
+    pub from: Duration,
+    /// When the lease it granted ends at the earliest.
+    pub until: Duration,
+}
+
 /// The proxy between one tracker (slot `slot`) and the manager.
 #[derive(Debug)]
 pub struct FaultProxy {
@@ -187,7 +229,7 @@ impl FaultProxy {
     /// Relays `msg` according to a freshly drawn fate, and traces what it did.
     fn relay<M>(&self, request: Request, msg: M) -> impl Future<Output = Result<(), LeaseError>>
     where
-        M: Message<Result = Result<(), LeaseError>> + Clone + Send + 'static,
+        M: Relayed,
         ManagerActor: Handler<M>,
     {
         let slot = self.slot;
@@ -205,13 +247,13 @@ impl FaultProxy {
         async move {
             let injected = |what: &str| Err(LeaseError::Failed(format!("injected: {what}")));
             let answer = match fate {
-                Fate::Forward => forward(&net, msg).await,
+                Fate::Forward => forward(&net, slot, msg).await,
                 Fate::DelayThenForward(delay) => {
                     hold(delay, healed).await;
-                    forward(&net, msg).await
+                    forward(&net, slot, msg).await
                 }
                 Fate::ForwardThenDelay(delay) => {
-                    let answer = forward(&net, msg).await;
+                    let answer = forward(&net, slot, msg).await;
                     hold(delay, healed).await;
                     answer
                 }
@@ -220,13 +262,13 @@ impl FaultProxy {
                     injected("connection reset")
                 }
                 Fate::ForwardThenLose => {
-                    let _lost = forward(&net, msg).await;
+                    let _lost = forward(&net, slot, msg).await;
                     healed.await;
                     injected("connection reset")
                 }
                 Fate::Fail => injected("pow"),
                 Fate::ForwardThenFail => {
-                    let _lost = forward(&net, msg).await;
+                    let _lost = forward(&net, slot, msg).await;
                     injected("pow after forwarding")
                 }
                 Fate::Duplicate(delay) => {
@@ -236,12 +278,12 @@ impl FaultProxy {
                             biased;
                             _ = healed => {}
                             _ = tokio::time::sleep(delay) => {
-                                let answer = forward(&net2, again).await;
+                                let answer = forward(&net2, slot, again).await;
                                 trace2.log(What::Duplicated { slot, request, answer });
                             }
                         }
                     });
-                    forward(&net, msg).await
+                    forward(&net, slot, msg).await
                 }
             };
             trace.log(What::Answered {
@@ -254,17 +296,29 @@ impl FaultProxy {
     }
 }
 
-/// Sends `msg` to whichever manager is current *now* (after any delay).
-async fn forward<M>(net: &RefCell<Network>, msg: M) -> Result<(), LeaseError>
+/// Sends `msg` to whichever manager is current *now* (after any delay), and notes
+/// the lease if the manager grants it.
+async fn forward<M>(net: &RefCell<Network>, slot: usize, msg: M) -> Result<(), LeaseError>
 where
-    M: Message<Result = Result<(), LeaseError>> + Send + 'static,
+    M: Relayed,
     ManagerActor: Handler<M>,
 {
+    let lease = msg.lease();
     let manager = net.borrow().manager.clone();
-    manager
+    let answer = manager
         .send(msg)
         .await
-        .unwrap_or_else(|e| Err(LeaseError::Failed(format!("manager unreachable: {e}"))))
+        .unwrap_or_else(|e| Err(LeaseError::Failed(format!("manager unreachable: {e}"))));
+    if let (Ok(()), Some(lease)) = (&answer, lease) {
+        // The answer arrives at the very instant the manager handled the claim: no
+        // virtual time passes while tasks are runnable.
+        let mut net = net.borrow_mut();
+        let from = net.trace.offset(tokio::time::Instant::now());
+        let until = from + lease;
+        net.grants.push(Grant { slot, from, until });
+        net.trace.log(What::Granted { slot, until });
+    }
+    answer
 }
 
 impl Actor for FaultProxy {

@@ -37,7 +37,7 @@ use actix::prelude::*;
 use leadership::{Claimer, ManagerActor, StopManager, Tracker, UnitName};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::proxy::{FaultProxy, FaultRates, Network};
+use super::proxy::{FaultProxy, FaultRates, Grant, Network};
 use super::rng::Rng;
 use super::trace::{Ask, Event, Trace, What};
 
@@ -201,6 +201,8 @@ pub struct Run {
     pub d: Duration,
     /// Every `true` ticket.
     pub intervals: Vec<Interval>,
+    /// Every lease the manager(s) granted, as the proxies saw it on the wire.
+    pub grants: Vec<Grant>,
     /// The liveness window.
     pub liveness: Liveness,
     /// What happened, in order.
@@ -317,6 +319,7 @@ impl Driver {
         Run {
             d: self.d,
             intervals: self.prober.intervals.borrow().clone(),
+            grants: self.net.borrow().grants(),
             liveness,
             trace: self.trace.events(),
             replacements: self.replacements,

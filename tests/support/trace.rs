@@ -84,6 +84,8 @@ pub enum What {
         request: Request,
         answer: Result<(), LeaseError>,
     },
+    /// The manager granted slot `slot`'s claim: the lease runs until `until` at least.
+    Granted { slot: usize, until: Duration },
     /// A proxy delivered a duplicate of a request; its answer went nowhere.
     Duplicated {
         slot: usize,
@@ -209,6 +211,9 @@ impl fmt::Display for Event {
                 answer,
             } => {
                 write!(f, "p{slot} {request:?} answered {answer:?}")
+            }
+            What::Granted { slot, until } => {
+                write!(f, "MANAGER grants u{slot} a lease until {}", Secs(*until))
             }
             What::Duplicated {
                 slot,
