@@ -9,7 +9,7 @@
 //! heals, and the [checker](support::check) verifies safety (no two units' true tickets
 //! overlap) and liveness (a leader within the bound).
 //!
-//! - `cargo test --test simulation -- --nocapture` runs 500 seeds; the summary line
+//! - `cargo test --test simulation -- --nocapture` runs 1 000 seeds; the summary line
 //!   `simulation: <N> seeds, <V> safety violations, <L> liveness failures` is written
 //!   straight to the process's stderr, so it shows even without `--nocapture`.
 //! - `LEADERSHIP_SIM_SEED=<n> cargo test --test simulation -- --nocapture` replays
@@ -28,8 +28,8 @@ use support::proxy::Grant;
 use support::sim::{run, Interval, Liveness, Replacement, Run, Scenario, Step, D};
 use support::trace::Ask::{self, ClaimLeader};
 
-/// Seeds of the default run.
-const SEEDS: u64 = 500;
+/// Seeds of the default run (about 4 s in a debug build on two cores).
+const SEEDS: u64 = 1_000;
 /// Seeds of the long (ignored) run.
 const LONG_SEEDS: u64 = 100_000;
 /// How many failing seeds' traces a summary keeps.
@@ -187,7 +187,7 @@ fn simulate(seeds: u64) {
 }
 
 #[test]
-fn simulation_500_seeds_are_safe_and_live() {
+fn simulation_1000_seeds_are_safe_and_live() {
     simulate(SEEDS);
 }
 

@@ -149,19 +149,21 @@ pub fn held(grants: &[Grant]) -> Vec<Held> {
     held
 }
 
-/// A readable account of a failed run: the verdict, then the whole trace.
+/// A readable account of a run (normally a failed one): the verdict, then the whole
+/// trace.
 pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
     let mut out = String::new();
+    let outcome = if verdict.is_ok() { "passed" } else { "FAILED" };
     match seed {
         Some(seed) => {
-            let _ = writeln!(out, "simulation seed {seed} FAILED");
+            let _ = writeln!(out, "simulation seed {seed} {outcome}");
             let _ = writeln!(
                 out,
                 "replay: LEADERSHIP_SIM_SEED={seed} cargo test --test simulation -- --nocapture"
             );
         }
         None => {
-            let _ = writeln!(out, "scripted simulation:");
+            let _ = writeln!(out, "scripted simulation {outcome}");
         }
     }
     let _ = writeln!(out, "claim duration d = {:?}", run.d);
