@@ -1,12 +1,13 @@
 //! The simulated world and its driver: one service, 3-7 trackers behind fault-injecting
 //! proxies, one `ManagerActor`, all on one thread under a paused tokio clock.
 //!
-//! A run is a pure function of its [`Scenario`] (and, for the proxies, of the seed's
-//! fault stream): the actix `System` runs on a current-thread runtime that starts
-//! paused, so nothing depends on real time and every task runs in a fixed order.
-//! Time moves only when every task is idle, to the next timer — the driver's
-//! [`Step::Advance`] sleeps, the trackers' renewals and timeouts, the proxies' delays,
-//! the manager's expiries and grace — always in whole milliseconds on tokio's tick grid.
+//! A run is a pure function of its [`Scenario`] (whose `fault_seed` drives the
+//! proxies): the actix `System` runs on a current-thread runtime that starts paused, so
+//! nothing depends on real time and every task runs in a fixed order. Time moves only
+//! when every task is idle, to the next timer — the driver's [`Step::Advance`] sleeps,
+//! the trackers' renewals and timeouts, the proxies' delays, the manager's expiries and
+//! grace — in whole milliseconds on tokio's tick grid, except that a [`Step::Stall`]
+//! jumps the clock by any number of microseconds at once.
 //!
 //! # What is recorded, and why `[r, r + d]`
 //!
@@ -26,7 +27,8 @@
 //! Two units' leases from one manager never overlap, and a replacement manager grants
 //! nothing until every lease the lost one may have granted has ended (its grace), so
 //! intervals of different units must never overlap either — that is what the
-//! [checker](super::check) verifies.
+//! [checker](super::check) verifies, along with the leases themselves: the proxies
+//! record every grant on the wire, and each interval must lie inside its unit's.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -76,7 +78,7 @@ pub enum Step {
     ReplaceManager,
 }
 
-/// Everything that defines a run, apart from the proxies' fault stream.
+/// Everything that defines a run.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     /// The claim duration `d` of every tracker.
