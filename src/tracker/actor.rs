@@ -107,7 +107,10 @@ impl TrackerActor {
         // A tracker that vanishes without reporting (its System shut down) stopped
         // without a failure.
         let (report, stopped) = latch(Ok(()));
-        let span = tracing::info_span!("tracker", service = unit.service(), unit = unit.as_str());
+        // A span is enabled only if its level passes the subscriber's filter; at ERROR
+        // it is there whenever any of the tracker's events is, so a warning logged
+        // under a WARN filter still says which service and unit it is about.
+        let span = tracing::error_span!("tracker", service = unit.service(), unit = unit.as_str());
         Ok(TrackerActor {
             unit,
             claimer,
@@ -274,8 +277,10 @@ impl Actor for TrackerActor {
             Some(error) => Err(TrackerError::LeadershipFailure(error)),
             None => Ok(()),
         };
-        tracing::info!(?report, "tracker stopped");
+        // A killed supervised tracker is restarted inert and stops again when its last
+        // handle drops; only its first stop is reported.
         if let Some(setter) = self.report.take() {
+            tracing::info!(?report, "tracker stopped");
             setter.set(report);
         }
     }
