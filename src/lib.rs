@@ -1,5 +1,7 @@
 //! Leadership tracking for units of a distributed application, on actix.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod names;
 mod protocol;
 
