@@ -1,0 +1,347 @@
+//! [`TrackerActor`]: the thin actix shell around the tracker's state machine. It reads
+//! the clock, sends the machine's claims and blocks, keeps one timer armed for the
+//! machine's next deadline, and resolves tickets.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+use tracing::Span;
+
+use super::machine::{Backoff, Effect, Event, Machine, Phase, TicketKind};
+use crate::latch::{latch, Latch, LatchSetter};
+use crate::names::UnitName;
+use crate::protocol::{BlockUntilLeadershipReleased, ClaimLeadership, Claimer, LeaseError};
+use crate::ticket::{Ticket, TicketSender};
+use crate::tracker::TrackerError;
+
+/// Asks whether the unit is leader now, with the claim duration guaranteed from the
+/// moment the tracker handles the request (contract rule 5).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Ticket")]
+pub struct ClaimLeader;
+
+/// Resolves `true` once the unit is leader (rule 6), `false` if the tracker stops first.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Ticket")]
+pub struct WaitLeader;
+
+/// Resolves `false` once leadership can no longer be guaranteed (rule 7), or when the
+/// tracker stops.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Ticket")]
+pub struct WaitMinion;
+
+/// A ticket request from a [`Tracker`](crate::Tracker) handle: sent with `do_send`, so
+/// it is delivered even when the caller never polls the ticket, and a dropped message
+/// drops the sender, resolving the ticket `false`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Submit {
+    pub(crate) kind: TicketKind,
+    pub(crate) sender: TicketSender,
+}
+
+/// A clean stop, from [`Tracker::kill`](crate::Tracker::kill).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Kill;
+
+/// The outcome a tracker reports when it stops for good.
+pub(crate) type StopReport = Result<(), TrackerError>;
+
+/// The leadership tracker of one unit: claims and renews the unit's lease through a
+/// [`Claimer`] and answers [`ClaimLeader`], [`WaitLeader`] and [`WaitMinion`] with
+/// [`Ticket`]s.
+///
+/// Most users start it through [`Tracker::start`](crate::Tracker::start), which also
+/// gives them a handle; starting a `TrackerActor` yourself is fine too.
+pub struct TrackerActor {
+    unit: UnitName,
+    claimer: Claimer,
+    lease: Duration,
+    machine: Machine<TicketSender>,
+    /// Effects buffer, reused across events to keep the ticket path allocation-free.
+    effects: Vec<Effect<TicketSender>>,
+    /// The single armed timer: its deadline and handle.
+    timer: Option<(Instant, SpawnHandle)>,
+    /// Bumped at every restart, so that an answer to a request of an earlier life is
+    /// never taken for an answer to the current one.
+    epoch: u64,
+    failure: Option<LeaseError>,
+    killed: bool,
+    supervised: bool,
+    report: Option<LatchSetter<StopReport>>,
+    stopped: Latch<StopReport>,
+    span: Span,
+}
+
+impl std::fmt::Debug for TrackerActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerActor")
+            .field("unit", &self.unit.as_str())
+            .field("lease", &self.lease)
+            .field("phase", &self.machine.phase())
+            .field("leader", &self.machine.is_leader())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrackerActor {
+    /// A tracker for `unit` claiming through `claimer` with claim duration `duration`
+    /// (the lease it claims is twice that). Rejects a zero duration, or one whose
+    /// double, or now plus its double, overflows.
+    pub fn new(
+        unit: UnitName,
+        claimer: Claimer,
+        duration: Duration,
+    ) -> Result<TrackerActor, TrackerError> {
+        let lease = duration
+            .checked_mul(2)
+            .filter(|lease| !duration.is_zero() && Instant::now().checked_add(*lease).is_some())
+            .ok_or(TrackerError::InvalidDuration(duration))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        unit.hash(&mut hasher);
+        let backoff = Backoff::new(hasher.finish(), duration);
+        // A tracker that vanishes without reporting (its System shut down) stopped
+        // without a failure.
+        let (report, stopped) = latch(Ok(()));
+        let span = tracing::info_span!("tracker", service = unit.service(), unit = unit.as_str());
+        Ok(TrackerActor {
+            unit,
+            claimer,
+            lease,
+            machine: Machine::new(duration, backoff),
+            effects: Vec::new(),
+            timer: None,
+            epoch: 0,
+            failure: None,
+            killed: false,
+            supervised: false,
+            report: Some(report),
+            stopped,
+            span,
+        })
+    }
+
+    pub(crate) fn supervised(mut self) -> TrackerActor {
+        self.supervised = true;
+        self
+    }
+
+    /// The latch the actor sets when it stops for good.
+    pub(crate) fn stop_report(&self) -> Latch<StopReport> {
+        self.stopped.clone()
+    }
+
+    /// Feeds one event to the machine at the current instant and performs its effects.
+    fn on_event(&mut self, ctx: &mut Context<Self>, event: Event<TicketSender>) {
+        let was_leader = self.machine.is_leader();
+        let mut effects = std::mem::take(&mut self.effects);
+        self.machine.handle(Instant::now(), event, &mut effects);
+        match (was_leader, self.machine.is_leader()) {
+            (false, true) => tracing::info!("leadership gained"),
+            (true, false) => tracing::info!("leadership lost"),
+            _ => {}
+        }
+        self.perform(ctx, &mut effects);
+        self.effects = effects;
+    }
+
+    fn perform(&mut self, ctx: &mut Context<Self>, effects: &mut Vec<Effect<TicketSender>>) {
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Resolve(ticket, answer) => ticket.resolve(answer),
+                Effect::SendClaim => self.send_claim(ctx),
+                Effect::SendBlock => self.send_block(ctx),
+                Effect::Fail(error) => {
+                    tracing::warn!(%error, "leadership failure");
+                    self.failure = Some(error);
+                    ctx.stop();
+                }
+            }
+        }
+        self.arm_timer(ctx);
+    }
+
+    fn send_claim(&mut self, ctx: &mut Context<Self>) {
+        let claim = ClaimLeadership {
+            service: self.unit.service().to_owned(),
+            unit: self.unit.as_str().to_owned(),
+            duration: self.lease,
+        };
+        tracing::debug!(lease = ?self.lease, "claiming leadership");
+        let epoch = self.epoch;
+        let request = self.claimer.claim.send(claim);
+        ctx.spawn(request.into_actor(self).map(move |answer, act, ctx| {
+            if act.epoch == epoch {
+                let _entered = act.span.clone().entered();
+                let answer = answer.unwrap_or_else(|e| Err(LeaseError::unreachable(e)));
+                tracing::debug!(?answer, "claim answered");
+                act.on_event(ctx, Event::ClaimAnswered(answer));
+            }
+        }));
+    }
+
+    fn send_block(&mut self, ctx: &mut Context<Self>) {
+        let block = BlockUntilLeadershipReleased {
+            service: self.unit.service().to_owned(),
+        };
+        tracing::debug!("blocking until leadership is released");
+        let epoch = self.epoch;
+        let request = self.claimer.block.send(block);
+        ctx.spawn(request.into_actor(self).map(move |answer, act, ctx| {
+            if act.epoch == epoch {
+                let _entered = act.span.clone().entered();
+                let answer = answer.unwrap_or_else(|e| Err(LeaseError::unreachable(e)));
+                if let Err(error) = &answer {
+                    tracing::warn!(%error, "waiting for leadership release failed; backing off");
+                }
+                act.on_event(ctx, Event::BlockAnswered(answer));
+            }
+        }));
+    }
+
+    /// Keeps exactly one timer armed for the machine's next deadline.
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        let wanted = self.machine.next_deadline();
+        if self.timer.map(|(at, _)| at) == wanted {
+            return;
+        }
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(at) = wanted {
+            let delay = at.saturating_duration_since(Instant::now());
+            let handle = ctx.run_later(delay, |act, ctx| {
+                act.timer = None;
+                let _entered = act.span.clone().entered();
+                act.on_event(ctx, Event::Tick);
+            });
+            self.timer = Some((at, handle));
+        }
+    }
+
+    fn submit(&mut self, ctx: &mut Context<Self>, kind: TicketKind, sender: TicketSender) {
+        let _entered = self.span.clone().entered();
+        self.on_event(ctx, Event::Ticket(kind, sender));
+    }
+
+    fn ticket(&mut self, ctx: &mut Context<Self>, kind: TicketKind) -> Ticket {
+        let (sender, ticket) = Ticket::pending();
+        self.submit(ctx, kind, sender);
+        ticket
+    }
+}
+
+impl Actor for TrackerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        match self.machine.phase() {
+            Phase::Idle => {
+                tracing::info!(claim_duration = ?self.lease / 2, "tracker started");
+                let mut effects = std::mem::take(&mut self.effects);
+                self.machine.start(Instant::now(), &mut effects);
+                self.perform(ctx, &mut effects);
+                self.effects = effects;
+            }
+            // Restarted by a Supervisor: the backoff timer is armed here, since a
+            // restart clears the context's timers.
+            _ => self.arm_timer(ctx),
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        // Rule 9: on stop, every pending ticket resolves false.
+        let mut effects = std::mem::take(&mut self.effects);
+        self.machine.stop(&mut effects);
+        for effect in effects.drain(..) {
+            if let Effect::Resolve(ticket, answer) = effect {
+                ticket.resolve(answer);
+            }
+        }
+        self.effects = effects;
+        self.timer = None;
+        let restarting = self.supervised && !self.killed;
+        if restarting {
+            return; // The Supervisor decides; `restarting` runs next if it restarts us.
+        }
+        let report = match self.failure.take() {
+            Some(error) => Err(TrackerError::LeadershipFailure(error)),
+            None => Ok(()),
+        };
+        tracing::info!(?report, "tracker stopped");
+        if let Some(setter) = self.report.take() {
+            setter.set(report);
+        }
+    }
+}
+
+impl Supervised for TrackerActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        self.epoch += 1;
+        self.timer = None;
+        if self.killed {
+            // Killed: stay inert until the last handle drops (contract section 5).
+            return;
+        }
+        let mut effects = std::mem::take(&mut self.effects);
+        let delay = self.machine.restart(Instant::now(), &mut effects);
+        for effect in effects.drain(..) {
+            if let Effect::Resolve(ticket, answer) = effect {
+                ticket.resolve(answer);
+            }
+        }
+        self.effects = effects;
+        let cause = self
+            .failure
+            .take()
+            .map_or_else(|| "stopped".to_owned(), |e| e.to_string());
+        tracing::warn!(%cause, ?delay, "restarting tracker after backoff");
+    }
+}
+
+impl Handler<ClaimLeader> for TrackerActor {
+    type Result = Ticket;
+    fn handle(&mut self, _: ClaimLeader, ctx: &mut Context<Self>) -> Ticket {
+        self.ticket(ctx, TicketKind::ClaimLeader)
+    }
+}
+
+impl Handler<WaitLeader> for TrackerActor {
+    type Result = Ticket;
+    fn handle(&mut self, _: WaitLeader, ctx: &mut Context<Self>) -> Ticket {
+        self.ticket(ctx, TicketKind::WaitLeader)
+    }
+}
+
+impl Handler<WaitMinion> for TrackerActor {
+    type Result = Ticket;
+    fn handle(&mut self, _: WaitMinion, ctx: &mut Context<Self>) -> Ticket {
+        self.ticket(ctx, TicketKind::WaitMinion)
+    }
+}
+
+impl Handler<Submit> for TrackerActor {
+    type Result = ();
+    fn handle(&mut self, submit: Submit, ctx: &mut Context<Self>) {
+        self.submit(ctx, submit.kind, submit.sender);
+    }
+}
+
+impl Handler<Kill> for TrackerActor {
+    type Result = ();
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        if !self.killed {
+            tracing::info!("tracker killed");
+            self.killed = true;
+            ctx.stop();
+        }
+    }
+}
