@@ -5,6 +5,7 @@ pub mod etcd;
 mod latch;
 mod names;
 mod protocol;
+pub mod testing;
 mod ticket;
 mod tracker;
 

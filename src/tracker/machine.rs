@@ -11,6 +11,12 @@
 //! A ticket answered `true` at `now < t0 + d` therefore has at least `d` of guaranteed
 //! leadership ahead of it. The tracker renews at `t0 + d`, and if that renewal is not
 //! granted by `t0 + 2·d` it forgets the grant: leadership ends at that instant.
+//!
+//! A renewal's own `t0` is the instant it was *due*, `t0 + d`, even when the timer fires
+//! a little later (tokio rounds timers up to the next millisecond, and a busy thread adds
+//! more). That instant is still noted before sending, so the argument above holds, and
+//! it keeps renewals on the grid `t0 + k·d` instead of drifting later by the timer's
+//! lateness every period.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -62,9 +68,15 @@ pub(crate) enum Effect<T> {
 pub(crate) enum Phase {
     /// Not started yet.
     Idle,
-    /// A claim is in flight, sent at `sent_at`. `first` marks the first claim after a
-    /// (re)start, when the tracker does not know yet whether it is leader or minion.
-    Claiming { sent_at: Instant, first: bool },
+    /// A claim is in flight. `t0` is the instant its guarantee counts from, no later
+    /// than `sent_at`, when it was actually sent (its timeout counts from there).
+    /// `first` marks the first claim after a (re)start, when the tracker does not know
+    /// yet whether it is leader or minion.
+    Claiming {
+        t0: Instant,
+        sent_at: Instant,
+        first: bool,
+    },
     /// The last claim was granted; the renewal is due at `grant + d`.
     Leader,
     /// Denied: a block is in flight, waiting for the leader's lease to go.
@@ -168,6 +180,9 @@ impl<T> Machine<T> {
             Event::ClaimAnswered(result) => self.on_claim_answer(result, effects),
             Event::BlockAnswered(result) => self.on_block_answer(now, result, effects),
         }
+        // An answer can leave a deadline already passed (a grant whose renewal is
+        // already due): apply it now rather than on the next timer.
+        self.catch_up(now, effects);
         self.settle(effects);
     }
 
@@ -217,8 +232,8 @@ impl<T> Machine<T> {
         match self.phase {
             Phase::Leader => {
                 match self.grant {
-                    // Rule 2: renew at t0 + d.
-                    Some(t0) if now >= t0 + self.d => self.claim(now, false, effects),
+                    // Rule 2: renew at t0 + d, counting the new guarantee from then.
+                    Some(t0) if now >= t0 + self.d => self.renew(t0 + self.d, now, effects),
                     Some(_) => {}
                     // Starved past the lease's end without renewing: claim afresh.
                     None => self.claim(now, false, effects),
@@ -246,12 +261,12 @@ impl<T> Machine<T> {
     }
 
     fn on_claim_answer(&mut self, result: Result<(), LeaseError>, effects: &mut Vec<Effect<T>>) {
-        let Phase::Claiming { sent_at, .. } = self.phase else {
+        let Phase::Claiming { t0, .. } = self.phase else {
             return; // No claim in flight: a stale answer (cannot happen; ignore it).
         };
         match result {
             Ok(()) => {
-                self.grant = Some(sent_at);
+                self.grant = Some(t0);
                 self.phase = Phase::Leader;
                 self.backoff.reset();
             }
@@ -286,8 +301,19 @@ impl<T> Machine<T> {
 
     fn claim(&mut self, now: Instant, first: bool, effects: &mut Vec<Effect<T>>) {
         self.phase = Phase::Claiming {
+            t0: now,
             sent_at: now,
             first,
+        };
+        effects.push(Effect::SendClaim);
+    }
+
+    /// A renewal due at `due` (≤ `now`): its guarantee counts from `due`.
+    fn renew(&mut self, due: Instant, now: Instant, effects: &mut Vec<Effect<T>>) {
+        self.phase = Phase::Claiming {
+            t0: due,
+            sent_at: now,
+            first: false,
         };
         effects.push(Effect::SendClaim);
     }
@@ -497,19 +523,36 @@ mod tests {
         h.ticket(late, WaitMinion, 1);
         assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)));
         assert_eq!(h.event(2 * D, Event::Tick), vec![Resolve(1, false)]);
+        let renewal = Phase::Claiming {
+            t0: h.at(D),
+            sent_at: h.at(late),
+            first: false,
+        };
         assert_eq!(
             h.machine.phase(),
-            Phase::Claiming {
-                sent_at: h.at(late),
-                first: false
-            }
+            renewal,
+            "the guarantee counts from the due instant"
         );
-        assert_eq!(h.machine.next_deadline(), Some(h.at(late + D)));
-        // A grant of the late claim covers from its own t0.
-        assert_eq!(h.event(2 * D + NS, Event::ClaimAnswered(Ok(()))), vec![]);
         assert_eq!(
-            h.ticket(late + D - NS, ClaimLeader, 2),
+            h.machine.next_deadline(),
+            Some(h.at(late + D)),
+            "timeout from sending"
+        );
+        // The late renewal is granted: it covers from its due instant D, so at 2·D the
+        // next renewal is already due and the ticket waits for it.
+        assert_eq!(
+            h.event(2 * D + NS, Event::ClaimAnswered(Ok(()))),
+            vec![SendClaim]
+        );
+        assert_eq!(h.ticket(2 * D + NS, ClaimLeader, 2), vec![]);
+        assert_eq!(
+            h.event(2 * D + NS, Event::ClaimAnswered(Ok(()))),
             vec![Resolve(2, true)]
+        );
+        assert_eq!(
+            h.machine.next_deadline(),
+            Some(h.at(3 * D)),
+            "back on the grid"
         );
     }
 

@@ -1,0 +1,115 @@
+//! Failover on the in-memory lease manager, in real time.
+//!
+//! Three units of the service `web` track leadership on one `ManagerActor` with a claim
+//! duration of 1 s (so a lease of 2 s, renewed every second). The example prints who
+//! leads, kills the leader's tracker (which sends no release: the others must wait for
+//! its lease to expire), then prints when the next unit took over and how that compares
+//! with the old lease's expiry. It exits by itself after a few seconds.
+//!
+//! Run with `cargo run --example failover` (add `RUST_LOG=leadership=info` to see the
+//! trackers' own logs).
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::future::select_all;
+use leadership::{Claimer, Leader, ManagerActor, Tracker, UnitName};
+use tokio::time::Instant;
+
+const CLAIM: Duration = Duration::from_secs(1);
+
+/// Waits until one of `trackers` is leader and returns its index.
+async fn first_leader(trackers: &[Tracker]) -> usize {
+    let waits = trackers
+        .iter()
+        .map(|t| Box::pin(t.wait_leader().into_future()));
+    let (is_leader, index, _) = select_all(waits).await;
+    assert!(is_leader, "a tracker stopped instead of leading");
+    index
+}
+
+#[actix_rt::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let start = Instant::now();
+    let ms = |at: Instant| at.duration_since(start).as_secs_f64() * 1e3;
+
+    let manager = ManagerActor::new().start();
+    let mut trackers: Vec<Tracker> = (0..3)
+        .map(|i| {
+            let unit = UnitName::new(&format!("web/{i}")).expect("valid unit name");
+            Tracker::start(unit, Claimer::new(&manager), CLAIM).expect("valid duration")
+        })
+        .collect();
+    println!(
+        "started web/0, web/1, web/2 with a claim duration of {CLAIM:?} (lease {:?})",
+        2 * CLAIM
+    );
+
+    let leader = first_leader(&trackers).await;
+    println!(
+        "{:>8.1} ms  {} leads",
+        ms(Instant::now()),
+        trackers[leader].unit_name()
+    );
+
+    // Let it lead through a couple of renewals.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    assert!(trackers[leader].claim_leader().await, "still leader");
+    let lease = manager
+        .send(Leader {
+            service: "web".into(),
+        })
+        .await
+        .expect("manager alive")
+        .expect("a live lease");
+    let killed = trackers.remove(leader);
+    let killed_at = Instant::now();
+    killed.kill();
+    killed.wait().await.expect("clean stop");
+    println!(
+        "{:>8.1} ms  killed {} (term {}); its lease expires at {:.1} ms, {:.1} ms from now",
+        ms(killed_at),
+        killed.unit_name(),
+        lease.term,
+        ms(lease.expires),
+        lease.expires.duration_since(killed_at).as_secs_f64() * 1e3,
+    );
+
+    let next = first_leader(&trackers).await;
+    let took_over = Instant::now();
+    let new_lease = manager
+        .send(Leader {
+            service: "web".into(),
+        })
+        .await
+        .expect("manager alive")
+        .expect("a live lease");
+    println!(
+        "{:>8.1} ms  {} leads (term {})",
+        ms(took_over),
+        trackers[next].unit_name(),
+        new_lease.term
+    );
+    let after_expiry = took_over.saturating_duration_since(lease.expires);
+    println!(
+        "failover took {:.1} ms after the kill, {:.2} ms after the old lease expired",
+        took_over.duration_since(killed_at).as_secs_f64() * 1e3,
+        after_expiry.as_secs_f64() * 1e3,
+    );
+    assert!(
+        took_over >= lease.expires,
+        "never before the old lease expired"
+    );
+
+    for tracker in &trackers {
+        tracker.kill();
+        tracker.wait().await.expect("clean stop");
+    }
+    System::current().stop();
+}

@@ -1,0 +1,885 @@
+//! A scriptable stub lease manager for message-level tests.
+//!
+//! [`StubManager`] is an actor that handles the four manager messages
+//! ([`ClaimLeadership`], [`BlockUntilLeadershipReleased`], [`ReleaseLeadership`],
+//! [`Leader`]), records every message it receives with the tokio instant it handled it,
+//! and answers claims from a script you control through a [`StubHandle`]. Hand
+//! [`StubHandle::claimer`] to the code under test (a tracker) and assert on what it sent
+//! and when.
+//!
+//! - Claims are answered by the next scripted [`StubAnswer`] ([`StubHandle::script`]),
+//!   or by the default answer once the script is empty ([`StubHandle::set_default`];
+//!   [`StubAnswer::Grant`] unless started with [`StubManager::start_with`]).
+//!   [`StubAnswer::Hang`] keeps a claim unanswered until
+//!   [`StubHandle::answer_hung_claims`] or [`StubHandle::stop`].
+//! - Blocks pend until [`StubHandle::release_blocks`] or [`StubHandle::fail_blocks`],
+//!   unless [`StubHandle::set_block_answer`] says to answer them at once.
+//! - Releases answer `Ok(())`; [`Leader`] answers what [`StubHandle::set_leader`] set
+//!   (`None` by default), whatever the service.
+//! - Nothing here reads the clock except to timestamp calls, so tests under
+//!   `tokio::time::pause()` are exact.
+//!
+//! The stub validates nothing: it answers malformed requests like any other.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use leadership::testing::{StubAnswer, StubCall, StubManager};
+//! use leadership::{ClaimLeadership, LeaseError};
+//!
+//! actix::System::new().block_on(async {
+//!     let stub = StubManager::start();
+//!     stub.script([StubAnswer::Deny, StubAnswer::Grant]);
+//!
+//!     let claim = ClaimLeadership {
+//!         service: "led-service".into(),
+//!         unit: "led-service/0".into(),
+//!         duration: Duration::from_secs(30),
+//!     };
+//!     let first = stub.addr().send(claim.clone()).await.expect("stub is running");
+//!     let second = stub.addr().send(claim.clone()).await.expect("stub is running");
+//!     assert_eq!(first, Err(LeaseError::ClaimDenied));
+//!     assert_eq!(second, Ok(()));
+//!
+//!     let calls = stub.calls();
+//!     assert_eq!(calls.len(), 2);
+//!     assert!(matches!(&calls[0], StubCall::Claim { claim: c, .. } if *c == claim));
+//!     assert_eq!(stub.claim_count(), 2);
+//!     stub.stop();
+//! });
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::protocol::{
+    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
+    ReleaseLeadership,
+};
+
+/// How the stub answers one claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StubAnswer {
+    /// `Ok(())`.
+    Grant,
+    /// `Err(LeaseError::ClaimDenied)`.
+    Deny,
+    /// `Err(e)` with the given error.
+    Fail(LeaseError),
+    /// No answer while the stub runs; see [`StubHandle::answer_hung_claims`]. When the
+    /// stub stops, the claim answers `Err(LeaseError::Failed("stub manager stopped"))`.
+    Hang,
+}
+
+impl StubAnswer {
+    /// The reply this answer stands for, or `None` for [`StubAnswer::Hang`].
+    fn reply(self) -> Option<Result<(), LeaseError>> {
+        match self {
+            StubAnswer::Grant => Some(Ok(())),
+            StubAnswer::Deny => Some(Err(LeaseError::ClaimDenied)),
+            StubAnswer::Fail(e) => Some(Err(e)),
+            StubAnswer::Hang => None,
+        }
+    }
+}
+
+/// One message the stub received, with the tokio instant it was handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StubCall {
+    /// A [`ClaimLeadership`].
+    Claim {
+        /// The message as received.
+        claim: ClaimLeadership,
+        /// When the stub handled it.
+        at: Instant,
+    },
+    /// A [`BlockUntilLeadershipReleased`].
+    Block {
+        /// The message as received.
+        block: BlockUntilLeadershipReleased,
+        /// When the stub handled it.
+        at: Instant,
+    },
+    /// A [`ReleaseLeadership`].
+    Release {
+        /// The message as received.
+        release: ReleaseLeadership,
+        /// When the stub handled it.
+        at: Instant,
+    },
+    /// A [`Leader`] query.
+    Leader {
+        /// The message as received.
+        leader: Leader,
+        /// When the stub handled it.
+        at: Instant,
+    },
+}
+
+impl StubCall {
+    /// The instant the stub handled this message.
+    pub fn at(&self) -> Instant {
+        match self {
+            StubCall::Claim { at, .. }
+            | StubCall::Block { at, .. }
+            | StubCall::Release { at, .. }
+            | StubCall::Leader { at, .. } => *at,
+        }
+    }
+}
+
+/// The answer of a claim or block still waiting for the test to decide it.
+type Responder = oneshot::Sender<Result<(), LeaseError>>;
+
+/// What the handle and the actor share.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Woken (all waiters) after every recorded call, for [`StubHandle::wait_calls`].
+    recorded: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    default: StubAnswer,
+    script: VecDeque<StubAnswer>,
+    block_answer: Option<Result<(), LeaseError>>,
+    leader: Option<LeaseInfo>,
+    calls: Vec<StubCall>,
+    pending_blocks: Vec<Responder>,
+    hung_claims: Vec<Responder>,
+    /// Set by [`StubHandle::stop`] or when the actor stops: nothing may pend any more.
+    stopped: bool,
+}
+
+impl State {
+    /// Takes every pending block and hung claim, to be answered outside the lock.
+    fn take_pending(&mut self) -> (Vec<Responder>, Vec<Responder>) {
+        (
+            std::mem::take(&mut self.pending_blocks),
+            std::mem::take(&mut self.hung_claims),
+        )
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not turn every later stub call into a panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the stub stopped and answers everything still pending with an error.
+    fn shut_down(&self) {
+        let (blocks, claims) = {
+            let mut state = self.lock();
+            state.stopped = true;
+            state.take_pending()
+        };
+        answer_all(blocks, Err(LeaseError::BlockCancelled));
+        answer_all(claims, Err(stopped_claim()));
+    }
+}
+
+/// The answer of a claim that was hanging when the stub stopped.
+fn stopped_claim() -> LeaseError {
+    LeaseError::Failed("stub manager stopped".into())
+}
+
+/// Sends `reply` to every responder whose caller still listens; returns how many.
+fn answer_all(responders: Vec<Responder>, reply: Result<(), LeaseError>) -> usize {
+    responders
+        .into_iter()
+        .map(|tx| tx.send(reply.clone()))
+        .filter(|tx_sent| tx_sent.is_ok())
+        .count()
+}
+
+/// Drops responders nobody listens to any more (their answer task was dropped, e.g.
+/// because the System shut down), so that counts report only answerable requests.
+fn prune(responders: &mut Vec<Responder>) {
+    responders.retain(|tx| !tx.is_canceled());
+}
+
+/// The stub lease manager actor. Start it with [`StubManager::start`] or
+/// [`StubManager::start_with`] and drive it through the returned [`StubHandle`].
+pub struct StubManager {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for StubManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StubManager").finish_non_exhaustive()
+    }
+}
+
+impl StubManager {
+    /// Starts a stub in the current actix System that grants every claim not scripted
+    /// otherwise, and keeps blocks pending until released.
+    ///
+    /// Must be called inside a running System (e.g. in `#[actix_rt::test]`).
+    pub fn start() -> StubHandle {
+        StubManager::start_with(StubAnswer::Grant)
+    }
+
+    /// Starts a stub whose answer to claims, once the script is empty, is `default`.
+    ///
+    /// Must be called inside a running System.
+    pub fn start_with(default: StubAnswer) -> StubHandle {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                default,
+                script: VecDeque::new(),
+                block_answer: None,
+                leader: None,
+                calls: Vec::new(),
+                pending_blocks: Vec::new(),
+                hung_claims: Vec::new(),
+                stopped: false,
+            }),
+            recorded: Notify::new(),
+        });
+        let addr = Actor::start(StubManager {
+            shared: Arc::clone(&shared),
+        });
+        StubHandle { addr, shared }
+    }
+
+    /// Records `call`, then decides under the same lock how to answer it, so a test
+    /// woken by [`StubHandle::wait_calls`] always finds the call's responder in place.
+    fn record<T>(&self, call: StubCall, decide: impl FnOnce(&mut State) -> T) -> T {
+        let decided = {
+            let mut state = self.shared.lock();
+            state.calls.push(call);
+            decide(&mut state)
+        };
+        self.shared.recorded.notify_waiters();
+        decided
+    }
+}
+
+/// A reply now, or one the test decides later (through `rx`).
+fn reply_future(
+    decided: Result<Result<(), LeaseError>, oneshot::Receiver<Result<(), LeaseError>>>,
+    on_cancel: LeaseError,
+) -> ResponseFuture<Result<(), LeaseError>> {
+    match decided {
+        Ok(reply) => Box::pin(std::future::ready(reply)),
+        Err(rx) => Box::pin(async move { rx.await.unwrap_or(Err(on_cancel)) }),
+    }
+}
+
+/// Registers a pending responder in `list`, unless the stub is stopping.
+fn pend(
+    stopped: bool,
+    list: &mut Vec<Responder>,
+    if_stopped: LeaseError,
+) -> Result<Result<(), LeaseError>, oneshot::Receiver<Result<(), LeaseError>>> {
+    if stopped {
+        return Ok(Err(if_stopped));
+    }
+    let (tx, rx) = oneshot::channel();
+    list.push(tx);
+    Err(rx)
+}
+
+impl Actor for StubManager {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Covers stops not requested through the handle (e.g. the last address dropped).
+        self.shared.shut_down();
+    }
+}
+
+// Every pending answer is a `ResponseFuture`: actix spawns it on the arbiter, apart
+// from the actor (see actix's `handler.rs`), so an answer given through the handle is
+// delivered even after the actor has stopped, and the actor never awaits anything.
+
+impl Handler<ClaimLeadership> for StubManager {
+    type Result = ResponseFuture<Result<(), LeaseError>>;
+
+    fn handle(&mut self, claim: ClaimLeadership, _ctx: &mut Self::Context) -> Self::Result {
+        let call = StubCall::Claim {
+            claim,
+            at: Instant::now(),
+        };
+        let decided = self.record(call, |state| {
+            let answer = match state.script.pop_front() {
+                Some(answer) => answer,
+                None => state.default.clone(),
+            };
+            match answer.reply() {
+                Some(reply) => Ok(reply),
+                None => pend(state.stopped, &mut state.hung_claims, stopped_claim()),
+            }
+        });
+        reply_future(decided, stopped_claim())
+    }
+}
+
+impl Handler<BlockUntilLeadershipReleased> for StubManager {
+    type Result = ResponseFuture<Result<(), LeaseError>>;
+
+    fn handle(
+        &mut self,
+        block: BlockUntilLeadershipReleased,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let call = StubCall::Block {
+            block,
+            at: Instant::now(),
+        };
+        let decided = self.record(call, |state| match &state.block_answer {
+            Some(reply) => Ok(reply.clone()),
+            None => pend(
+                state.stopped,
+                &mut state.pending_blocks,
+                LeaseError::BlockCancelled,
+            ),
+        });
+        reply_future(decided, LeaseError::BlockCancelled)
+    }
+}
+
+impl Handler<ReleaseLeadership> for StubManager {
+    type Result = Result<(), LeaseError>;
+
+    /// Records the release and answers `Ok(())`.
+    fn handle(&mut self, release: ReleaseLeadership, _ctx: &mut Self::Context) -> Self::Result {
+        let call = StubCall::Release {
+            release,
+            at: Instant::now(),
+        };
+        self.record(call, |_| Ok(()))
+    }
+}
+
+impl Handler<Leader> for StubManager {
+    type Result = MessageResult<Leader>;
+
+    /// Records the query and answers what [`StubHandle::set_leader`] set (`None` by
+    /// default), whatever the service.
+    fn handle(&mut self, leader: Leader, _ctx: &mut Self::Context) -> Self::Result {
+        let call = StubCall::Leader {
+            leader,
+            at: Instant::now(),
+        };
+        MessageResult(self.record(call, |state| state.leader.clone()))
+    }
+}
+
+/// Asks the stub to stop; sent by [`StubHandle::stop`].
+struct StopStub;
+
+impl Message for StopStub {
+    type Result = ();
+}
+
+impl Handler<StopStub> for StubManager {
+    type Result = ();
+
+    fn handle(&mut self, _: StopStub, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A handle to a started [`StubManager`]: script its answers, inspect what it received.
+///
+/// Cheap to clone, `Send + Sync`; all clones share one stub. It holds the stub's
+/// address, so the stub runs until [`StubHandle::stop`] or until the handle, its clones
+/// and every address or [`Claimer`] taken from it are dropped.
+#[derive(Clone)]
+pub struct StubHandle {
+    addr: Addr<StubManager>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for StubHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("StubHandle")
+            .field("connected", &self.addr.connected())
+            .field("default", &state.default)
+            .field("script", &state.script)
+            .field("calls", &state.calls.len())
+            .field("pending_blocks", &state.pending_blocks.len())
+            .field("hung_claims", &state.hung_claims.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StubHandle {
+    /// The stub's address, to send it messages directly.
+    pub fn addr(&self) -> Addr<StubManager> {
+        self.addr.clone()
+    }
+
+    /// A [`Claimer`] talking to this stub, for the code under test.
+    pub fn claimer(&self) -> Claimer {
+        Claimer::new(&self.addr)
+    }
+
+    /// Sets the answer to claims that find the script empty.
+    pub fn set_default(&self, answer: StubAnswer) {
+        self.shared.lock().default = answer;
+    }
+
+    /// Queues answers for the next claims, first in first out, after any still queued.
+    /// Each is used once, before the default answer applies again.
+    pub fn script<I: IntoIterator<Item = StubAnswer>>(&self, answers: I) {
+        self.shared.lock().script.extend(answers);
+    }
+
+    /// Sets what [`Leader`] queries answer from now on, for every service.
+    pub fn set_leader(&self, leader: Option<LeaseInfo>) {
+        self.shared.lock().leader = leader;
+    }
+
+    /// Every message received so far, in the order handled.
+    pub fn calls(&self) -> Vec<StubCall> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// The claims received so far, in order, with the instants they were handled.
+    pub fn claims(&self) -> Vec<(ClaimLeadership, Instant)> {
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter_map(|call| match call {
+                StubCall::Claim { claim, at } => Some((claim.clone(), *at)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many claims were received so far.
+    pub fn claim_count(&self) -> usize {
+        let state = self.shared.lock();
+        let claims = state.calls.iter();
+        claims
+            .filter(|call| matches!(call, StubCall::Claim { .. }))
+            .count()
+    }
+
+    /// How many blocks were received so far, answered or not.
+    pub fn block_count(&self) -> usize {
+        let state = self.shared.lock();
+        let blocks = state.calls.iter();
+        blocks
+            .filter(|call| matches!(call, StubCall::Block { .. }))
+            .count()
+    }
+
+    /// How many blocks are waiting for [`release_blocks`](Self::release_blocks) or
+    /// [`fail_blocks`](Self::fail_blocks).
+    pub fn pending_blocks(&self) -> usize {
+        let mut state = self.shared.lock();
+        prune(&mut state.pending_blocks);
+        state.pending_blocks.len()
+    }
+
+    /// How many claims are hanging ([`StubAnswer::Hang`]), waiting for
+    /// [`answer_hung_claims`](Self::answer_hung_claims).
+    pub fn hung_claims(&self) -> usize {
+        let mut state = self.shared.lock();
+        prune(&mut state.hung_claims);
+        state.hung_claims.len()
+    }
+
+    /// Answers every pending block `Ok(())`; returns how many were answered.
+    pub fn release_blocks(&self) -> usize {
+        let blocks = std::mem::take(&mut self.shared.lock().pending_blocks);
+        answer_all(blocks, Ok(()))
+    }
+
+    /// Answers every pending block `Err(err)`; returns how many were answered.
+    pub fn fail_blocks(&self, err: LeaseError) -> usize {
+        let blocks = std::mem::take(&mut self.shared.lock().pending_blocks);
+        answer_all(blocks, Err(err))
+    }
+
+    /// How blocks received from now on are answered: `None` (the default) keeps them
+    /// pending until released or failed through the handle; `Some(reply)` answers each
+    /// at once with `reply`. Blocks already pending are not affected.
+    pub fn set_block_answer(&self, answer: Option<Result<(), LeaseError>>) {
+        self.shared.lock().block_answer = answer;
+    }
+
+    /// Answers every hanging claim with `answer`; returns how many were answered.
+    /// With [`StubAnswer::Hang`] it does nothing and returns 0.
+    pub fn answer_hung_claims(&self, answer: StubAnswer) -> usize {
+        let Some(reply) = answer.reply() else {
+            return 0;
+        };
+        let claims = std::mem::take(&mut self.shared.lock().hung_claims);
+        answer_all(claims, reply)
+    }
+
+    /// Resolves once at least `n` messages were received, with [`calls`](Self::calls).
+    ///
+    /// Woken by each recorded call; it never polls or sleeps. It does not resolve if
+    /// fewer than `n` messages ever arrive: bound it with `tokio::time::timeout`, which
+    /// under `tokio::time::pause()` fires as soon as the runtime is idle.
+    pub async fn wait_calls(&self, n: usize) -> Vec<StubCall> {
+        loop {
+            let mut notified = pin!(self.shared.recorded.notified());
+            // Created (and enabled) before looking, so a call recorded in between still
+            // wakes us.
+            notified.as_mut().enable();
+            {
+                let state = self.shared.lock();
+                if state.calls.len() >= n {
+                    return state.calls.clone();
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops the stub. Pending blocks answer `Err(LeaseError::BlockCancelled)` and
+    /// hanging claims `Err(LeaseError::Failed("stub manager stopped"))` at once; so do
+    /// blocks and hanging claims still in the mailbox. Messages sent afterwards fail
+    /// with a mailbox error once the actor has stopped. Idempotent.
+    pub fn stop(&self) {
+        self.shared.shut_down();
+        self.addr.do_send(StopStub);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use futures::poll;
+
+    use super::*;
+
+    fn claim(unit: &str) -> ClaimLeadership {
+        ClaimLeadership {
+            service: "led-service".into(),
+            unit: unit.into(),
+            duration: Duration::from_secs(10),
+        }
+    }
+
+    fn block() -> BlockUntilLeadershipReleased {
+        BlockUntilLeadershipReleased {
+            service: "led-service".into(),
+        }
+    }
+
+    /// Awaits `fut`, failing the test if it does not resolve while the runtime has work.
+    async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(60), fut)
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not resolve"))
+    }
+
+    #[test]
+    fn handle_is_send_sync_clone_static() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<StubHandle>();
+        check::<StubCall>();
+    }
+
+    #[actix_rt::test]
+    async fn scripted_answers_come_in_order_then_the_default() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        stub.script([
+            StubAnswer::Deny,
+            StubAnswer::Fail(LeaseError::Failed("pow".into())),
+        ]);
+        stub.script([StubAnswer::Grant]);
+        stub.set_default(StubAnswer::Deny);
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.push(stub.addr().send(claim("led-service/0")).await.unwrap());
+        }
+        assert_eq!(
+            answers,
+            vec![
+                Err(LeaseError::ClaimDenied),
+                Err(LeaseError::Failed("pow".into())),
+                Ok(()),
+                Err(LeaseError::ClaimDenied),
+                Err(LeaseError::ClaimDenied),
+            ]
+        );
+        assert_eq!(stub.claim_count(), 5);
+        assert_eq!(stub.block_count(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn start_with_sets_the_default_and_claimer_reaches_the_stub() {
+        tokio::time::pause();
+        let stub = StubManager::start_with(StubAnswer::Fail(LeaseError::Invalid("x".into())));
+        let claimer = stub.claimer();
+        assert_eq!(
+            claimer.claim.send(claim("led-service/1")).await.unwrap(),
+            Err(LeaseError::Invalid("x".into()))
+        );
+        stub.set_block_answer(Some(Ok(())));
+        assert_eq!(claimer.block.send(block()).await.unwrap(), Ok(()));
+        assert_eq!(stub.claim_count(), 1);
+        assert_eq!(stub.block_count(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn hung_claims_wait_until_answered() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        stub.script([StubAnswer::Hang, StubAnswer::Hang]);
+        let mut first = Box::pin(stub.addr().send(claim("led-service/0")));
+        let mut second = Box::pin(stub.addr().send(claim("led-service/1")));
+        within("two claims", stub.wait_calls(2)).await;
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(poll!(&mut first).is_pending());
+        assert!(poll!(&mut second).is_pending());
+        assert_eq!(stub.hung_claims(), 2);
+
+        assert_eq!(stub.answer_hung_claims(StubAnswer::Hang), 0);
+        assert_eq!(stub.hung_claims(), 2);
+        assert!(poll!(&mut first).is_pending());
+
+        assert_eq!(stub.answer_hung_claims(StubAnswer::Deny), 2);
+        assert_eq!(stub.hung_claims(), 0);
+        assert_eq!(
+            within("first", first).await.unwrap(),
+            Err(LeaseError::ClaimDenied)
+        );
+        assert_eq!(
+            within("second", second).await.unwrap(),
+            Err(LeaseError::ClaimDenied)
+        );
+        // The script is used up: the default (Grant) answers.
+        assert_eq!(
+            stub.addr().send(claim("led-service/0")).await.unwrap(),
+            Ok(())
+        );
+        assert_eq!(stub.answer_hung_claims(StubAnswer::Grant), 0);
+    }
+
+    #[actix_rt::test]
+    async fn blocks_pend_until_released() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        let mut first = Box::pin(stub.addr().send(block()));
+        let mut second = Box::pin(stub.addr().send(block()));
+        within("two blocks", stub.wait_calls(2)).await;
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(poll!(&mut first).is_pending());
+        assert!(poll!(&mut second).is_pending());
+        assert_eq!((stub.block_count(), stub.pending_blocks()), (2, 2));
+
+        assert_eq!(stub.release_blocks(), 2);
+        assert_eq!(within("first", first).await.unwrap(), Ok(()));
+        assert_eq!(within("second", second).await.unwrap(), Ok(()));
+        assert_eq!((stub.block_count(), stub.pending_blocks()), (2, 0));
+        assert_eq!(stub.release_blocks(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn blocks_pend_until_failed() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        let mut pending = Box::pin(stub.addr().send(block()));
+        within("a block", stub.wait_calls(1)).await;
+        assert!(poll!(&mut pending).is_pending());
+        assert_eq!(stub.fail_blocks(LeaseError::Failed("pow".into())), 1);
+        assert_eq!(
+            within("block", pending).await.unwrap(),
+            Err(LeaseError::Failed("pow".into()))
+        );
+        assert_eq!(stub.pending_blocks(), 0);
+        assert_eq!(stub.fail_blocks(LeaseError::BlockCancelled), 0);
+    }
+
+    #[actix_rt::test]
+    async fn set_block_answer_answers_new_blocks_at_once() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        let mut old = Box::pin(stub.addr().send(block()));
+        within("a block", stub.wait_calls(1)).await;
+
+        stub.set_block_answer(Some(Err(LeaseError::Failed("down".into()))));
+        assert_eq!(
+            stub.addr().send(block()).await.unwrap(),
+            Err(LeaseError::Failed("down".into()))
+        );
+        stub.set_block_answer(Some(Ok(())));
+        assert_eq!(stub.addr().send(block()).await.unwrap(), Ok(()));
+        // The block pending before is still pending.
+        assert!(poll!(&mut old).is_pending());
+        assert_eq!((stub.block_count(), stub.pending_blocks()), (3, 1));
+
+        stub.set_block_answer(None);
+        let mut new = Box::pin(stub.addr().send(block()));
+        within("a fourth block", stub.wait_calls(4)).await;
+        assert!(poll!(&mut new).is_pending());
+        assert_eq!(stub.release_blocks(), 2);
+        assert_eq!(within("old", old).await.unwrap(), Ok(()));
+        assert_eq!(within("new", new).await.unwrap(), Ok(()));
+    }
+
+    #[actix_rt::test]
+    async fn calls_are_recorded_in_order_with_their_instants() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        stub.set_block_answer(Some(Ok(())));
+        let t0 = Instant::now();
+        stub.addr()
+            .send(claim("led-service/0"))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        stub.addr().send(block()).await.unwrap().unwrap();
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let release = ReleaseLeadership {
+            service: "led-service".into(),
+            unit: "led-service/0".into(),
+        };
+        assert_eq!(stub.addr().send(release.clone()).await.unwrap(), Ok(()));
+        let leader = Leader {
+            service: "led-service".into(),
+        };
+        assert_eq!(stub.addr().send(leader.clone()).await.unwrap(), None);
+        let info = LeaseInfo {
+            holder: "led-service/3".into(),
+            expires: t0 + Duration::from_secs(60),
+            term: 7,
+        };
+        stub.set_leader(Some(info.clone()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(stub.addr().send(leader.clone()).await.unwrap(), Some(info));
+
+        let t1 = t0 + Duration::from_secs(5);
+        let t2 = t1 + Duration::from_millis(250);
+        let t3 = t2 + Duration::from_secs(1);
+        assert_eq!(
+            stub.calls(),
+            vec![
+                StubCall::Claim {
+                    claim: claim("led-service/0"),
+                    at: t0
+                },
+                StubCall::Block {
+                    block: block(),
+                    at: t1
+                },
+                StubCall::Release { release, at: t2 },
+                StubCall::Leader {
+                    leader: leader.clone(),
+                    at: t2
+                },
+                StubCall::Leader { leader, at: t3 },
+            ]
+        );
+        assert_eq!(stub.calls()[1].at(), t1);
+        assert_eq!(stub.claims(), vec![(claim("led-service/0"), t0)]);
+        assert_eq!((stub.claim_count(), stub.block_count()), (1, 1));
+    }
+
+    #[actix_rt::test]
+    async fn wait_calls_resolves_when_the_nth_call_arrives() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        assert!(within("zero calls", stub.wait_calls(0)).await.is_empty());
+
+        let mut waiting = pin!(stub.wait_calls(2));
+        assert!(poll!(waiting.as_mut()).is_pending());
+        stub.addr()
+            .send(claim("led-service/0"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(poll!(waiting.as_mut()).is_pending());
+        let _pending = stub.addr().send(block());
+        let calls = within("two calls", waiting).await;
+        assert_eq!(calls.len(), 2);
+        assert!(matches!(calls[1], StubCall::Block { .. }));
+        // The block is registered by the time the waiter sees it.
+        assert_eq!(stub.pending_blocks(), 1);
+
+        // A waiter for more calls than ever arrive stays pending.
+        let never = tokio::time::timeout(Duration::from_secs(1), stub.wait_calls(3)).await;
+        assert!(never.is_err());
+    }
+
+    #[actix_rt::test]
+    async fn stop_cancels_pending_blocks_and_hung_claims() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        stub.script([StubAnswer::Hang]);
+        let pending_block = stub.addr().send(block());
+        let hung_claim = stub.addr().send(claim("led-service/0"));
+        within("two calls", stub.wait_calls(2)).await;
+
+        stub.stop();
+        // Answered by `stop` itself, before the actor has even seen the stop request.
+        assert_eq!((stub.pending_blocks(), stub.hung_claims()), (0, 0));
+        assert_eq!(
+            within("block", pending_block).await.unwrap(),
+            Err(LeaseError::BlockCancelled)
+        );
+        assert_eq!(
+            within("claim", hung_claim).await.unwrap(),
+            Err(LeaseError::Failed("stub manager stopped".into()))
+        );
+
+        // Once the actor has stopped, nothing more gets through.
+        let after = within("send after stop", stub.addr().send(block())).await;
+        assert!(after.is_err(), "{after:?}");
+        assert!(!stub.addr().connected());
+        stub.stop();
+        assert_eq!(stub.block_count(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn requests_still_in_the_mailbox_at_stop_do_not_pend() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        stub.script([StubAnswer::Hang]);
+        // Queued, but not handled before `stop`.
+        let queued_claim = stub.addr().send(claim("led-service/0"));
+        let queued_block = stub.addr().send(block());
+        stub.stop();
+        assert_eq!(
+            within("claim", queued_claim).await,
+            Ok(Err(LeaseError::Failed("stub manager stopped".into())))
+        );
+        assert_eq!(
+            within("block", queued_block).await,
+            Ok(Err(LeaseError::BlockCancelled))
+        );
+        assert_eq!(stub.calls().len(), 2);
+    }
+
+    #[actix_rt::test]
+    async fn dropped_handles_stop_the_stub_and_cancel_blocks() {
+        tokio::time::pause();
+        let stub = StubManager::start();
+        let probe = Arc::clone(&stub.shared);
+        let pending = stub.addr().send(block());
+        within("a block", stub.wait_calls(1)).await;
+        drop(stub);
+        // The last address is gone: the actor stops and cancels what it holds.
+        assert_eq!(
+            within("block", pending).await.unwrap(),
+            Err(LeaseError::BlockCancelled)
+        );
+        assert!(probe.lock().stopped);
+    }
+}
