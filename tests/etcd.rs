@@ -370,6 +370,33 @@ async fn requests_to_a_stopped_etcd_fail_within_their_bound() {
     .await;
 }
 
+#[actix_rt::test]
+async fn a_block_whose_watch_breaks_answers_failed() {
+    if shared_endpoints("a_block_whose_watch_breaks_answers_failed").is_none() {
+        return;
+    }
+    let mut etcd = EtcdProcess::start("broken-watch");
+    let config = EtcdConfig::new(vec![etcd.endpoint.clone()], unique_prefix("broken-watch"))
+        .with_request_timeout(secs(1.0));
+    let m = EtcdManager::connect(config).await.unwrap().start();
+    assert_eq!(m.send(claim("web/0", secs(30.0))).await.unwrap(), Ok(()));
+    let pending = m.send(block());
+    futures::pin_mut!(pending);
+    assert!(tokio::time::timeout(secs(0.5), &mut pending).await.is_err());
+    let killed = Instant::now();
+    etcd.kill();
+    // The watch stream ends; re-reading the key fails: the block answers an error (and a
+    // tracker claims again after its backoff) instead of hanging.
+    let answer = within(secs(5.0), "the block to answer", pending)
+        .await
+        .unwrap();
+    println!(
+        "block answered {answer:?} {:?} after etcd died",
+        killed.elapsed()
+    );
+    assert!(matches!(answer, Err(LeaseError::Failed(_))), "{answer:?}");
+}
+
 /// Polls both trackers until exactly one says it leads; returns its index.
 async fn single_leader(trackers: &[&Tracker; 2], deadline: Duration) -> usize {
     let start = Instant::now();
