@@ -1,14 +1,35 @@
-//! Leadership tracking for units of a distributed application, on actix.
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//!
+//! Users import everything from the crate root; the modules are private except
+//! [`testing`].
+//!
+//! - `names`: [`UnitName`] (`"<service>/<number>"`) and the service-name rules every
+//!   manager applies.
+//! - `protocol`: the manager messages ([`ClaimLeadership`],
+//!   [`BlockUntilLeadershipReleased`], [`ReleaseLeadership`], [`Leader`]), [`LeaseInfo`],
+//!   [`LeaseError`], and [`Claimer`], what a tracker talks to.
+//! - `manager`: [`ManagerActor`], the in-memory lease manager: leases keyed by service,
+//!   expiries in an ordered index with one timer.
+//! - `tracker`: [`TrackerActor`], its messages ([`ClaimLeader`], [`WaitLeader`],
+//!   [`WaitMinion`]), the [`Tracker`] handle, and the pure state machine that makes
+//!   every decision.
+//! - `ticket`: [`Ticket`], a write-once answer that many clones can await.
+//! - [`testing`]: [`StubManager`](testing::StubManager), a scriptable stub lease manager
+//!   for message-level tests.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod latch;
+mod manager;
 mod names;
 mod protocol;
 pub mod testing;
 mod ticket;
 mod tracker;
 
+pub use manager::{ManagerActor, StopManager};
 pub use names::{validate_service, NameError, UnitName};
 pub use protocol::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use actix::prelude::*;
 use leadership::testing::{StubAnswer, StubCall, StubHandle, StubManager};
 use leadership::{
     ClaimLeader, ClaimLeadership, LeaseError, Ticket, Tracker, TrackerError, UnitName, WaitLeader,

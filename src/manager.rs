@@ -1,0 +1,522 @@
+//! The in-memory lease manager: [`ManagerActor`].
+//!
+//! # Design
+//!
+//! The manager keeps, per service, at most one lease (`holder`, `expires`, `term`, and
+//! the senders of the blocks waiting for it to end) in a `HashMap`, plus an *expiry
+//! index*: a `BTreeMap<(Instant, u64), String>` from each lease's deadline to its
+//! service. The index is ordered by deadline, so the next lease to end is always its
+//! first entry, and one actix timer (`run_later`) armed for that entry is all the
+//! manager needs to wake every block at its lease's expiry (to the millisecond
+//! resolution of tokio's timers; exactly, on a paused test clock) — no timer per lease,
+//! no polling interval. Every operation costs at most O(log n) in the number of leases,
+//! a renewal O(1).
+//!
+//! Why it is shaped this way:
+//!
+//! - **Extensions are the hot path.** A leader renews its lease every `d`, so nearly all
+//!   claims extend a lease the claimant already holds. An extension only moves the
+//!   lease's `expires` later: one hash lookup, no allocation, and neither the index nor
+//!   the timer is touched. Its index entry is then filed *earlier* than the lease ends,
+//!   which is harmless — the timer fires at the filed deadline, finds the lease still
+//!   live, and re-files the entry under the real deadline, moving the service `String`
+//!   rather than copying it. So the index always holds one entry per lease, filed at or
+//!   before the lease's expiry, and the timer (armed for the first entry) can only be
+//!   early, never late. It is cancelled and re-armed only when a grant brings a
+//!   deadline *earlier* than the armed one. The names in a renewal are the very strings
+//!   validated when the lease was granted, so only its duration is checked again.
+//! - **The timer may be late; the answers never are.** A message can be handled at
+//!   (or after) a lease's expiry instant before the timer for it runs. So every
+//!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
+//!   waking its blocks, rather than trusting the timer to have done so. The timer is
+//!   also allowed to be early (its lease was extended or released): it expires only
+//!   what is due and re-arms.
+//! - **Terms come from one manager-wide counter.** Every grant takes the next value of a
+//!   single `u64`, so a new holder's term is strictly greater than every earlier term
+//!   of its service (and of every other service) with O(1) memory and no per-service
+//!   history that would have to outlive the lease. The term also makes each index key
+//!   unique: one grant, one term, one lease, one index entry.
+//! - **Blocks are plain oneshot channels.** A pending block is the receiving half of a
+//!   `futures` oneshot whose sender sits in the lease; the handler answers with an
+//!   actix [`Response`] future that actix runs as a task of its own, so waiting blocks
+//!   cost the actor nothing. Ending a lease sends on every sender; when the manager
+//!   stops, the senders are dropped and every pending block answers
+//!   [`LeaseError::BlockCancelled`].
+//! - **A replacement manager must not grant at once.** A manager that replaces a lost
+//!   one has forgotten every lease, yet the units that held them still believe their
+//!   guarantees. [`ManagerActor::recovering`] refuses every claim for a grace period
+//!   (at least the longest lease anyone may still hold), as a lock service's new master
+//!   does after fail-over.
+//!
+//! All timing uses tokio's clock, so `tokio::time::pause()` drives every timer in tests.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::mem;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use tokio::time::Instant;
+use tracing::{debug, trace};
+
+use crate::protocol::{
+    check_claim, check_service, check_unit, BlockUntilLeadershipReleased, ClaimLeadership, Leader,
+    LeaseError, LeaseInfo, ReleaseLeadership,
+};
+
+/// An upper bound for a grace so long that the clock cannot represent its end:
+/// about 30 years, the same "far future" tokio uses for such sleeps.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// The in-memory lease manager: one lease per service, held by one unit until it
+/// expires or is released.
+///
+/// It handles [`ClaimLeadership`], [`BlockUntilLeadershipReleased`],
+/// [`ReleaseLeadership`] and [`Leader`] as the crate's contract describes, and
+/// [`StopManager`] to stop it. A lease is live while `now < expires` on tokio's clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix::Actor;
+/// use leadership::{ClaimLeadership, Leader, ManagerActor};
+///
+/// # actix_rt::System::new().block_on(async {
+/// let manager = ManagerActor::new().start();
+/// let claim = ClaimLeadership {
+///     service: "led-service".into(),
+///     unit: "led-service/0".into(),
+///     duration: Duration::from_secs(60),
+/// };
+/// manager.send(claim).await.unwrap().unwrap();
+/// let lease = manager.send(Leader { service: "led-service".into() }).await.unwrap();
+/// assert_eq!(lease.unwrap().holder, "led-service/0");
+/// # });
+/// ```
+///
+/// Dropping every `Addr` does not stop a manager that still has leases: it keeps
+/// running until the last lease has ended, so pending blocks answer `Ok(())` at the
+/// expiry as promised. Send [`StopManager`] to stop it at once.
+#[derive(Debug, Default)]
+pub struct ManagerActor {
+    /// The lease of each service that has one. A lease whose `expires` has passed is
+    /// dead even if it is still here: handlers reap it when they meet it.
+    leases: HashMap<String, Lease>,
+    /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
+    /// An entry may be filed earlier than its lease now expires (it was extended since):
+    /// the timer re-files it when it comes due.
+    expiries: BTreeMap<(Instant, u64), String>,
+    /// The term of the latest grant, manager-wide.
+    last_term: u64,
+    /// The one expiry timer: the deadline it was armed for, and its handle. While
+    /// `expiries` is not empty this is armed for its first deadline or earlier.
+    timer: Option<(Instant, SpawnHandle)>,
+    /// How long after starting the manager refuses every claim.
+    grace: Duration,
+    /// While in grace: the instant the grace ends.
+    grace_until: Option<Instant>,
+    /// Blocks received during the grace; they answer when it ends.
+    grace_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// One service's lease.
+#[derive(Debug)]
+struct Lease {
+    holder: String,
+    expires: Instant,
+    term: u64,
+    /// The deadline of this lease's entry in the expiry index, `<= expires`.
+    filed: Instant,
+    /// Senders of the pending blocks; sending `()` answers a block with `Ok(())`.
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Extends a live `lease` to end no earlier than `wanted`.
+///
+/// An extension never shortens a lease, keeps its term, and touches neither the expiry
+/// index nor the timer: the lease's index entry, now filed earlier than the lease
+/// ends, is re-filed by the timer when it comes due. So renewing costs one hash lookup
+/// and no allocation.
+fn extend(lease: &mut Lease, wanted: Instant) {
+    if wanted > lease.expires {
+        lease.expires = wanted;
+    }
+    trace!(unit = %lease.holder, term = lease.term, "lease extended");
+}
+
+/// Arms a timer that ends the recovery grace at `until`.
+///
+/// Should the timer ever run before `until` (tokio promises it will not), it arms
+/// another rather than leave the grace without an end.
+fn arm_grace_timer(until: Instant, ctx: &mut Context<ManagerActor>) {
+    let delay = until.saturating_duration_since(Instant::now());
+    ctx.run_later(delay, move |manager, ctx| {
+        if manager.in_grace(Instant::now()) {
+            arm_grace_timer(until, ctx);
+        }
+    });
+}
+
+/// Answers every block in `waiters` with `Ok(())`.
+fn wake(waiters: Vec<oneshot::Sender<()>>) {
+    for waiter in waiters {
+        // A block whose asker has gone away has nobody to tell.
+        let _ = waiter.send(());
+    }
+}
+
+impl ManagerActor {
+    /// A manager with no leases that grants claims at once.
+    pub fn new() -> ManagerActor {
+        ManagerActor::default()
+    }
+
+    /// A manager that replaces a lost one and so has forgotten every lease.
+    ///
+    /// Granting at once could hand leadership to a second unit while the first still
+    /// holds a valid guarantee from the lost manager. So until `grace` has passed since
+    /// the actor *started* (on tokio's clock), every valid claim answers
+    /// [`LeaseError::ClaimDenied`] and every block stays pending until the grace ends
+    /// (then answers `Ok(())`: no lease can exist yet). Invalid input is still
+    /// [`LeaseError::Invalid`]. Choose `grace` at least as long as the longest lease a
+    /// unit may have been granted. `recovering(Duration::ZERO)` is [`ManagerActor::new`].
+    pub fn recovering(grace: Duration) -> ManagerActor {
+        ManagerActor {
+            grace,
+            ..ManagerActor::default()
+        }
+    }
+
+    /// Whether the manager is still in its start-up grace at `now`; ends the grace,
+    /// answering its blocks, if it is over.
+    fn in_grace(&mut self, now: Instant) -> bool {
+        match self.grace_until {
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.grace_until = None;
+                debug!(blocks = self.grace_waiters.len(), "recovery grace ended");
+                wake(mem::take(&mut self.grace_waiters));
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the lease of `service` if it has expired at `now`, waking its blocks.
+    ///
+    /// The timer may not have run yet for a lease that ended at (or just before) `now`;
+    /// this makes every handler see such a lease as absent.
+    fn reap_if_expired(&mut self, service: &str, now: Instant) {
+        let expired = self
+            .leases
+            .get(service)
+            .is_some_and(|lease| now >= lease.expires);
+        if expired {
+            if let Some(lease) = self.leases.remove(service) {
+                self.expiries.remove(&(lease.filed, lease.term));
+                debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
+                wake(lease.waiters);
+            }
+        }
+    }
+
+    /// Makes sure the timer fires no later than `deadline`.
+    ///
+    /// An armed timer at or before `deadline` is left alone (when it fires it re-arms
+    /// for whatever is then earliest); a later one is replaced.
+    fn arm_timer(&mut self, deadline: Instant, ctx: &mut Context<Self>) {
+        if let Some((armed, handle)) = self.timer {
+            if armed <= deadline {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = deadline.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |manager, ctx| manager.on_timer(ctx));
+        self.timer = Some((deadline, handle));
+    }
+
+    /// The timer fired: expire every lease that is due, re-file the entries of leases
+    /// extended since they were filed, then re-arm for the earliest deadline left.
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        self.timer = None;
+        let now = Instant::now();
+        while let Some(entry) = self.expiries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (_, service) = entry.remove_entry();
+            let Some(lease) = self.leases.get_mut(&service) else {
+                continue; // cannot happen: every entry belongs to a lease
+            };
+            if lease.expires > now {
+                // Extended since it was filed: file it again under its real deadline,
+                // moving the name; the loop ends, as that deadline is in the future.
+                lease.filed = lease.expires;
+                self.expiries.insert((lease.filed, lease.term), service);
+            } else if let Some(lease) = self.leases.remove(&service) {
+                debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
+                wake(lease.waiters);
+            }
+        }
+        if let Some((&(deadline, _), _)) = self.expiries.first_key_value() {
+            self.arm_timer(deadline, ctx);
+        }
+    }
+
+    /// How many leases the manager holds, expired-but-not-yet-reaped ones included.
+    #[cfg(test)]
+    fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+}
+
+impl Actor for ManagerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.grace.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let grace = self.grace.min(FAR_FUTURE);
+        self.grace_until = Some(now + grace);
+        debug!(
+            ?grace,
+            "lease manager recovering: refusing claims during the grace"
+        );
+        arm_grace_timer(now + grace, ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Dropping the senders is what answers every pending block `BlockCancelled`
+        // (see the block handler); do it now rather than whenever the actor is dropped.
+        let blocks = self.grace_waiters.len()
+            + self
+                .leases
+                .values()
+                .map(|lease| lease.waiters.len())
+                .sum::<usize>();
+        debug!(leases = self.leases.len(), blocks, "lease manager stopped");
+        self.leases.clear();
+        self.expiries.clear();
+        self.grace_waiters.clear();
+    }
+}
+
+impl Handler<ClaimLeadership> for ManagerActor {
+    type Result = Result<(), LeaseError>;
+
+    fn handle(&mut self, msg: ClaimLeadership, ctx: &mut Context<Self>) -> Self::Result {
+        let now = Instant::now();
+        // Fast path, the common case: the live holder renewing. The service and unit
+        // names were validated when this lease was granted, and these are the same
+        // strings, so only the duration is left to check. Anything this path does not
+        // accept goes through the full validation below, which gives the error.
+        if let Some(lease) = self.leases.get_mut(&msg.service) {
+            if now < lease.expires && lease.holder == msg.unit && !msg.duration.is_zero() {
+                if let Some(wanted) = now.checked_add(msg.duration) {
+                    extend(lease, wanted);
+                    return Ok(());
+                }
+            }
+        }
+        let wanted = check_claim(&msg, now)?;
+        if self.in_grace(now) {
+            debug!(service = %msg.service, unit = %msg.unit, "claim denied: recovery grace");
+            return Err(LeaseError::ClaimDenied);
+        }
+        let ClaimLeadership { service, unit, .. } = msg;
+        // One hash lookup, and the message's own `service` becomes the key if the
+        // service has no lease yet.
+        match self.leases.entry(service) {
+            Entry::Occupied(entry) if now < entry.get().expires => {
+                let lease = entry.into_mut();
+                if lease.holder != unit {
+                    trace!(%unit, holder = %lease.holder, "claim denied: held by another unit");
+                    return Err(LeaseError::ClaimDenied);
+                }
+                extend(lease, wanted);
+                return Ok(());
+            }
+            Entry::Occupied(entry) => {
+                // Expired, not yet reaped: end it (its blocks answer) and grant anew,
+                // reusing the entry and the index's copy of the service name.
+                let name = {
+                    let old = entry.get();
+                    self.expiries
+                        .remove(&(old.filed, old.term))
+                        .unwrap_or_else(|| entry.key().clone())
+                };
+                let lease = entry.into_mut();
+                debug!(service = %name, unit = %lease.holder, term = lease.term, "lease expired");
+                wake(mem::take(&mut lease.waiters));
+                self.last_term += 1;
+                lease.holder = unit;
+                lease.expires = wanted;
+                lease.filed = wanted;
+                lease.term = self.last_term;
+                debug!(service = %name, unit = %lease.holder, term = lease.term, "lease granted");
+                self.expiries.insert((wanted, lease.term), name);
+            }
+            Entry::Vacant(entry) => {
+                self.last_term += 1;
+                let term = self.last_term;
+                debug!(service = %entry.key(), %unit, term, "lease granted");
+                self.expiries.insert((wanted, term), entry.key().clone());
+                entry.insert(Lease {
+                    holder: unit,
+                    expires: wanted,
+                    term,
+                    filed: wanted,
+                    waiters: Vec::new(),
+                });
+            }
+        }
+        self.arm_timer(wanted, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<BlockUntilLeadershipReleased> for ManagerActor {
+    /// `Response`, not `ResponseFuture`: a free service is answered at once without
+    /// boxing a future; a pending block is a future actix runs as a task of its own,
+    /// which needs no access to the actor — the lease's sender is its only link.
+    type Result = Response<Result<(), LeaseError>>;
+
+    fn handle(&mut self, msg: BlockUntilLeadershipReleased, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = check_service(&msg.service) {
+            return Response::reply(Err(e));
+        }
+        let now = Instant::now();
+        let waiters = if self.in_grace(now) {
+            &mut self.grace_waiters
+        } else {
+            self.reap_if_expired(&msg.service, now);
+            match self.leases.get_mut(&msg.service) {
+                Some(lease) => &mut lease.waiters,
+                None => return Response::reply(Ok(())),
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        waiters.push(tx);
+        // The sender is dropped unanswered only when the manager stops.
+        Response::fut(async move { rx.await.map_err(|_| LeaseError::BlockCancelled) })
+    }
+}
+
+impl Handler<ReleaseLeadership> for ManagerActor {
+    type Result = Result<(), LeaseError>;
+
+    fn handle(&mut self, msg: ReleaseLeadership, _: &mut Context<Self>) -> Self::Result {
+        check_unit(&msg.service, &msg.unit)?;
+        self.reap_if_expired(&msg.service, Instant::now());
+        let held = self
+            .leases
+            .get(&msg.service)
+            .is_some_and(|lease| lease.holder == msg.unit);
+        if !held {
+            return Err(LeaseError::NotHeld { unit: msg.unit });
+        }
+        if let Some(lease) = self.leases.remove(&msg.service) {
+            // The timer may be armed for this deadline; it will fire early and re-arm.
+            self.expiries.remove(&(lease.filed, lease.term));
+            debug!(service = %msg.service, unit = %msg.unit, term = lease.term, "lease released");
+            wake(lease.waiters);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<Leader> for ManagerActor {
+    type Result = Option<LeaseInfo>;
+
+    fn handle(&mut self, msg: Leader, _: &mut Context<Self>) -> Self::Result {
+        // An invalid service can never have a lease, so it needs no check of its own.
+        self.reap_if_expired(&msg.service, Instant::now());
+        self.leases.get(&msg.service).map(|lease| LeaseInfo {
+            holder: lease.holder.clone(),
+            expires: lease.expires,
+            term: lease.term,
+        })
+    }
+}
+
+/// Stops a [`ManagerActor`] at once, as if it were lost: it forgets every lease,
+/// pending blocks answer [`LeaseError::BlockCancelled`], and later messages fail with a
+/// mailbox error. Useful to test how trackers cope with a vanished manager.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rtype(result = "()")]
+pub struct StopManager;
+
+impl Handler<StopManager> for ManagerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopManager, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test-only probe: (leases held, index entries, timer armed).
+    #[derive(Message)]
+    #[rtype(result = "(usize, usize, bool)")]
+    struct Probe;
+
+    impl Handler<Probe> for ManagerActor {
+        type Result = MessageResult<Probe>;
+        fn handle(&mut self, _: Probe, _: &mut Context<Self>) -> Self::Result {
+            MessageResult((
+                self.lease_count(),
+                self.expiries.len(),
+                self.timer.is_some(),
+            ))
+        }
+    }
+
+    fn claim(service: &str, unit: &str, ms: u64) -> ClaimLeadership {
+        ClaimLeadership {
+            service: service.into(),
+            unit: unit.into(),
+            duration: Duration::from_millis(ms),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn one_timer_and_an_index_entry_per_lease() {
+        tokio::time::pause();
+        let manager = ManagerActor::new().start();
+        assert_eq!(manager.send(Probe).await.unwrap(), (0, 0, false));
+        for i in 0..100u64 {
+            let service = format!("s{i}");
+            let unit = format!("s{i}/0");
+            manager
+                .send(claim(&service, &unit, 1_000 + (i * 37) % 500))
+                .await
+                .unwrap()
+                .unwrap();
+            // Extending again and again adds no index entry.
+            manager
+                .send(claim(&service, &unit, 2_000))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
+        // Past the first deadlines: the stale entries are re-filed, not duplicated.
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
+        tokio::time::advance(Duration::from_millis(399)).await;
+        assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
+        tokio::time::advance(Duration::from_millis(2)).await;
+        // The actor reads its mailbox before its timers within one poll: let the timer
+        // run before probing.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(manager.send(Probe).await.unwrap(), (0, 0, false));
+    }
+}
