@@ -75,7 +75,8 @@ use tracing::{debug, info, warn};
 
 use crate::protocol::{check_claim, check_service, check_unit};
 use crate::{
-    BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, LeaseInfo, ReleaseLeadership,
+    BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, LeaseInfo,
+    ReleaseLeadership, StopManager,
 };
 
 /// etcd's longest lease TTL, in seconds (`MaxLeaseTTL` in the server).
@@ -216,6 +217,17 @@ impl Actor for EtcdManager {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.stop.take();
+    }
+}
+
+/// Stops the manager at once: pending blocks answer [`LeaseError::BlockCancelled`],
+/// later messages fail with a mailbox error. Leases stay in etcd until they expire or
+/// are released by another manager. (Dropping the last `Addr` stops it too.)
+impl Handler<StopManager> for EtcdManager {
+    type Result = ();
+
+    fn handle(&mut self, _: StopManager, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

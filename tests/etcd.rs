@@ -14,7 +14,7 @@ use actix::prelude::*;
 use leadership::etcd::{EtcdConfig, EtcdManager};
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
-    ReleaseLeadership, Tracker, UnitName,
+    ReleaseLeadership, StopManager, Tracker, UnitName,
 };
 use support::{poll_until, shared_endpoints, unique_prefix, within, EtcdProcess};
 use tokio::time::Instant;
@@ -301,6 +301,20 @@ async fn pending_blocks_are_cancelled_when_the_manager_stops() {
     assert!(
         matches!(answer, Ok(Err(LeaseError::BlockCancelled)) | Err(_)),
         "{answer:?}"
+    );
+
+    // Stopped by StopManager, as the in-memory manager can be.
+    let m = connect(&endpoints, &unique_prefix("block-stop")).await;
+    assert_eq!(m.send(claim("web/0", secs(30.0))).await.unwrap(), Ok(()));
+    let pending = m.send(block());
+    futures::pin_mut!(pending);
+    assert!(tokio::time::timeout(secs(0.3), &mut pending).await.is_err());
+    m.do_send(StopManager);
+    let answer = within(secs(2.0), "the block to be cancelled", pending).await;
+    assert_eq!(answer.unwrap(), Err(LeaseError::BlockCancelled));
+    assert!(
+        m.send(leader()).await.is_err(),
+        "a stopped manager takes no more messages"
     );
 }
 
