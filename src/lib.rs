@@ -18,6 +18,8 @@
 //! - `ticket`: [`Ticket`], a write-once answer that many clones can await.
 //! - [`testing`]: [`StubManager`](testing::StubManager), a scriptable stub lease manager
 //!   for message-level tests.
+//! - `etcd` (public, cargo feature `etcd`): `etcd::EtcdManager`, a lease manager keeping
+//!   the leases in a real etcd cluster, so units on different machines share them.
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
