@@ -39,7 +39,7 @@
 //!
 //! Every etcd call is bounded by [`tokio::time::timeout`]: a stopped or unreachable etcd
 //! would otherwise hang a request forever. A claim for `duration` answers within
-//! `min(request_timeout, duration / 4)` — for a tracker, which claims `2·d` and treats a
+//! `min(request timeout, duration / 4)` — for a tracker, which claims `2·d` and treats a
 //! claim unanswered for `d` as a failure, that is at most `d / 2`, so the tracker sees
 //! [`LeaseError::Failed`] in time and ends its leadership by its own lease's expiry. A
 //! claim that timed out may still commit in etcd later; that only errs on the safe side
@@ -88,7 +88,11 @@ const CLAIM_ATTEMPTS: usize = 4;
 /// How many consecutive broken watches a block re-establishes before it gives up.
 const WATCH_RETRIES: usize = 3;
 
-/// Where and how an [`EtcdManager`] talks to etcd.
+/// Where an [`EtcdManager`] finds etcd and its keys.
+///
+/// Exactly the two fields the contract names, so it can be written as a literal; the
+/// request timeout, if the default does not suit, is given to
+/// [`EtcdManager::connect_with_timeout`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// Client URLs of the etcd cluster, e.g. `["http://127.0.0.1:2379"]`.
@@ -96,25 +100,15 @@ pub struct EtcdConfig {
     /// Key prefix shared by every manager of one application, e.g. `"/leadership"`;
     /// service `web` is stored under `<prefix>/web`.
     pub prefix: String,
-    /// Bound on each request to etcd (and on `connect`); a claim is further bounded by a
-    /// quarter of its duration. Default 2 s.
-    pub request_timeout: Duration,
 }
 
 impl EtcdConfig {
-    /// A configuration with the default request timeout (2 s).
+    /// A configuration from its two parts.
     pub fn new(endpoints: Vec<String>, prefix: impl Into<String>) -> EtcdConfig {
         EtcdConfig {
             endpoints,
             prefix: prefix.into(),
-            request_timeout: Duration::from_secs(2),
         }
-    }
-
-    /// The same configuration with another request timeout.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> EtcdConfig {
-        self.request_timeout = timeout;
-        self
     }
 }
 
@@ -153,16 +147,30 @@ impl fmt::Debug for EtcdManager {
 }
 
 impl EtcdManager {
-    /// Connects to etcd and proves the server answers (a bounded `status` call).
+    /// The bound on each request to etcd (and on connecting) used by
+    /// [`connect`](EtcdManager::connect).
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// Connects to etcd and proves the server answers (a bounded `status` call), with
+    /// [`DEFAULT_REQUEST_TIMEOUT`](EtcdManager::DEFAULT_REQUEST_TIMEOUT).
     ///
     /// Errors: [`LeaseError::Invalid`] for an empty endpoint list or a malformed URL,
-    /// [`LeaseError::Failed`] when no server answers within
-    /// [`EtcdConfig::request_timeout`].
+    /// [`LeaseError::Failed`] when no server answers in time.
     pub async fn connect(config: EtcdConfig) -> Result<EtcdManager, LeaseError> {
+        EtcdManager::connect_with_timeout(config, EtcdManager::DEFAULT_REQUEST_TIMEOUT).await
+    }
+
+    /// Like [`connect`](EtcdManager::connect), with another bound on each request to
+    /// etcd. A claim is further bounded by a quarter of its duration (see the
+    /// [module documentation](self)); a zero timeout is `Invalid`.
+    pub async fn connect_with_timeout(
+        config: EtcdConfig,
+        request_timeout: Duration,
+    ) -> Result<EtcdManager, LeaseError> {
         if config.endpoints.is_empty() {
             return Err(LeaseError::Invalid("no etcd endpoints given".into()));
         }
-        if config.request_timeout.is_zero() {
+        if request_timeout.is_zero() {
             return Err(LeaseError::Invalid(
                 "etcd request timeout must be positive".into(),
             ));
@@ -171,11 +179,15 @@ impl EtcdManager {
         // etcd's default keep-alive policy accepts (every 5 s): a dead connection under a
         // pending block is then noticed within 15 s.
         let options = ConnectOptions::new()
-            .with_connect_timeout(config.request_timeout)
+            .with_connect_timeout(request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(false);
+        // One deadline for the whole of `connect`.
+        let deadline = Instant::now()
+            .checked_add(request_timeout)
+            .ok_or_else(|| LeaseError::Invalid("etcd request timeout is too long".into()))?;
         let connecting = Client::connect(&config.endpoints, Some(options));
-        let mut client = match tokio::time::timeout(config.request_timeout, connecting).await {
+        let mut client = match tokio::time::timeout_at(deadline, connecting).await {
             Ok(Ok(client)) => client,
             Ok(Err(
                 e @ (etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)),
@@ -184,11 +196,12 @@ impl EtcdManager {
             Err(_) => {
                 return Err(LeaseError::Failed(format!(
                     "connecting to etcd: timed out after {:?}",
-                    config.request_timeout
+                    request_timeout
                 )))
             }
         };
-        let status = bounded(config.request_timeout, "etcd status", client.status()).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = bounded(left, "etcd status", client.status()).await?;
         info!(
             endpoints = ?config.endpoints,
             version = status.version(),
@@ -199,7 +212,7 @@ impl EtcdManager {
             store: Store {
                 client,
                 prefix: config.prefix,
-                timeout: config.request_timeout,
+                timeout: request_timeout,
             },
             locks: HashMap::new(),
             stop: Some(stop),

@@ -327,9 +327,12 @@ async fn connect_fails_cleanly() {
     assert!(matches!(empty, Err(LeaseError::Invalid(_))), "{empty:?}");
 
     let nobody = format!("http://127.0.0.1:{}", support::free_port());
-    let config = EtcdConfig::new(vec![nobody], "/x").with_request_timeout(secs(1.0));
+    let config = EtcdConfig {
+        endpoints: vec![nobody],
+        prefix: "/x".into(),
+    };
     let started = Instant::now();
-    let refused = EtcdManager::connect(config).await;
+    let refused = EtcdManager::connect_with_timeout(config, secs(1.0)).await;
     assert!(matches!(refused, Err(LeaseError::Failed(_))), "{refused:?}");
     assert!(started.elapsed() < secs(3.0), "{:?}", started.elapsed());
 }
@@ -340,9 +343,11 @@ async fn requests_to_a_stopped_etcd_fail_within_their_bound() {
         return;
     }
     let etcd = EtcdProcess::start("stopped");
-    let config = EtcdConfig::new(vec![etcd.endpoint.clone()], unique_prefix("stopped"))
-        .with_request_timeout(secs(1.0));
-    let m = EtcdManager::connect(config.clone()).await.unwrap().start();
+    let config = EtcdConfig::new(vec![etcd.endpoint.clone()], unique_prefix("stopped"));
+    let m = EtcdManager::connect_with_timeout(config.clone(), secs(1.0))
+        .await
+        .unwrap()
+        .start();
     assert_eq!(m.send(claim("web/0", secs(2.0))).await.unwrap(), Ok(()));
 
     etcd.pause();
@@ -374,8 +379,10 @@ async fn requests_to_a_stopped_etcd_fail_within_their_bound() {
     assert!(matches!(answer, Err(LeaseError::Failed(_))), "{answer:?}");
     assert!(started.elapsed() < secs(4.0), "{:?}", started.elapsed());
 
-    let refused = EtcdManager::connect(config).await;
+    let started = Instant::now();
+    let refused = EtcdManager::connect_with_timeout(config, secs(1.0)).await;
     assert!(matches!(refused, Err(LeaseError::Failed(_))), "{refused:?}");
+    assert!(started.elapsed() < secs(1.5), "{:?}", started.elapsed());
 
     etcd.resume();
     poll_until(secs(10.0), "the manager to serve again", || async {
@@ -390,9 +397,11 @@ async fn a_block_whose_watch_breaks_answers_failed() {
         return;
     }
     let mut etcd = EtcdProcess::start("broken-watch");
-    let config = EtcdConfig::new(vec![etcd.endpoint.clone()], unique_prefix("broken-watch"))
-        .with_request_timeout(secs(1.0));
-    let m = EtcdManager::connect(config).await.unwrap().start();
+    let config = EtcdConfig::new(vec![etcd.endpoint.clone()], unique_prefix("broken-watch"));
+    let m = EtcdManager::connect_with_timeout(config, secs(1.0))
+        .await
+        .unwrap()
+        .start();
     assert_eq!(m.send(claim("web/0", secs(30.0))).await.unwrap(), Ok(()));
     let pending = m.send(block());
     futures::pin_mut!(pending);
