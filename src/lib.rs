@@ -20,7 +20,11 @@
 //!   agent's named [`Resources`](manifold::Resources).
 //! - [`testing`]: [`StubManager`](testing::StubManager), a scriptable stub lease manager
 //!   for message-level tests.
+//! - `etcd` (public, cargo feature `etcd`): `etcd::EtcdManager`, a lease manager keeping
+//!   the leases in a real etcd cluster, so units on different machines share them.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod latch;
 mod manager;
 pub mod manifold;
