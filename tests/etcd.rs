@@ -6,7 +6,7 @@
 //! on the shared server; tests that pause etcd (SIGSTOP) start a private etcd instead.
 #![cfg(feature = "etcd")]
 
-mod support;
+mod etcd_support;
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
     ReleaseLeadership, StopManager, Tracker, UnitName,
 };
-use support::{poll_until, shared_endpoints, unique_prefix, within, EtcdProcess};
+use etcd_support::{poll_until, shared_endpoints, unique_prefix, within, EtcdProcess};
 use tokio::time::Instant;
 
 const SERVICE: &str = "web";
@@ -326,7 +326,7 @@ async fn connect_fails_cleanly() {
     let empty = EtcdManager::connect(EtcdConfig::new(vec![], "/x")).await;
     assert!(matches!(empty, Err(LeaseError::Invalid(_))), "{empty:?}");
 
-    let nobody = format!("http://127.0.0.1:{}", support::free_port());
+    let nobody = format!("http://127.0.0.1:{}", etcd_support::free_port());
     let config = EtcdConfig {
         endpoints: vec![nobody],
         prefix: "/x".into(),
