@@ -5,8 +5,8 @@
 //! Users import everything from the crate root; the modules are private except
 //! [`testing`].
 //!
-//! - `names`: [`UnitName`] (`"<service>/<number>"`) and the service-name rules every
-//!   manager applies.
+//! - `names`: [`UnitName`] (`"<service>/<number>"`), juju-style [`Tag`]s, and the
+//!   service-name rules every manager applies.
 //! - `protocol`: the manager messages ([`ClaimLeadership`],
 //!   [`BlockUntilLeadershipReleased`], [`ReleaseLeadership`], [`Leader`]), [`LeaseInfo`],
 //!   [`LeaseError`], and [`Claimer`], what a tracker talks to.
@@ -16,11 +16,18 @@
 //!   [`WaitMinion`]), the [`Tracker`] handle, and the pure state machine that makes
 //!   every decision.
 //! - `ticket`: [`Ticket`], a write-once answer that many clones can await.
+//! - [`manifold`]: [`Manifold`](manifold::Manifold) starts a supervised tracker from an
+//!   agent's named [`Resources`](manifold::Resources).
 //! - [`testing`]: [`StubManager`](testing::StubManager), a scriptable stub lease manager
 //!   for message-level tests.
+//! - `etcd` (public, cargo feature `etcd`): `etcd::EtcdManager`, a lease manager keeping
+//!   the leases in a real etcd cluster, so units on different machines share them.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod latch;
 mod manager;
+pub mod manifold;
 mod names;
 mod protocol;
 pub mod testing;
@@ -28,7 +35,7 @@ mod ticket;
 mod tracker;
 
 pub use manager::{ManagerActor, StopManager};
-pub use names::{validate_service, NameError, UnitName};
+pub use names::{validate_service, NameError, Tag, TagError, UnitName};
 pub use protocol::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
     ReleaseLeadership,

@@ -124,9 +124,144 @@ pub(crate) fn parse_unit_number(s: &str) -> Option<u32> {
     }
 }
 
+/// A juju-style entity tag: what an agent is, as a string like `"unit-led-service-123"`
+/// or `"machine-0"`.
+///
+/// ```
+/// use leadership::{Tag, UnitName};
+/// let tag: Tag = "unit-led-service-123".parse().unwrap();
+/// assert_eq!(tag, Tag::Unit(UnitName::new("led-service/123").unwrap()));
+/// assert_eq!(tag.to_string(), "unit-led-service-123");
+/// assert_eq!("machine-0-lxd-2".parse::<Tag>().unwrap(), Tag::Machine("0/lxd/2".into()));
+/// assert!("unit-led-service".parse::<Tag>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Tag {
+    /// `unit-<service>-<number>`: a unit of a service.
+    Unit(UnitName),
+    /// `machine-<id>`: a machine; the id is `"0"`, or `"0/lxd/1"` for a container
+    /// (tag `machine-0-lxd-1`).
+    Machine(String),
+    /// `application-<service>`: a whole service (application, in juju's words).
+    Application(String),
+}
+
+/// Why a string is not a valid [`Tag`]. The message quotes the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid tag (expected e.g. \"unit-led-service-0\", \"machine-0\" or \"application-led-service\")")]
+pub struct TagError(pub String);
+
+impl FromStr for Tag {
+    type Err = TagError;
+
+    fn from_str(s: &str) -> Result<Tag, TagError> {
+        let invalid = || TagError(s.to_owned());
+        let (kind, id) = s.split_once('-').ok_or_else(invalid)?;
+        match kind {
+            "unit" => {
+                // The number is after the last hyphen; service names may hold hyphens.
+                let (service, number) = id.rsplit_once('-').ok_or_else(invalid)?;
+                UnitName::new(&format!("{service}/{number}"))
+                    .map(Tag::Unit)
+                    .map_err(|_| invalid())
+            }
+            "machine" => parse_machine_id(id).map(Tag::Machine).ok_or_else(invalid),
+            "application" if is_valid_service(id) => Ok(Tag::Application(id.to_owned())),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tag::Unit(unit) => write!(f, "unit-{}-{}", unit.service(), unit.number()),
+            Tag::Machine(id) => write!(f, "machine-{}", id.replace('/', "-")),
+            Tag::Application(service) => write!(f, "application-{service}"),
+        }
+    }
+}
+
+/// A machine id from its tag form: `0`, `0-lxd-1`, `3-kvm-0-lxd-12` become `0`,
+/// `0/lxd/1`, `3/kvm/0/lxd/12`: a number, then pairs of container type (lowercase
+/// letters) and number.
+fn parse_machine_id(tag_id: &str) -> Option<String> {
+    let parts: Vec<&str> = tag_id.split('-').collect();
+    let (first, containers) = parts.split_first()?;
+    parse_unit_number(first)?;
+    if containers.len() % 2 != 0 {
+        return None;
+    }
+    for pair in containers.chunks(2) {
+        let kind_ok = !pair[0].is_empty() && pair[0].bytes().all(|c| c.is_ascii_lowercase());
+        if !kind_ok || parse_unit_number(pair[1]).is_none() {
+            return None;
+        }
+    }
+    Some(parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_and_displays_tags() {
+        let unit = |s: &str| Tag::Unit(UnitName::new(s).unwrap());
+        for (s, tag) in [
+            ("unit-led-service-123", unit("led-service/123")),
+            ("unit-mysql-0", unit("mysql/0")),
+            ("unit-a1-b2c-7", unit("a1-b2c/7")),
+            ("machine-0", Tag::Machine("0".into())),
+            ("machine-12-lxd-3", Tag::Machine("12/lxd/3".into())),
+            (
+                "machine-3-kvm-0-lxd-12",
+                Tag::Machine("3/kvm/0/lxd/12".into()),
+            ),
+            (
+                "application-led-service",
+                Tag::Application("led-service".into()),
+            ),
+        ] {
+            assert_eq!(s.parse::<Tag>(), Ok(tag.clone()), "{s}");
+            assert_eq!(tag.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_tags_quoting_the_input() {
+        for s in [
+            "",
+            "unit",
+            "unit-",
+            "unit-mysql",
+            "unit-mysql-",
+            "unit-mysql-007",
+            "unit-MySQL-0",
+            "unit-1mysql-0",
+            "unit-mysql-x",
+            "unit-mysql--1",
+            "unit-mysql-1-",
+            "unit-mysql/0",
+            "machine",
+            "machine-",
+            "machine-x",
+            "machine-01",
+            "machine-0-lxd",
+            "machine-0-lxd-",
+            "machine-0-LXD-1",
+            "machine-0-1-2",
+            "application-",
+            "application-My",
+            "service-mysql",
+            "user-admin",
+            "mysql/0",
+        ] {
+            let err = s.parse::<Tag>().unwrap_err();
+            assert_eq!(err, TagError(s.to_owned()));
+            assert!(err.to_string().contains(&format!("{s:?}")), "{err}");
+        }
+    }
 
     #[test]
     fn accepts_valid_unit_names() {

@@ -365,3 +365,38 @@ async fn tickets_are_delivered_without_being_polled() {
     assert!(ticket.wait().await);
     assert!(ticket.await);
 }
+
+#[actix_rt::test]
+async fn parked_tickets_resolve_in_the_order_received() {
+    let (stub, tracker, _) = start(StubAnswer::Hang).await;
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tickets = [
+        tracker.wait_leader(),
+        tracker.claim_leader(),
+        tracker.wait_leader(),
+        tracker.claim_leader(),
+    ];
+    for (i, ticket) in tickets.iter().cloned().enumerate() {
+        let order = order.clone();
+        actix_rt::spawn(async move {
+            let answer = ticket.await;
+            order.lock().unwrap().push((i, answer));
+        });
+    }
+    settle().await;
+    assert!(order.lock().unwrap().is_empty(), "all parked");
+    assert_eq!(stub.answer_hung_claims(StubAnswer::Grant), 1);
+    settle().await;
+    let expected: Vec<(usize, bool)> = (0..4).map(|i| (i, true)).collect();
+    assert_eq!(*order.lock().unwrap(), expected);
+}
+
+#[actix_rt::test]
+async fn a_flood_of_unpolled_tickets_is_delivered_past_the_mailbox_capacity() {
+    let (_stub, tracker, _) = start(StubAnswer::Grant).await;
+    assert!(tracker.wait_leader().await);
+    // Far more than actix's default mailbox capacity (16), none of them polled.
+    let tickets: Vec<Ticket> = (0..1_000).map(|_| tracker.claim_leader()).collect();
+    settle().await;
+    assert!(tickets.iter().all(|t| t.try_wait() == Some(true)));
+}

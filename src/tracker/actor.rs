@@ -2,6 +2,7 @@
 //! the clock, sends the machine's claims and blocks, keeps one timer armed for the
 //! machine's next deadline, and resolves tickets.
 
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -107,7 +108,10 @@ impl TrackerActor {
         // A tracker that vanishes without reporting (its System shut down) stopped
         // without a failure.
         let (report, stopped) = latch(Ok(()));
-        let span = tracing::info_span!("tracker", service = unit.service(), unit = unit.as_str());
+        // A span is enabled only if its level passes the subscriber's filter; at ERROR
+        // it is there whenever any of the tracker's events is, so a warning logged
+        // under a WARN filter still says which service and unit it is about.
+        let span = tracing::error_span!("tracker", service = unit.service(), unit = unit.as_str());
         Ok(TrackerActor {
             unit,
             claimer,
@@ -172,16 +176,8 @@ impl TrackerActor {
             duration: self.lease,
         };
         tracing::debug!(lease = ?self.lease, "claiming leadership");
-        let epoch = self.epoch;
         let request = self.claimer.claim.send(claim);
-        ctx.spawn(request.into_actor(self).map(move |answer, act, ctx| {
-            if act.epoch == epoch {
-                let _entered = act.span.clone().entered();
-                let answer = answer.unwrap_or_else(|e| Err(LeaseError::unreachable(e)));
-                tracing::debug!(?answer, "claim answered");
-                act.on_event(ctx, Event::ClaimAnswered(answer));
-            }
-        }));
+        self.on_answer(ctx, request, Event::ClaimAnswered);
     }
 
     fn send_block(&mut self, ctx: &mut Context<Self>) {
@@ -189,17 +185,33 @@ impl TrackerActor {
             service: self.unit.service().to_owned(),
         };
         tracing::debug!("blocking until leadership is released");
-        let epoch = self.epoch;
         let request = self.claimer.block.send(block);
+        self.on_answer(ctx, request, Event::BlockAnswered);
+    }
+
+    /// Feeds the manager's answer to `request` to the machine as `event`, unless the
+    /// actor was restarted meanwhile (a mailbox error counts as a failed answer).
+    fn on_answer<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        request: R,
+        event: fn(Result<(), LeaseError>) -> Event<TicketSender>,
+    ) where
+        R: Future<Output = Result<Result<(), LeaseError>, MailboxError>> + 'static,
+    {
+        let epoch = self.epoch;
         ctx.spawn(request.into_actor(self).map(move |answer, act, ctx| {
-            if act.epoch == epoch {
-                let _entered = act.span.clone().entered();
-                let answer = answer.unwrap_or_else(|e| Err(LeaseError::unreachable(e)));
-                if let Err(error) = &answer {
-                    tracing::warn!(%error, "waiting for leadership release failed; backing off");
-                }
-                act.on_event(ctx, Event::BlockAnswered(answer));
+            if act.epoch != epoch {
+                return;
             }
+            let _entered = act.span.clone().entered();
+            let answer = answer.unwrap_or_else(|e| Err(LeaseError::unreachable(e)));
+            tracing::debug!(?answer, "manager answered");
+            let event = event(answer);
+            if let Event::BlockAnswered(Err(error)) = &event {
+                tracing::warn!(%error, "waiting for leadership release failed; backing off");
+            }
+            act.on_event(ctx, event);
         }));
     }
 
@@ -259,11 +271,7 @@ impl Actor for TrackerActor {
         // Rule 9: on stop, every pending ticket resolves false.
         let mut effects = std::mem::take(&mut self.effects);
         self.machine.stop(&mut effects);
-        for effect in effects.drain(..) {
-            if let Effect::Resolve(ticket, answer) = effect {
-                ticket.resolve(answer);
-            }
-        }
+        resolve_tickets(&mut effects);
         self.effects = effects;
         self.timer = None;
         let restarting = self.supervised && !self.killed;
@@ -274,8 +282,10 @@ impl Actor for TrackerActor {
             Some(error) => Err(TrackerError::LeadershipFailure(error)),
             None => Ok(()),
         };
-        tracing::info!(?report, "tracker stopped");
+        // A killed supervised tracker is restarted inert and stops again when its last
+        // handle drops; only its first stop is reported.
         if let Some(setter) = self.report.take() {
+            tracing::info!(?report, "tracker stopped");
             setter.set(report);
         }
     }
@@ -292,17 +302,22 @@ impl Supervised for TrackerActor {
         }
         let mut effects = std::mem::take(&mut self.effects);
         let delay = self.machine.restart(Instant::now(), &mut effects);
-        for effect in effects.drain(..) {
-            if let Effect::Resolve(ticket, answer) = effect {
-                ticket.resolve(answer);
-            }
-        }
+        resolve_tickets(&mut effects);
         self.effects = effects;
         let cause = self
             .failure
             .take()
             .map_or_else(|| "stopped".to_owned(), |e| e.to_string());
         tracing::warn!(%cause, ?delay, "restarting tracker after backoff");
+    }
+}
+
+/// Performs the only effects a stopping machine produces: answering its tickets.
+fn resolve_tickets(effects: &mut Vec<Effect<TicketSender>>) {
+    for effect in effects.drain(..) {
+        if let Effect::Resolve(ticket, answer) = effect {
+            ticket.resolve(answer);
+        }
     }
 }
 
