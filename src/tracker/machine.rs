@@ -12,6 +12,13 @@
 //! leadership ahead of it. The tracker renews at `t0 + d`, and if that renewal is not
 //! granted by `t0 + 2·d` it forgets the grant: leadership ends at that instant.
 //!
+//! Leadership ends one timer tick *before* the lease does: at `t0 + 2·d − 1 ms` (or
+//! `t0 + d` if `d` is shorter than a millisecond). tokio fires a timer at the first
+//! millisecond tick at or after its deadline, up to 1 ms late, and a real clock is never
+//! on that grid; a timer armed for the expiry itself would leave `WaitMinion` tickets
+//! pending for up to 1 ms after the lease ended, while the manager may already have
+//! granted it to another unit. `ClaimLeader` is unaffected: it needs `now < t0 + d`.
+//!
 //! A renewal's own `t0` is the instant it was *due*, `t0 + d`, even when the timer fires
 //! a little later (tokio rounds timers up to the next millisecond, and a busy thread adds
 //! more). That instant is still noted before sending, so the argument above holds, and
@@ -86,6 +93,10 @@ pub(crate) enum Phase {
     /// Stopped (killed, or failed); every ticket answers `false`.
     Stopped,
 }
+
+/// How late a tokio timer may fire: it fires at the first millisecond tick at or after
+/// its deadline.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 /// Exponential backoff with deterministic jitter: the first wait lies in [0.5 s, 1 s]
 /// (spread by unit, so that many units failing together do not retry in step), then
@@ -193,7 +204,7 @@ impl<T> Machine<T> {
             Phase::Claiming { sent_at, .. } => {
                 let timeout = sent_at + self.d;
                 Some(match self.grant {
-                    Some(t0) => timeout.min(t0 + 2 * self.d),
+                    Some(t0) => timeout.min(self.leadership_end(t0)),
                     None => timeout,
                 })
             }
@@ -219,12 +230,19 @@ impl<T> Machine<T> {
         delay
     }
 
+    /// When leadership from a claim granted with `t0` ends: one timer tick before the
+    /// lease's expiry `t0 + 2·d` (see the module doc), never before `t0 + d`.
+    fn leadership_end(&self, t0: Instant) -> Instant {
+        t0 + 2 * self.d - TIMER_RESOLUTION.min(self.d)
+    }
+
     /// Applies every rule that the passage of time triggers by `now`.
     fn catch_up(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) {
         let mut changed = false;
-        // Rule 8: an unrenewed lease ends at t0 + 2·d, whatever else is going on.
+        // Rule 8: an unrenewed lease ends at t0 + 2·d, whatever else is going on;
+        // leadership ends a timer tick before, so that a late timer is still on time.
         if let Some(t0) = self.grant {
-            if now >= t0 + 2 * self.d {
+            if now >= self.leadership_end(t0) {
                 self.grant = None;
                 changed = true;
             }
@@ -496,16 +514,21 @@ mod tests {
         assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
         // Parked while the renewal is in flight, never answered true.
         assert_eq!(h.ticket(D + NS, ClaimLeader, 2), vec![]);
-        assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)));
-        assert_eq!(h.event(2 * D - NS, Event::Tick), vec![]);
-        let fx = h.event(2 * D, Event::Tick);
+        // Leadership ends one timer tick before the lease's expiry at 2·D.
+        let end = 2 * D - TIMER_RESOLUTION;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(end)));
+        assert_eq!(h.event(end - NS, Event::Tick), vec![]);
+        let fx = h.event(end, Event::Tick);
         assert!(!h.machine.is_leader());
         assert_eq!(
-            fx[0],
-            Resolve(1, false),
-            "WaitMinion resolves at the expiry"
+            fx,
+            vec![Resolve(1, false)],
+            "WaitMinion resolves by the expiry"
         );
-        assert!(fx.contains(&Resolve(2, false)));
+        // The renewal, unanswered for d, fails at 2·D.
+        assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)));
+        let fx = h.event(2 * D, Event::Tick);
+        assert_eq!(fx[0], Resolve(2, false));
         assert!(matches!(
             fx.last(),
             Some(Effect::Fail(LeaseError::Failed(_)))
@@ -514,15 +537,38 @@ mod tests {
     }
 
     #[test]
+    fn leadership_ends_a_timer_tick_before_the_lease_and_never_before_t0_plus_d() {
+        // A late timer (tokio rounds up to the next millisecond) still ends leadership
+        // no later than the lease's expiry.
+        let mut h = Harness::leader();
+        h.event(D, Event::Tick);
+        assert_eq!(
+            h.machine.next_deadline(),
+            Some(h.at(2 * D - TIMER_RESOLUTION))
+        );
+        // With d below the timer's resolution, leadership still lasts until t0 + d.
+        let tiny = Duration::from_micros(300);
+        let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0, tiny));
+        let mut fx = Vec::new();
+        machine.start(h.start, &mut fx);
+        machine.handle(h.start, Event::ClaimAnswered(Ok(())), &mut fx);
+        machine.handle(h.start + tiny - NS, Event::Tick, &mut fx);
+        assert!(machine.is_leader(), "not ended before t0 + d");
+        machine.handle(h.start + tiny, Event::Tick, &mut fx);
+        assert!(!machine.is_leader(), "ended at t0 + d");
+    }
+
+    #[test]
     fn a_late_renewal_still_ends_leadership_at_the_lease_expiry() {
         // The actor was starved: the renewal goes out late, at t0 + 1.5·d. Leadership
-        // must still end at t0 + 2·d, before that claim times out.
+        // must still end by t0 + 2·d, before that claim times out.
         let mut h = Harness::leader();
         let late = D + D / 2;
         assert_eq!(h.event(late, Event::Tick), vec![SendClaim]);
         h.ticket(late, WaitMinion, 1);
-        assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)));
-        assert_eq!(h.event(2 * D, Event::Tick), vec![Resolve(1, false)]);
+        let end = 2 * D - TIMER_RESOLUTION;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(end)));
+        assert_eq!(h.event(end, Event::Tick), vec![Resolve(1, false)]);
         let renewal = Phase::Claiming {
             t0: h.at(D),
             sent_at: h.at(late),
