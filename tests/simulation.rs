@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use support::check::{check, overlap, report, Verdict};
 use support::proxy::Grant;
-use support::sim::{run, Interval, Liveness, Replacement, Run, Scenario, Step, D};
+use support::sim::{run, Interval, Liveness, MinionWatch, Replacement, Run, Scenario, Step, D};
 use support::trace::Ask::{self, ClaimLeader};
 
 /// Seeds of the default run (about 4 s in a debug build on two cores).
@@ -316,6 +316,8 @@ fn simulation_checker_overlap_means_more_than_touching() {
             deadline: 3 * D,
             leader_at: Some(Duration::ZERO),
         },
+        minion_watches: Vec::new(),
+        stalls: Vec::new(),
         trace: Vec::new(),
         replacements: 0,
     };
@@ -358,6 +360,8 @@ fn simulation_checker_wants_every_true_ticket_inside_a_lease_of_its_unit() {
             deadline: 3 * D,
             leader_at: Some(Duration::ZERO),
         },
+        minion_watches: Vec::new(),
+        stalls: Vec::new(),
         trace: Vec::new(),
         replacements: 0,
     };
@@ -416,4 +420,45 @@ fn sensitivity_to_too_short_graces() {
         let summary = run_seeds(seeds, replacement);
         announce(&format!("{name}: {} ({})", summary.line(), summary.kinds()));
     }
+}
+
+#[test]
+fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
+    let ms = Duration::from_millis;
+    let d = D.as_millis() as u64;
+    let watch = |resolved: u64, answer| MinionWatch {
+        slot: 0,
+        life: 1,
+        asked: ms(100),
+        resolved: ms(resolved),
+        answer,
+    };
+    let run_of = |watches, stalls| Run {
+        d: D,
+        intervals: Vec::new(),
+        grants: vec![Grant {
+            slot: 0,
+            from: Duration::ZERO,
+            until: 2 * D,
+        }],
+        minion_watches: watches,
+        stalls,
+        liveness: Liveness {
+            stable_at: Duration::ZERO,
+            deadline: 3 * D,
+            leader_at: Some(Duration::ZERO),
+        },
+        trace: Vec::new(),
+        replacements: 0,
+    };
+    assert!(check(&run_of(vec![watch(2 * d, false)], vec![])).is_ok());
+    let late = check(&run_of(vec![watch(2 * d + 1, false)], vec![]));
+    assert_eq!(late.stale.len(), 1, "{late:?}");
+    let stalled = vec![(ms(d), ms(d + 500))];
+    assert!(
+        check(&run_of(vec![watch(2 * d + 1, false)], stalled)).is_ok(),
+        "a stall in between excuses lateness"
+    );
+    let true_answer = check(&run_of(vec![watch(d, true)], vec![]));
+    assert_eq!(true_answer.stale.len(), 1, "WaitMinion is never true");
 }

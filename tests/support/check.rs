@@ -9,6 +9,10 @@
 //!   unit happens to be asked at the same time.
 //! - **Exclusive leases**: the leases of different units never overlap, across manager
 //!   replacements too. This is what a replacement's grace must ensure.
+//! - **No stale leader**: a `WaitMinion` asked while the unit leads resolves `false`
+//!   (never `true`) no later than the unit's lease ends (contract rule 8: an unrenewed
+//!   lease ends leadership at its expiry) — unless a process stall fell between the
+//!   question and the answer, which makes every timer late by design.
 //! - **Liveness**: once the network has healed and every tracker runs (the window opens
 //!   at `stable_at`), some tracker's `ClaimLeader` answers `true` no later than
 //!   `stable_at + 2·d + d + grace left` ([`liveness_bound`](super::sim::liveness_bound)).
@@ -17,7 +21,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::proxy::Grant;
-use super::sim::{Interval, Run};
+use super::sim::{Interval, MinionWatch, Run};
 use super::trace::Secs;
 
 /// Two intervals of different units that overlap.
@@ -50,6 +54,9 @@ pub struct Verdict {
     pub uncovered: Vec<Interval>,
     /// Overlapping leases of different units.
     pub shared_leases: Vec<(Held, Held)>,
+    /// `WaitMinion` tickets of a leading unit that resolved `true`, or after its lease
+    /// ended (with the lease stretch, if any).
+    pub stale: Vec<(MinionWatch, Option<Held>)>,
     /// Why liveness failed, if it did.
     pub liveness_failure: Option<String>,
 }
@@ -62,7 +69,10 @@ impl Verdict {
 
     /// Whether the run broke none of the safety properties.
     pub fn is_safe(&self) -> bool {
-        self.violations.is_empty() && self.uncovered.is_empty() && self.shared_leases.is_empty()
+        self.violations.is_empty()
+            && self.uncovered.is_empty()
+            && self.shared_leases.is_empty()
+            && self.stale.is_empty()
     }
 }
 
@@ -106,6 +116,21 @@ pub fn check(run: &Run) -> Verdict {
             }
         }
     }
+    let mut stale = Vec::new();
+    for w in &run.minion_watches {
+        let lease = held
+            .iter()
+            .find(|h| h.slot == w.slot && h.from <= w.asked && w.asked < h.until)
+            .copied();
+        let stalled = run
+            .stalls
+            .iter()
+            .any(|&(from, to)| from < w.resolved && w.asked < to);
+        let late = lease.is_some_and(|h| w.resolved > h.until) && !stalled;
+        if w.answer || late {
+            stale.push((w.clone(), lease));
+        }
+    }
     let live = &run.liveness;
     let liveness_failure = match live.leader_at {
         Some(at) if at <= live.deadline => None,
@@ -125,6 +150,7 @@ pub fn check(run: &Run) -> Verdict {
         violations,
         uncovered,
         shared_leases,
+        stale,
         liveness_failure,
     }
 }
@@ -205,6 +231,22 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
             b.slot,
             Secs(b.from),
             Secs(b.until)
+        );
+    }
+    for (w, lease) in &verdict.stale {
+        let _ = writeln!(
+            out,
+            "STALE: u{}#{} WaitMinion asked at {} while leading resolved {} at {}; lease {}",
+            w.slot,
+            w.life,
+            Secs(w.asked),
+            w.answer,
+            Secs(w.resolved),
+            lease.map_or("none".to_owned(), |h| format!(
+                "[{}, {}]",
+                Secs(h.from),
+                Secs(h.until)
+            )),
         );
     }
     if let Some(why) = &verdict.liveness_failure {

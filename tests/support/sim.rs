@@ -70,6 +70,10 @@ pub enum Step {
     Stall(Duration),
     /// Ask tracker `slot` a question; a `true` answer is recorded as an interval.
     Probe(usize, Ask),
+    /// If tracker `slot` leads now (a `ClaimLeader` answers `true` at once), ask it
+    /// `WaitMinion` and note when that resolves: leadership must end no later than
+    /// the lease does.
+    WatchMinion(usize),
     /// Kill tracker `slot` (clean stop), if it runs.
     Kill(usize),
     /// Start a new tracker in `slot` if its tracker was killed or has failed.
@@ -124,6 +128,9 @@ impl Scenario {
             if rng.percent(15) {
                 steps.push(Step::Probe(rng.index(n), Ask::WaitLeader));
             }
+            if rng.percent(20) {
+                steps.push(Step::WatchMinion(rng.index(n)));
+            }
             match rng.range(0, 99) {
                 0..=7 => steps.push(Step::Kill(rng.index(n))),
                 8..=19 => steps.push(Step::Restart(rng.index(n))),
@@ -174,6 +181,22 @@ pub struct Interval {
     pub end: Duration,
 }
 
+/// A `WaitMinion` asked of a tracker that was leading (its `ClaimLeader` had just
+/// answered `true` at once), and when it resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinionWatch {
+    /// The tracker slot.
+    pub slot: usize,
+    /// Its incarnation.
+    pub life: u32,
+    /// When `WaitMinion` was asked (the tracker led then).
+    pub asked: Duration,
+    /// When it resolved.
+    pub resolved: Duration,
+    /// What it resolved to: always `false` by contract.
+    pub answer: bool,
+}
+
 /// What the liveness window saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
@@ -205,6 +228,10 @@ pub struct Run {
     pub intervals: Vec<Interval>,
     /// Every lease the manager(s) granted, as the proxies saw it on the wire.
     pub grants: Vec<Grant>,
+    /// Every `WaitMinion` asked of a leading tracker that resolved.
+    pub minion_watches: Vec<MinionWatch>,
+    /// The process stalls, as `[from, to]`: timers due inside one fire late.
+    pub stalls: Vec<(Duration, Duration)>,
     /// The liveness window.
     pub liveness: Liveness,
     /// What happened, in order.
@@ -259,6 +286,8 @@ struct Driver {
     prober: Prober,
     /// When the latest replacement manager's grace ends.
     grace_until: Option<Instant>,
+    /// The stalls so far, `[from, to]`.
+    stalls: Vec<(Duration, Duration)>,
     replacements: u32,
 }
 
@@ -299,9 +328,11 @@ impl Driver {
                 d: scenario.d,
                 trace,
                 intervals: Rc::default(),
+                minion_watches: Rc::default(),
             },
             slots,
             grace_until: None,
+            stalls: Vec::new(),
             replacements: 0,
         }
     }
@@ -322,6 +353,8 @@ impl Driver {
             d: self.d,
             intervals: self.prober.intervals.borrow().clone(),
             grants: self.net.borrow().grants(),
+            minion_watches: self.prober.minion_watches.borrow().clone(),
+            stalls: self.stalls.clone(),
             liveness,
             trace: self.trace.events(),
             replacements: self.replacements,
@@ -333,12 +366,24 @@ impl Driver {
             Step::Advance(by) => sleep(by).await,
             Step::Stall(by) => {
                 self.trace.log(What::Stalled { by });
+                let from = self.offset(Instant::now());
+                self.stalls.push((from, from + by));
                 tokio::time::advance(by).await;
             }
             Step::Probe(slot, ask) => {
                 let s = &self.slots[slot];
                 if let Some(tracker) = s.running() {
                     actix_rt::spawn(self.prober.ask(slot, s.life, tracker, ask));
+                }
+            }
+            Step::WatchMinion(slot) => {
+                let s = &self.slots[slot];
+                if let Some(tracker) = s.running() {
+                    let watch = self
+                        .prober
+                        .clone()
+                        .watch_minion(slot, s.life, tracker.clone());
+                    actix_rt::spawn(watch);
                 }
             }
             Step::Kill(slot) => {
@@ -471,6 +516,7 @@ struct Prober {
     d: Duration,
     trace: Trace,
     intervals: Rc<RefCell<Vec<Interval>>>,
+    minion_watches: Rc<RefCell<Vec<MinionWatch>>>,
 }
 
 impl Prober {
@@ -486,6 +532,7 @@ impl Prober {
         let ticket = match ask {
             Ask::ClaimLeader => tracker.claim_leader(),
             Ask::WaitLeader => tracker.wait_leader(),
+            Ask::WaitMinion => tracker.wait_minion(),
         };
         let this = self.clone();
         let asked = self.trace.offset(Instant::now());
@@ -494,7 +541,8 @@ impl Prober {
             // `r`: see the module doc. This task runs as soon as the ticket resolves,
             // before the paused clock can move.
             let start = this.trace.offset(Instant::now());
-            if answer {
+            // A `true` WaitMinion breaks the contract; `watch_minion` reports it.
+            if answer && ask != Ask::WaitMinion {
                 this.intervals.borrow_mut().push(Interval {
                     slot,
                     life,
@@ -513,6 +561,27 @@ impl Prober {
             });
             answer
         }
+    }
+
+    /// [`Step::WatchMinion`]: if `tracker` leads now, asks `WaitMinion` and notes when
+    /// it resolves.
+    async fn watch_minion(self, slot: usize, life: u32, tracker: Tracker) {
+        let asked = Instant::now();
+        let led = self.ask(slot, life, &tracker, Ask::ClaimLeader).await;
+        // Only an answer given at once shows the tracker led at this instant.
+        if !led || Instant::now() != asked {
+            return;
+        }
+        let asked = self.trace.offset(asked);
+        let answer = self.ask(slot, life, &tracker, Ask::WaitMinion).await;
+        let resolved = self.trace.offset(Instant::now());
+        self.minion_watches.borrow_mut().push(MinionWatch {
+            slot,
+            life,
+            asked,
+            resolved,
+            answer,
+        });
     }
 
     /// Waits for `tracker` to lead (asking again if a supervised restart answers its

@@ -49,6 +49,8 @@ pub enum Ask {
     ClaimLeader,
     /// `WaitLeader`.
     WaitLeader,
+    /// `WaitMinion`.
+    WaitMinion,
 }
 
 /// One thing that happened in a run.
