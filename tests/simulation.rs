@@ -462,3 +462,71 @@ fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
     let true_answer = check(&run_of(vec![watch(d, true)], vec![]));
     assert_eq!(true_answer.stale.len(), 1, "WaitMinion is never true");
 }
+
+#[test]
+fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
+    use support::trace::{Event, Fate, Request, What};
+    let at = |ms: u64, what| Event {
+        at: Duration::from_millis(ms),
+        what,
+    };
+    let relayed = |ms| {
+        at(
+            ms,
+            What::Relayed {
+                slot: 0,
+                request: Request::Claim,
+                fate: Fate::Forward,
+            },
+        )
+    };
+    let trace = vec![
+        at(
+            0,
+            What::TrackerStarted {
+                slot: 0,
+                life: 1,
+                supervised: true,
+            },
+        ),
+        at(
+            1_000,
+            What::TrackerStopped {
+                slot: 0,
+                life: 1,
+                report: "Ok".into(),
+            },
+        ),
+        relayed(1_000), // sent before the stop, at the same instant
+        relayed(2_000), // sent by a stopped tracker
+        at(
+            3_000,
+            What::TrackerStarted {
+                slot: 0,
+                life: 2,
+                supervised: true,
+            },
+        ),
+        relayed(4_000),
+    ];
+    let run = Run {
+        d: D,
+        intervals: Vec::new(),
+        grants: Vec::new(),
+        minion_watches: Vec::new(),
+        stalls: Vec::new(),
+        liveness: Liveness {
+            stable_at: Duration::ZERO,
+            deadline: 3 * D,
+            leader_at: Some(Duration::ZERO),
+        },
+        trace,
+        replacements: 0,
+    };
+    let verdict = check(&run);
+    let ms = Duration::from_millis;
+    assert_eq!(
+        verdict.after_stop,
+        vec![(0, ms(1_000), Request::Claim, ms(2_000))]
+    );
+}

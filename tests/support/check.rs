@@ -13,16 +13,21 @@
 //!   (never `true`) no later than the unit's lease ends (contract rule 8: an unrenewed
 //!   lease ends leadership at its expiry) — unless a process stall fell between the
 //!   question and the answer, which makes every timer late by design.
+//! - **Stopped means silent**: once a tracker has stopped (killed, or failed while
+//!   plain), no claim or block from its unit reaches a proxy at any later instant until
+//!   the driver starts a new tracker for it (contract rule 4 and §5: a killed
+//!   supervised tracker stays inert).
 //! - **Liveness**: once the network has healed and every tracker runs (the window opens
 //!   at `stable_at`), some tracker's `ClaimLeader` answers `true` no later than
 //!   `stable_at + 2·d + d + grace left` ([`liveness_bound`](super::sim::liveness_bound)).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::proxy::Grant;
 use super::sim::{Interval, MinionWatch, Run};
-use super::trace::Secs;
+use super::trace::{Event, Request, Secs, What};
 
 /// Two intervals of different units that overlap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,8 @@ pub struct Verdict {
     /// `WaitMinion` tickets of a leading unit that resolved `true`, or after its lease
     /// ended (with the lease stretch, if any).
     pub stale: Vec<(MinionWatch, Option<Held>)>,
+    /// Requests from a stopped tracker: `(slot, stopped at, request, sent at)`.
+    pub after_stop: Vec<(usize, Duration, Request, Duration)>,
     /// Why liveness failed, if it did.
     pub liveness_failure: Option<String>,
 }
@@ -73,6 +80,7 @@ impl Verdict {
             && self.uncovered.is_empty()
             && self.shared_leases.is_empty()
             && self.stale.is_empty()
+            && self.after_stop.is_empty()
     }
 }
 
@@ -131,6 +139,7 @@ pub fn check(run: &Run) -> Verdict {
             stale.push((w.clone(), lease));
         }
     }
+    let after_stop = requests_after_stop(&run.trace);
     let live = &run.liveness;
     let liveness_failure = match live.leader_at {
         Some(at) if at <= live.deadline => None,
@@ -151,8 +160,36 @@ pub fn check(run: &Run) -> Verdict {
         uncovered,
         shared_leases,
         stale,
+        after_stop,
         liveness_failure,
     }
+}
+
+/// Requests a proxy received from a slot at an instant after its tracker stopped and
+/// before a new one started. (At the stop instant itself a request may still be on its
+/// way: it was sent before the stop.)
+fn requests_after_stop(trace: &[Event]) -> Vec<(usize, Duration, Request, Duration)> {
+    let mut stopped: HashMap<usize, Duration> = HashMap::new();
+    let mut found = Vec::new();
+    for event in trace {
+        match event.what {
+            What::TrackerStopped { slot, .. } => {
+                stopped.insert(slot, event.at);
+            }
+            What::TrackerStarted { slot, .. } => {
+                stopped.remove(&slot);
+            }
+            What::Relayed { slot, request, .. } => {
+                if let Some(&at) = stopped.get(&slot) {
+                    if event.at > at {
+                        found.push((slot, at, request, event.at));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 /// The stretches each unit held a lease, sorted by start: grants of one unit that
@@ -247,6 +284,14 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
                 Secs(h.from),
                 Secs(h.until)
             )),
+        );
+    }
+    for (slot, stopped, request, at) in &verdict.after_stop {
+        let _ = writeln!(
+            out,
+            "SILENCE: u{slot} stopped at {} but sent a {request:?} at {}",
+            Secs(*stopped),
+            Secs(*at)
         );
     }
     if let Some(why) = &verdict.liveness_failure {
