@@ -9,18 +9,35 @@ use tokio::time::Instant;
 
 const D: Duration = Duration::from_secs(2);
 
-/// Found by the simulation's "no stale leader" check after a process stall had moved
+/// An actix `System` on a runtime whose clock starts paused, exactly on tokio's
+/// millisecond grid, so that a test can place instants at chosen fractions of a tick.
+struct PausedSystem;
+
+impl PausedSystem {
+    // `#[actix_rt::test(system = "PausedSystem")]` calls `PausedSystem::new().block_on(..)`.
+    #[allow(clippy::new_ret_no_self)]
+    fn new() -> actix_rt::SystemRunner {
+        actix_rt::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .expect("a tokio runtime")
+        })
+    }
+}
+
+/// Found by the simulation's "no stale leader" check after process stalls had moved
 /// the clock off tokio's millisecond grid (as a real clock always is): a tracker whose
 /// renewal hangs must end leadership — resolve `WaitMinion` — no later than its lease
-/// expires, `t0 + 2·d` for a lease granted at `t0`. tokio rounds every timer up to its
-/// next millisecond tick, so a timer armed for the expiry itself fired up to 1 ms after
-/// it, while the manager could already grant the lease to another unit.
-#[actix_rt::test]
+/// expires, `t0 + 2·d` for a lease granted at `t0`. tokio rounds a timer's deadline up
+/// to a millisecond tick and sleeps whole milliseconds from the current tick rounded
+/// down, so a timer armed for the expiry itself fired up to 2 ms after it, while the
+/// manager could already grant the lease to another unit.
+#[actix_rt::test(system = "PausedSystem")]
 async fn wait_minion_resolves_no_later_than_the_lease_expiry_off_the_millisecond_grid() {
-    tokio::time::pause();
-    // Half a millisecond off the tick grid: a timer for an instant on this clock rounds
-    // up by about 0.5 ms.
-    tokio::time::advance(Duration::from_micros(500)).await;
+    // 0.1 ms past a tick: the lease is granted, and its expiry falls, 0.1 ms past one.
+    tokio::time::advance(Duration::from_micros(100)).await;
     let stub = StubManager::start();
     stub.script([StubAnswer::Grant, StubAnswer::Hang]);
     let unit = UnitName::new("led-service/0").expect("a valid unit name");
@@ -29,6 +46,9 @@ async fn wait_minion_resolves_no_later_than_the_lease_expiry_off_the_millisecond
     // The stub granted the first claim when it handled it: the lease ends 2·d later.
     let (_, granted_at) = stub.claims()[0].clone();
     let lease_end = granted_at + 2 * D;
+    // Now 0.9 ms past a tick: every later wait is counted from here, in whole
+    // milliseconds, so the tracker's timers fire about 1.8 ms after their deadlines.
+    tokio::time::advance(Duration::from_micros(800)).await;
     let minion = tracker.wait_minion();
     assert!(!minion.await, "a WaitMinion resolves false");
     let ended = Instant::now();

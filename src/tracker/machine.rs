@@ -12,12 +12,14 @@
 //! leadership ahead of it. The tracker renews at `t0 + d`, and if that renewal is not
 //! granted by `t0 + 2·d` it forgets the grant: leadership ends at that instant.
 //!
-//! Leadership ends one timer tick *before* the lease does: at `t0 + 2·d − 1 ms` (or
-//! `t0 + d` if `d` is shorter than a millisecond). tokio fires a timer at the first
-//! millisecond tick at or after its deadline, up to 1 ms late, and a real clock is never
-//! on that grid; a timer armed for the expiry itself would leave `WaitMinion` tickets
-//! pending for up to 1 ms after the lease ended, while the manager may already have
-//! granted it to another unit. `ClaimLeader` is unaffected: it needs `now < t0 + d`.
+//! Leadership ends a little *before* the lease does: at `t0 + 2·d − 2 ms` (never before
+//! `t0 + d`), because tokio fires timers late. It rounds a deadline up to its next
+//! millisecond tick, then sleeps whole milliseconds counted from the current tick
+//! rounded down, so a timer fires up to 2 ms after its deadline (plus whatever the OS
+//! adds) — and a real clock is never on tokio's grid. A timer armed for the expiry
+//! itself left `WaitMinion` tickets pending for up to 2 ms after the lease ended, while
+//! the manager could already grant it to another unit. `ClaimLeader` is unaffected: it
+//! needs `now < t0 + d`.
 //!
 //! A renewal's own `t0` is the instant it was *due*, `t0 + d`, even when the timer fires
 //! a little later (tokio rounds timers up to the next millisecond, and a busy thread adds
@@ -94,9 +96,10 @@ pub(crate) enum Phase {
     Stopped,
 }
 
-/// How late a tokio timer may fire: it fires at the first millisecond tick at or after
-/// its deadline.
-const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+/// How late a tokio timer may fire (scheduling aside): the deadline is rounded up to a
+/// millisecond tick, and the wait is counted in whole milliseconds from the current
+/// tick rounded down, so up to (not including) 2 ms.
+const TIMER_LATENESS: Duration = Duration::from_millis(2);
 
 /// Exponential backoff with deterministic jitter: the first wait lies in [0.5 s, 1 s]
 /// (spread by unit, so that many units failing together do not retry in step), then
@@ -230,17 +233,17 @@ impl<T> Machine<T> {
         delay
     }
 
-    /// When leadership from a claim granted with `t0` ends: one timer tick before the
-    /// lease's expiry `t0 + 2·d` (see the module doc), never before `t0 + d`.
+    /// When leadership from a claim granted with `t0` ends: a timer's lateness before
+    /// the lease's expiry `t0 + 2·d` (see the module doc), never before `t0 + d`.
     fn leadership_end(&self, t0: Instant) -> Instant {
-        t0 + 2 * self.d - TIMER_RESOLUTION.min(self.d)
+        t0 + 2 * self.d - TIMER_LATENESS.min(self.d)
     }
 
     /// Applies every rule that the passage of time triggers by `now`.
     fn catch_up(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) {
         let mut changed = false;
         // Rule 8: an unrenewed lease ends at t0 + 2·d, whatever else is going on;
-        // leadership ends a timer tick before, so that a late timer is still on time.
+        // leadership ends a timer's lateness before, so that a late timer is on time.
         if let Some(t0) = self.grant {
             if now >= self.leadership_end(t0) {
                 self.grant = None;
@@ -514,8 +517,8 @@ mod tests {
         assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
         // Parked while the renewal is in flight, never answered true.
         assert_eq!(h.ticket(D + NS, ClaimLeader, 2), vec![]);
-        // Leadership ends one timer tick before the lease's expiry at 2·D.
-        let end = 2 * D - TIMER_RESOLUTION;
+        // Leadership ends a timer's lateness before the lease's expiry at 2·D.
+        let end = 2 * D - TIMER_LATENESS;
         assert_eq!(h.machine.next_deadline(), Some(h.at(end)));
         assert_eq!(h.event(end - NS, Event::Tick), vec![]);
         let fx = h.event(end, Event::Tick);
@@ -537,16 +540,16 @@ mod tests {
     }
 
     #[test]
-    fn leadership_ends_a_timer_tick_before_the_lease_and_never_before_t0_plus_d() {
-        // A late timer (tokio rounds up to the next millisecond) still ends leadership
-        // no later than the lease's expiry.
+    fn leadership_ends_a_timers_lateness_before_the_lease_and_never_before_t0_plus_d() {
+        // A late timer (tokio fires up to 2 ms late) still ends leadership no later
+        // than the lease's expiry.
         let mut h = Harness::leader();
         h.event(D, Event::Tick);
         assert_eq!(
             h.machine.next_deadline(),
-            Some(h.at(2 * D - TIMER_RESOLUTION))
+            Some(h.at(2 * D - TIMER_LATENESS))
         );
-        // With d below the timer's resolution, leadership still lasts until t0 + d.
+        // With d below a timer's lateness, leadership still lasts until t0 + d.
         let tiny = Duration::from_micros(300);
         let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0, tiny));
         let mut fx = Vec::new();
@@ -566,7 +569,7 @@ mod tests {
         let late = D + D / 2;
         assert_eq!(h.event(late, Event::Tick), vec![SendClaim]);
         h.ticket(late, WaitMinion, 1);
-        let end = 2 * D - TIMER_RESOLUTION;
+        let end = 2 * D - TIMER_LATENESS;
         assert_eq!(h.machine.next_deadline(), Some(h.at(end)));
         assert_eq!(h.event(end, Event::Tick), vec![Resolve(1, false)]);
         let renewal = Phase::Claiming {
