@@ -11,12 +11,12 @@ mod etcd_support;
 use std::time::Duration;
 
 use actix::prelude::*;
+use etcd_support::{poll_until, shared_endpoints, unique_prefix, within, EtcdProcess};
 use leadership::etcd::{EtcdConfig, EtcdManager};
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
     ReleaseLeadership, StopManager, Tracker, UnitName,
 };
-use etcd_support::{poll_until, shared_endpoints, unique_prefix, within, EtcdProcess};
 use tokio::time::Instant;
 
 const SERVICE: &str = "web";
