@@ -6,9 +6,10 @@
 //! proxy *handles* a request; on one thread under a paused clock that order is fixed,
 //! so a seed always gives the same fates.
 //!
-//! Every fault that holds a request (a delay, a lost request or answer) ends when the
-//! network heals: delays end early and lost requests answer `Failed("connection
-//! reset")`, as a client notices a broken connection. After healing a proxy is a wire.
+//! Every fault that holds a request (a delay, a lost request or answer, a duplicate
+//! not yet delivered) ends when the network heals: delays end early, lost requests
+//! answer `Failed("connection reset")` as a client notices a broken connection, and
+//! pending duplicates are dropped. After healing a proxy is a wire.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -43,7 +44,7 @@ pub struct FaultRates {
 }
 
 impl FaultRates {
-    /// The rates of the random simulation: about two requests in five meet a fault.
+    /// The rates of the random simulation: 45% of requests meet a fault.
     pub const DEFAULT: FaultRates = FaultRates {
         delay_request: 10,
         delay_answer: 10,
