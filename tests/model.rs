@@ -6,6 +6,8 @@
 //!   `service → (holder, expiry, term)` after every step.
 //! - `UnitName::new` never panics, agrees with a reference reading of contract §1, and
 //!   round-trips what it accepts.
+//! - `Tag` parsing never panics, round-trips what it accepts (display, then parse), and
+//!   quotes what it rejects; every unit name's tag round-trips.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, ManagerActor,
-    ReleaseLeadership, UnitName,
+    ReleaseLeadership, Tag, UnitName,
 };
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -405,5 +407,49 @@ fn reference_reading_of_the_contract_examples() {
         "a/+1",
     ] {
         assert!(!reference_accepts(bad), "{bad}");
+    }
+}
+
+/// `Tag` parsing never panics, and whatever it accepts displays back to the input and
+/// parses again to the same tag.
+fn check_tag(s: &str) -> Result<(), TestCaseError> {
+    if let Ok(tag) = s.parse::<Tag>() {
+        prop_assert_eq!(tag.to_string(), s, "display round-trips");
+        prop_assert_eq!(tag.to_string().parse::<Tag>(), Ok(tag.clone()));
+        if let Tag::Unit(unit) = &tag {
+            prop_assert_eq!(format!("unit-{}-{}", unit.service(), unit.number()), s);
+        }
+    } else {
+        let err = s.parse::<Tag>().unwrap_err();
+        prop_assert!(
+            err.to_string().contains(&format!("{s:?}")),
+            "quotes the input: {err}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn tag_never_panics_on_arbitrary_strings(s in any::<String>()) {
+        check_tag(&s)?;
+    }
+
+    #[test]
+    fn tag_round_trips_near_valid_strings(
+        s in "(unit|machine|application|user)-[a-z0-9-]{0,12}(-[0-9]{1,3})?(-lxd-[0-9]{1,2})?"
+    ) {
+        check_tag(&s)?;
+    }
+
+    #[test]
+    fn every_unit_name_has_a_tag_that_round_trips(
+        service in "[a-z][a-z0-9]{0,6}(-[a-z][a-z0-9]{0,4}){0,2}", number in any::<u32>()
+    ) {
+        let unit = UnitName::new(&format!("{service}/{number}")).unwrap();
+        let tag = Tag::Unit(unit.clone());
+        prop_assert_eq!(tag.to_string().parse::<Tag>(), Ok(tag));
     }
 }
