@@ -56,8 +56,18 @@ use leadership::{
     Tracker, UnitName,
 };
 
-/// How many actors the memory and start-up figures use.
+/// How many actors the memory and start-up figures use, and how many live leases the
+/// manager figure extends.
 const UNITS: usize = 100_000;
+
+/// `UNITS`, unless a child is run by hand under a heap profiler with fewer:
+/// `LEADERSHIP_BENCH_UNITS=10000 valgrind --tool=massif <bench binary> --child trackers`.
+fn child_units() -> usize {
+    std::env::var("LEADERSHIP_BENCH_UNITS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(UNITS)
+}
 
 /// The run's size: full or `--quick`.
 #[derive(Debug, Clone, Copy)]
@@ -111,7 +121,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let which = args.get(i + 1).map(String::as_str).unwrap_or("");
-        child(which);
+        let batch = args
+            .iter()
+            .position(|a| a == "--batch")
+            .and_then(|j| args.get(j + 1)?.parse().ok())
+            .unwrap_or(UNITS);
+        child(which, batch);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -682,8 +697,11 @@ fn rss() -> f64 {
     pages * 4096.0
 }
 
-/// One memory measurement in a fresh process: `trackers` or `actors`.
-fn child(which: &str) {
+/// One memory measurement in a fresh process: `trackers` or `actors`, started `batch`
+/// at a time (each batch answered once before the next starts).
+fn child(which: &str, batch: usize) {
+    let units = child_units();
+    let batch = batch.clamp(1, units);
     System::new().block_on(async {
         // Warm up what is allocated once per process (runtime, thread-locals, the
         // manager) before the first reading.
@@ -695,38 +713,43 @@ fn child(which: &str) {
         match which {
             "trackers" => {
                 let claimer = Claimer::new(&manager);
-                let trackers: Vec<Tracker> = (0..UNITS)
-                    .map(|i| {
+                let mut trackers: Vec<Tracker> = Vec::with_capacity(units);
+                for first in (0..units).step_by(batch) {
+                    let end = (first + batch).min(units);
+                    trackers.extend((first..end).map(|i| {
                         Tracker::start(
                             unit(&format!("{}/0", service("mem", i))),
                             claimer.clone(),
                             Duration::from_secs(3_600),
                         )
                         .expect("a valid duration")
-                    })
-                    .collect();
-                for tracker in &trackers {
-                    assert!(tracker.wait_leader().await);
+                    }));
+                    for tracker in &trackers[first..end] {
+                        assert!(tracker.wait_leader().await);
+                    }
                 }
                 let elapsed = start.elapsed();
                 let after = rss();
-                println!("child bytes {}", (after - before) / UNITS as f64);
+                println!("child bytes {}", (after - before) / units as f64);
                 println!("child start_s {}", elapsed.as_secs_f64());
                 drop(trackers);
             }
             "actors" => {
-                let actors: Vec<Addr<NoOp>> = (0..UNITS).map(|_| NoOp.start()).collect();
-                for actor in &actors {
-                    actor.send(Ping).await.expect("actor alive");
+                let mut actors: Vec<Addr<NoOp>> = Vec::with_capacity(units);
+                for first in (0..units).step_by(batch) {
+                    let end = (first + batch).min(units);
+                    actors.extend((first..end).map(|_| NoOp.start()));
+                    for actor in &actors[first..end] {
+                        actor.send(Ping).await.expect("actor alive");
+                    }
                 }
                 let elapsed = start.elapsed();
                 let after = rss();
-                println!("child bytes {}", (after - before) / UNITS as f64);
+                println!("child bytes {}", (after - before) / units as f64);
                 println!("child start_s {}", elapsed.as_secs_f64());
                 drop(actors);
             }
             other => panic!("unknown child {other:?}"),
         }
-        System::current().stop();
     });
 }
