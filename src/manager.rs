@@ -4,7 +4,7 @@
 //!
 //! The manager keeps, per service, at most one lease (`holder`, `expires`, `term`, and
 //! the senders of the blocks waiting for it to end) in a `HashMap`, plus an *expiry
-//! index*: a `BTreeMap<(Instant, u64), String>` from each lease's deadline to its
+//! index*: a `BTreeMap<(Instant, u64), Arc<str>>` from each lease's deadline to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
 //! first entry, and one actix timer (`run_later`) armed for that entry is all the
 //! manager needs to wake every block at its lease's expiry (to the millisecond
@@ -19,12 +19,18 @@
 //!   lease's `expires` later: one hash lookup, no allocation, and neither the index nor
 //!   the timer is touched. Its index entry is then filed *earlier* than the lease ends,
 //!   which is harmless — the timer fires at the filed deadline, finds the lease still
-//!   live, and re-files the entry under the real deadline, moving the service `String`
+//!   live, and re-files the entry under the real deadline, moving the service name
 //!   rather than copying it. So the index always holds one entry per lease, filed at or
 //!   before the lease's expiry, and the timer (armed for the first entry) can only be
 //!   early, never late. It is cancelled and re-armed only when a grant brings a
 //!   deadline *earlier* than the armed one. The names in a renewal are the very strings
 //!   validated when the lease was granted, so only its duration is checked again.
+//! - **A lease is small, because a process may hold 100 000 of them.** The service name
+//!   is stored once, as an `Arc<str>` shared by the map's key and the index entry. The
+//!   holder is stored as its unit number alone: a unit of the service is
+//!   `"<service>/<number>"`, so the number says everything the name does, and checking
+//!   a renewal compares the claim's name against it without reading another string
+//!   from memory (with many leases, each string read is likely a cache miss).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
@@ -50,9 +56,10 @@
 //!
 //! All timing uses tokio's clock, so `tokio::time::pause()` drives every timer in tests.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::mem;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -60,6 +67,7 @@ use futures::channel::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
+use crate::names::parse_unit_number;
 use crate::protocol::{
     check_claim, check_service, check_unit, BlockUntilLeadershipReleased, ClaimLeadership, Leader,
     LeaseError, LeaseInfo, ReleaseLeadership,
@@ -101,11 +109,11 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 pub struct ManagerActor {
     /// The lease of each service that has one. A lease whose `expires` has passed is
     /// dead even if it is still here: handlers reap it when they meet it.
-    leases: HashMap<String, Lease>,
+    leases: HashMap<Arc<str>, Lease>,
     /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
     /// An entry may be filed earlier than its lease now expires (it was extended since):
     /// the timer re-files it when it comes due.
-    expiries: BTreeMap<(Instant, u64), String>,
+    expiries: BTreeMap<(Instant, u64), Arc<str>>,
     /// The term of the latest grant, manager-wide.
     last_term: u64,
     /// The one expiry timer: the deadline it was armed for, and its handle. While
@@ -122,13 +130,32 @@ pub struct ManagerActor {
 /// One service's lease.
 #[derive(Debug)]
 struct Lease {
-    holder: String,
+    /// The holding unit's number: the holder is `"<service>/<holder>"`.
+    holder: u32,
     expires: Instant,
     term: u64,
     /// The deadline of this lease's entry in the expiry index, `<= expires`.
     filed: Instant,
     /// Senders of the pending blocks; sending `()` answers a block with `Ok(())`.
     waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The number of `unit` if it names a unit of `service`; `None` otherwise. Numbers are
+/// canonical (no leading zeros), so two names of one service are equal exactly when
+/// their numbers are.
+fn unit_number(service: &str, unit: &str) -> Option<u32> {
+    unit.strip_prefix(service)?
+        .strip_prefix('/')
+        .and_then(parse_unit_number)
+}
+
+/// Displays a holder's unit name, `"<service>/<number>"`, for logs.
+struct UnitOf<'a>(&'a str, u32);
+
+impl fmt::Display for UnitOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
 }
 
 /// Extends a live `lease` to end no earlier than `wanted`.
@@ -141,7 +168,7 @@ fn extend(lease: &mut Lease, wanted: Instant) {
     if wanted > lease.expires {
         lease.expires = wanted;
     }
-    trace!(unit = %lease.holder, term = lease.term, "lease extended");
+    trace!(unit = lease.holder, term = lease.term, "lease extended");
 }
 
 /// Arms a timer that ends the recovery grace at `until`.
@@ -214,7 +241,8 @@ impl ManagerActor {
         if expired {
             if let Some(lease) = self.leases.remove(service) {
                 self.expiries.remove(&(lease.filed, lease.term));
-                debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
+                let unit = UnitOf(service, lease.holder);
+                debug!(service, %unit, term = lease.term, "lease expired");
                 wake(lease.waiters);
             }
         }
@@ -246,7 +274,7 @@ impl ManagerActor {
                 break;
             }
             let (_, service) = entry.remove_entry();
-            let Some(lease) = self.leases.get_mut(&service) else {
+            let Some(lease) = self.leases.get_mut(&*service) else {
                 continue; // cannot happen: every entry belongs to a lease
             };
             if lease.expires > now {
@@ -254,8 +282,9 @@ impl ManagerActor {
                 // moving the name; the loop ends, as that deadline is in the future.
                 lease.filed = lease.expires;
                 self.expiries.insert((lease.filed, lease.term), service);
-            } else if let Some(lease) = self.leases.remove(&service) {
-                debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
+            } else if let Some(lease) = self.leases.remove(&*service) {
+                let unit = UnitOf(&service, lease.holder);
+                debug!(%service, %unit, term = lease.term, "lease expired");
                 wake(lease.waiters);
             }
         }
@@ -309,12 +338,15 @@ impl Handler<ClaimLeadership> for ManagerActor {
 
     fn handle(&mut self, msg: ClaimLeadership, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        // Fast path, the common case: the live holder renewing. The service and unit
-        // names were validated when this lease was granted, and these are the same
-        // strings, so only the duration is left to check. Anything this path does not
-        // accept goes through the full validation below, which gives the error.
-        if let Some(lease) = self.leases.get_mut(&msg.service) {
-            if now < lease.expires && lease.holder == msg.unit && !msg.duration.is_zero() {
+        // Fast path, the common case: the live holder renewing. The service name was
+        // validated when this lease was granted and the unit matches the holder's
+        // validated name, so only the duration is left to check. Anything this path
+        // does not accept goes through the full validation below, which gives the error.
+        if let Some(lease) = self.leases.get_mut(msg.service.as_str()) {
+            if now < lease.expires
+                && unit_number(&msg.service, &msg.unit) == Some(lease.holder)
+                && !msg.duration.is_zero()
+            {
                 if let Some(wanted) = now.checked_add(msg.duration) {
                     extend(lease, wanted);
                     return Ok(());
@@ -326,51 +358,54 @@ impl Handler<ClaimLeadership> for ManagerActor {
             debug!(service = %msg.service, unit = %msg.unit, "claim denied: recovery grace");
             return Err(LeaseError::ClaimDenied);
         }
-        let ClaimLeadership { service, unit, .. } = msg;
-        // One hash lookup, and the message's own `service` becomes the key if the
-        // service has no lease yet.
-        match self.leases.entry(service) {
-            Entry::Occupied(entry) if now < entry.get().expires => {
-                let lease = entry.into_mut();
-                if lease.holder != unit {
-                    trace!(%unit, holder = %lease.holder, "claim denied: held by another unit");
+        let Some(number) = unit_number(&msg.service, &msg.unit) else {
+            // `check_claim` accepted the unit as one of the service: cannot happen.
+            return Err(LeaseError::Invalid(format!("invalid unit {:?}", msg.unit)));
+        };
+        match self.leases.get_mut(msg.service.as_str()) {
+            Some(lease) if now < lease.expires => {
+                if lease.holder != number {
+                    let holder = UnitOf(&msg.service, lease.holder);
+                    trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
                     return Err(LeaseError::ClaimDenied);
                 }
                 extend(lease, wanted);
                 return Ok(());
             }
-            Entry::Occupied(entry) => {
+            Some(lease) => {
                 // Expired, not yet reaped: end it (its blocks answer) and grant anew,
-                // reusing the entry and the index's copy of the service name.
-                let name = {
-                    let old = entry.get();
-                    self.expiries
-                        .remove(&(old.filed, old.term))
-                        .unwrap_or_else(|| entry.key().clone())
-                };
-                let lease = entry.into_mut();
-                debug!(service = %name, unit = %lease.holder, term = lease.term, "lease expired");
+                // reusing the entry and its name.
+                let name = self
+                    .expiries
+                    .remove(&(lease.filed, lease.term))
+                    .unwrap_or_else(|| Arc::from(msg.service.as_str()));
+                let old = UnitOf(&name, lease.holder);
+                debug!(service = %name, unit = %old, term = lease.term, "lease expired");
                 wake(mem::take(&mut lease.waiters));
                 self.last_term += 1;
-                lease.holder = unit;
+                lease.holder = number;
                 lease.expires = wanted;
                 lease.filed = wanted;
                 lease.term = self.last_term;
-                debug!(service = %name, unit = %lease.holder, term = lease.term, "lease granted");
+                debug!(service = %name, unit = %msg.unit, term = lease.term, "lease granted");
                 self.expiries.insert((wanted, lease.term), name);
             }
-            Entry::Vacant(entry) => {
+            None => {
                 self.last_term += 1;
                 let term = self.last_term;
-                debug!(service = %entry.key(), %unit, term, "lease granted");
-                self.expiries.insert((wanted, term), entry.key().clone());
-                entry.insert(Lease {
-                    holder: unit,
-                    expires: wanted,
-                    term,
-                    filed: wanted,
-                    waiters: Vec::new(),
-                });
+                debug!(service = %msg.service, unit = %msg.unit, term, "lease granted");
+                let name: Arc<str> = Arc::from(msg.service);
+                self.expiries.insert((wanted, term), name.clone());
+                self.leases.insert(
+                    name,
+                    Lease {
+                        holder: number,
+                        expires: wanted,
+                        term,
+                        filed: wanted,
+                        waiters: Vec::new(),
+                    },
+                );
             }
         }
         self.arm_timer(wanted, ctx);
@@ -393,7 +428,7 @@ impl Handler<BlockUntilLeadershipReleased> for ManagerActor {
             &mut self.grace_waiters
         } else {
             self.reap_if_expired(&msg.service, now);
-            match self.leases.get_mut(&msg.service) {
+            match self.leases.get_mut(msg.service.as_str()) {
                 Some(lease) => &mut lease.waiters,
                 None => return Response::reply(Ok(())),
             }
@@ -409,16 +444,16 @@ impl Handler<ReleaseLeadership> for ManagerActor {
     type Result = Result<(), LeaseError>;
 
     fn handle(&mut self, msg: ReleaseLeadership, _: &mut Context<Self>) -> Self::Result {
-        check_unit(&msg.service, &msg.unit)?;
+        let unit = check_unit(&msg.service, &msg.unit)?;
         self.reap_if_expired(&msg.service, Instant::now());
         let held = self
             .leases
-            .get(&msg.service)
-            .is_some_and(|lease| lease.holder == msg.unit);
+            .get(msg.service.as_str())
+            .is_some_and(|lease| lease.holder == unit.number());
         if !held {
             return Err(LeaseError::NotHeld { unit: msg.unit });
         }
-        if let Some(lease) = self.leases.remove(&msg.service) {
+        if let Some(lease) = self.leases.remove(msg.service.as_str()) {
             // The timer may be armed for this deadline; it will fire early and re-arm.
             self.expiries.remove(&(lease.filed, lease.term));
             debug!(service = %msg.service, unit = %msg.unit, term = lease.term, "lease released");
@@ -434,11 +469,13 @@ impl Handler<Leader> for ManagerActor {
     fn handle(&mut self, msg: Leader, _: &mut Context<Self>) -> Self::Result {
         // An invalid service can never have a lease, so it needs no check of its own.
         self.reap_if_expired(&msg.service, Instant::now());
-        self.leases.get(&msg.service).map(|lease| LeaseInfo {
-            holder: lease.holder.clone(),
-            expires: lease.expires,
-            term: lease.term,
-        })
+        self.leases
+            .get(msg.service.as_str())
+            .map(|lease| LeaseInfo {
+                holder: UnitOf(&msg.service, lease.holder).to_string(),
+                expires: lease.expires,
+                term: lease.term,
+            })
     }
 }
 
