@@ -4,7 +4,7 @@
 //!
 //! The manager keeps, per service, at most one lease (`holder`, `expires`, `term`, and
 //! the senders of the blocks waiting for it to end) in a `HashMap`, plus an *expiry
-//! index*: a `BTreeMap<(Instant, u64), Arc<str>>` from each lease's deadline to its
+//! index*: a `BTreeMap<(Instant, u64), Name>` from each lease's deadline to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
 //! first entry, and one actix timer (`run_later`) armed for that entry is all the
 //! manager needs to wake every block at its lease's expiry (to the millisecond
@@ -25,12 +25,14 @@
 //!   early, never late. It is cancelled and re-armed only when a grant brings a
 //!   deadline *earlier* than the armed one. The names in a renewal are the very strings
 //!   validated when the lease was granted, so only its duration is checked again.
-//! - **A lease is small, because a process may hold 100 000 of them.** The service name
-//!   is stored once, as an `Arc<str>` shared by the map's key and the index entry. The
+//! - **A lease is small and a renewal touches little memory, because a process may hold
+//!   100 000 leases.** A service name of up to 22 bytes (nearly all of them) is stored
+//!   inline in the map's key and in the index entry, so looking a lease up reads no
+//!   string from elsewhere in memory; a longer one is an `Arc<str>` the two share. The
 //!   holder is stored as its unit number alone: a unit of the service is
-//!   `"<service>/<number>"`, so the number says everything the name does, and checking
-//!   a renewal compares the claim's name against it without reading another string
-//!   from memory (with many leases, each string read is likely a cache miss).
+//!   `"<service>/<number>"`, so the number says everything the name does, and a
+//!   renewal's name is checked against it without reading another string (with many
+//!   leases, each such read is likely a cache miss).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
@@ -109,11 +111,11 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 pub struct ManagerActor {
     /// The lease of each service that has one. A lease whose `expires` has passed is
     /// dead even if it is still here: handlers reap it when they meet it.
-    leases: HashMap<Arc<str>, Lease>,
+    leases: HashMap<Name, Lease>,
     /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
     /// An entry may be filed earlier than its lease now expires (it was extended since):
     /// the timer re-files it when it comes due.
-    expiries: BTreeMap<(Instant, u64), Arc<str>>,
+    expiries: BTreeMap<(Instant, u64), Name>,
     /// The term of the latest grant, manager-wide.
     last_term: u64,
     /// The one expiry timer: the deadline it was armed for, and its handle. While
@@ -125,6 +127,73 @@ pub struct ManagerActor {
     grace_until: Option<Instant>,
     /// Blocks received during the grace; they answer when it ends.
     grace_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// How many bytes of a service name [`Name`] keeps inline.
+const INLINE: usize = 22;
+
+/// A service name as the manager stores it: inline when it is short, so that a lookup
+/// compares bytes already in the hash table's bucket; shared on the heap otherwise.
+/// It hashes and compares as its bytes, so the map is looked up with
+/// `service.as_bytes()`.
+#[derive(Clone)]
+enum Name {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Name {
+    fn new(service: &str) -> Name {
+        match u8::try_from(service.len()) {
+            Ok(len) if service.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..service.len()].copy_from_slice(service.as_bytes());
+                Name::Inline { len, bytes }
+            }
+            _ => Name::Shared(Arc::from(service)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Name::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Name::Shared(name) => name.as_bytes(),
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, which `Borrow<[u8]>` requires.
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names are validated ASCII; the fallback is unreachable.
+        f.write_str(std::str::from_utf8(self.as_bytes()).unwrap_or("<invalid>"))
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
 }
 
 /// One service's lease.
@@ -149,10 +218,10 @@ fn unit_number(service: &str, unit: &str) -> Option<u32> {
         .and_then(parse_unit_number)
 }
 
-/// Displays a holder's unit name, `"<service>/<number>"`, for logs.
-struct UnitOf<'a>(&'a str, u32);
+/// Displays a holder's unit name, `"<service>/<number>"`.
+struct UnitOf<S>(S, u32);
 
-impl fmt::Display for UnitOf<'_> {
+impl<S: fmt::Display> fmt::Display for UnitOf<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.0, self.1)
     }
@@ -236,10 +305,10 @@ impl ManagerActor {
     fn reap_if_expired(&mut self, service: &str, now: Instant) {
         let expired = self
             .leases
-            .get(service)
+            .get(service.as_bytes())
             .is_some_and(|lease| now >= lease.expires);
         if expired {
-            if let Some(lease) = self.leases.remove(service) {
+            if let Some(lease) = self.leases.remove(service.as_bytes()) {
                 self.expiries.remove(&(lease.filed, lease.term));
                 let unit = UnitOf(service, lease.holder);
                 debug!(service, %unit, term = lease.term, "lease expired");
@@ -274,7 +343,7 @@ impl ManagerActor {
                 break;
             }
             let (_, service) = entry.remove_entry();
-            let Some(lease) = self.leases.get_mut(&*service) else {
+            let Some(lease) = self.leases.get_mut(service.as_bytes()) else {
                 continue; // cannot happen: every entry belongs to a lease
             };
             if lease.expires > now {
@@ -282,7 +351,7 @@ impl ManagerActor {
                 // moving the name; the loop ends, as that deadline is in the future.
                 lease.filed = lease.expires;
                 self.expiries.insert((lease.filed, lease.term), service);
-            } else if let Some(lease) = self.leases.remove(&*service) {
+            } else if let Some(lease) = self.leases.remove(service.as_bytes()) {
                 let unit = UnitOf(&service, lease.holder);
                 debug!(%service, %unit, term = lease.term, "lease expired");
                 wake(lease.waiters);
@@ -342,7 +411,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
         // validated when this lease was granted and the unit matches the holder's
         // validated name, so only the duration is left to check. Anything this path
         // does not accept goes through the full validation below, which gives the error.
-        if let Some(lease) = self.leases.get_mut(msg.service.as_str()) {
+        if let Some(lease) = self.leases.get_mut(msg.service.as_bytes()) {
             if now < lease.expires
                 && unit_number(&msg.service, &msg.unit) == Some(lease.holder)
                 && !msg.duration.is_zero()
@@ -362,7 +431,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
             // `check_claim` accepted the unit as one of the service: cannot happen.
             return Err(LeaseError::Invalid(format!("invalid unit {:?}", msg.unit)));
         };
-        match self.leases.get_mut(msg.service.as_str()) {
+        match self.leases.get_mut(msg.service.as_bytes()) {
             Some(lease) if now < lease.expires => {
                 if lease.holder != number {
                     let holder = UnitOf(&msg.service, lease.holder);
@@ -378,7 +447,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 let name = self
                     .expiries
                     .remove(&(lease.filed, lease.term))
-                    .unwrap_or_else(|| Arc::from(msg.service.as_str()));
+                    .unwrap_or_else(|| Name::new(&msg.service));
                 let old = UnitOf(&name, lease.holder);
                 debug!(service = %name, unit = %old, term = lease.term, "lease expired");
                 wake(mem::take(&mut lease.waiters));
@@ -394,7 +463,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 self.last_term += 1;
                 let term = self.last_term;
                 debug!(service = %msg.service, unit = %msg.unit, term, "lease granted");
-                let name: Arc<str> = Arc::from(msg.service);
+                let name = Name::new(&msg.service);
                 self.expiries.insert((wanted, term), name.clone());
                 self.leases.insert(
                     name,
@@ -428,7 +497,7 @@ impl Handler<BlockUntilLeadershipReleased> for ManagerActor {
             &mut self.grace_waiters
         } else {
             self.reap_if_expired(&msg.service, now);
-            match self.leases.get_mut(msg.service.as_str()) {
+            match self.leases.get_mut(msg.service.as_bytes()) {
                 Some(lease) => &mut lease.waiters,
                 None => return Response::reply(Ok(())),
             }
@@ -448,12 +517,12 @@ impl Handler<ReleaseLeadership> for ManagerActor {
         self.reap_if_expired(&msg.service, Instant::now());
         let held = self
             .leases
-            .get(msg.service.as_str())
+            .get(msg.service.as_bytes())
             .is_some_and(|lease| lease.holder == unit.number());
         if !held {
             return Err(LeaseError::NotHeld { unit: msg.unit });
         }
-        if let Some(lease) = self.leases.remove(msg.service.as_str()) {
+        if let Some(lease) = self.leases.remove(msg.service.as_bytes()) {
             // The timer may be armed for this deadline; it will fire early and re-arm.
             self.expiries.remove(&(lease.filed, lease.term));
             debug!(service = %msg.service, unit = %msg.unit, term = lease.term, "lease released");
@@ -470,7 +539,7 @@ impl Handler<Leader> for ManagerActor {
         // An invalid service can never have a lease, so it needs no check of its own.
         self.reap_if_expired(&msg.service, Instant::now());
         self.leases
-            .get(msg.service.as_str())
+            .get(msg.service.as_bytes())
             .map(|lease| LeaseInfo {
                 holder: UnitOf(&msg.service, lease.holder).to_string(),
                 expires: lease.expires,
