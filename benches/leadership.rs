@@ -63,7 +63,7 @@ use std::time::{Duration, Instant as StdInstant};
 use actix::prelude::*;
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeader, ClaimLeadership, Claimer, Leader, ManagerActor,
-    Tracker, UnitName,
+    ReleaseLeadership, Tracker, UnitName,
 };
 
 /// How many actors the memory and start-up figures use, and how many live leases the
@@ -150,14 +150,32 @@ fn main() {
         if quick { "--quick" } else { "full" },
         loadavg()
     );
+    // `--only GROUP[,GROUP…]` runs some groups: per-op, concurrent, expiry, failover,
+    // memory (for profiling one figure; a full report needs them all).
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let runs = |group: &str| only.as_ref().map_or(true, |o| o.iter().any(|g| g == group));
     let mut report = Report::default();
     System::new().block_on(async {
-        per_op(size, &mut report).await;
-        concurrent(size, &mut report).await;
-        expiry_wake(size, &mut report).await;
-        failover(size, &mut report).await;
+        if runs("per-op") {
+            per_op(size, &mut report).await;
+        }
+        if runs("concurrent") {
+            concurrent(size, &mut report).await;
+        }
+        if runs("expiry") {
+            expiry_wake(size, &mut report).await;
+        }
+        if runs("failover") {
+            failover(size, &mut report).await;
+        }
     });
-    memory(&mut report);
+    if runs("memory") {
+        memory(&mut report);
+    }
     report.print();
     println!(
         "run took {:.1} s; load average at end: {}",
@@ -549,7 +567,9 @@ async fn expiry_wake(size: Size, report: &mut Report) {
     // timer-driven wake-up costs here.
     let sleeps: Vec<_> = (0..SPREAD.as_millis() as u32)
         .map(|k| {
-            let at = first + Duration::from_millis(u64::from(k)) + Duration::from_micros(317);
+            // Deadlines at varied sub-millisecond phases, as the leases' are.
+            let phase = Duration::from_nanos((u64::from(k) * 618_034) % 1_000_000);
+            let at = first + Duration::from_millis(u64::from(k)) + phase;
             actix_rt::spawn(async move {
                 tokio::time::sleep_until(at).await;
                 tokio::time::Instant::now().saturating_duration_since(at)
@@ -644,6 +664,43 @@ async fn failover(size: Size, report: &mut Report) {
         tokio::time::sleep_until(at).await;
         slept.push(tokio::time::Instant::now().saturating_duration_since(at));
     }
+    // The same hand-over without any timer: the old leader's lease is released (as
+    // if by its owner) instead of expiring. What is left is the library's own cost:
+    // the block's answer, the minion's claim, the grant, the ticket.
+    let mut chain = Vec::with_capacity(size.failovers);
+    for k in 0..size.failovers {
+        let service = service("rel", k);
+        let old_unit = format!("{service}/0");
+        let old = Tracker::start(unit(&old_unit), claimer.clone(), D).expect("a valid duration");
+        assert!(old.wait_leader().await);
+        let new = Tracker::start(unit(&format!("{service}/1")), claimer.clone(), D)
+            .expect("a valid duration");
+        assert!(!new.wait_minion().await);
+        let took_over = new.wait_leader().into_future();
+        old.kill();
+        old.wait().await.expect("a clean stop");
+        let released = StdInstant::now();
+        manager
+            .send(ReleaseLeadership {
+                service,
+                unit: old_unit,
+            })
+            .await
+            .expect("manager alive")
+            .expect("released");
+        assert!(took_over.await, "the other unit takes over");
+        chain.push(released.elapsed());
+        new.kill();
+        let _ = new.wait().await;
+    }
+    let chain_p99 = p99(&mut chain);
+    report.notes.push(format!(
+        "failover without timers ({} hand-overs by ReleaseLeadership instead of expiry): \
+         median {:.1} µs, p99 {:.1} µs",
+        chain.len(),
+        chain[chain.len() / 2].as_secs_f64() * 1e6,
+        chain_p99.as_secs_f64() * 1e6,
+    ));
     let p = p99(&mut gaps);
     let median = gaps[gaps.len() / 2];
     let base = p99(&mut slept);
