@@ -591,6 +591,89 @@ mod tests {
         }
     }
 
+    #[test]
+    fn names_hash_and_compare_as_their_bytes_inline_or_shared() {
+        use std::collections::hash_map::RandomState;
+        use std::hash::BuildHasher;
+        let hasher = RandomState::new();
+        for service in [
+            "a",
+            "led-service",
+            "x".repeat(INLINE).as_str(),
+            "y".repeat(40).as_str(),
+        ] {
+            let name = Name::new(service);
+            assert_eq!(name.as_bytes(), service.as_bytes());
+            assert_eq!(name.to_string(), service);
+            assert_eq!(hasher.hash_one(&name), hasher.hash_one(service.as_bytes()));
+            assert_eq!(name.clone(), name);
+        }
+        assert!(matches!(
+            Name::new(&"x".repeat(INLINE)),
+            Name::Inline { .. }
+        ));
+        assert!(matches!(
+            Name::new(&"x".repeat(INLINE + 1)),
+            Name::Shared(_)
+        ));
+        assert_ne!(Name::new("ab"), Name::new("abc"));
+    }
+
+    #[test]
+    fn unit_numbers_match_only_canonical_units_of_the_service() {
+        assert_eq!(unit_number("svc", "svc/0"), Some(0));
+        assert_eq!(unit_number("svc", "svc/42"), Some(42));
+        assert_eq!(unit_number("svc", "svc/042"), None);
+        assert_eq!(unit_number("svc", "svc2/0"), None);
+        assert_eq!(unit_number("svc", "sv/0"), None);
+        assert_eq!(unit_number("svc", "svc/"), None);
+        assert_eq!(unit_number("svc", "svc/4294967296"), None);
+    }
+
+    #[actix_rt::test]
+    async fn long_service_names_are_granted_extended_and_reported() {
+        tokio::time::pause();
+        let manager = ManagerActor::new().start();
+        let service = format!("long-{}", "a".repeat(40));
+        let holder = format!("{service}/7");
+        manager
+            .send(claim(&service, &holder, 1_000))
+            .await
+            .unwrap()
+            .unwrap();
+        manager
+            .send(claim(&service, &holder, 5_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            manager
+                .send(claim(&service, &format!("{service}/8"), 1_000))
+                .await
+                .unwrap(),
+            Err(LeaseError::ClaimDenied)
+        );
+        let lease = manager
+            .send(Leader {
+                service: service.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.holder, holder);
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert_eq!(manager.send(Probe).await.unwrap(), (1, 1, true));
+        manager
+            .send(ReleaseLeadership {
+                service: service.clone(),
+                unit: holder,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(manager.send(Leader { service }).await.unwrap(), None);
+    }
+
     #[actix_rt::test]
     async fn one_timer_and_an_index_entry_per_lease() {
         tokio::time::pause();
