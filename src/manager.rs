@@ -7,8 +7,8 @@
 //! index*: a `BTreeMap<(Instant, u64), Name>` from each lease's deadline to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
 //! first entry, and one actix timer (`run_later`) armed for that entry is all the
-//! manager needs to wake every block at its lease's expiry (to the millisecond
-//! resolution of tokio's timers; exactly, on a paused test clock) — no timer per lease,
+//! manager needs to wake every block at its lease's expiry (within about a millisecond
+//! of it in real time, see `TIMER_LEAD`; exactly, on a paused test clock) — no timer per lease,
 //! no polling interval. Every operation costs at most O(log n) in the number of leases,
 //! a renewal O(1).
 //!
@@ -78,6 +78,18 @@ use crate::protocol::{
 /// An upper bound for a grace so long that the clock cannot represent its end:
 /// about 30 years, the same "far future" tokio uses for such sleeps.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// How early the expiry timer is aimed: one tick of tokio's timer wheel.
+///
+/// tokio rounds a deadline up to the next 1 ms tick, and a runtime parked until that
+/// tick sleeps whole milliseconds counted from the start of the current one, so a
+/// timer aimed at the expiry itself wakes between 0 and 2 ms after it. Aimed one tick
+/// early, it wakes at the runtime's first wake-up in the millisecond before the
+/// expiry's tick: past the expiry, it expires the lease at once (the handlers decide by
+/// `now`, never by the timer); not yet, it re-arms for the expiry itself, which wakes
+/// one tick later. Either way the wake-up comes within about 1 ms after the expiry,
+/// and never before it.
+const TIMER_LEAD: Duration = Duration::from_millis(1);
 
 /// The in-memory lease manager: one lease per service, held by one unit until it
 /// expires or is released.
@@ -320,7 +332,8 @@ impl ManagerActor {
     /// Makes sure the timer fires no later than `deadline`.
     ///
     /// An armed timer at or before `deadline` is left alone (when it fires it re-arms
-    /// for whatever is then earliest); a later one is replaced.
+    /// for whatever is then earliest); a later one is replaced. The timer is aimed
+    /// [`TIMER_LEAD`] early, or at `deadline` itself once that is past.
     fn arm_timer(&mut self, deadline: Instant, ctx: &mut Context<Self>) {
         if let Some((armed, handle)) = self.timer {
             if armed <= deadline {
@@ -328,7 +341,12 @@ impl ManagerActor {
             }
             ctx.cancel_future(handle);
         }
-        let delay = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let aim = deadline
+            .checked_sub(TIMER_LEAD)
+            .filter(|&early| early > now)
+            .unwrap_or(deadline);
+        let delay = aim.saturating_duration_since(now);
         let handle = ctx.run_later(delay, |manager, ctx| manager.on_timer(ctx));
         self.timer = Some((deadline, handle));
     }
