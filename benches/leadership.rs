@@ -161,16 +161,24 @@ fn main() {
     let mut report = Report::default();
     System::new().block_on(async {
         if runs("per-op") {
+            let cpu = Cpu::sample();
             per_op(size, &mut report).await;
+            report.others("per-op", cpu);
         }
         if runs("concurrent") {
+            let cpu = Cpu::sample();
             concurrent(size, &mut report).await;
+            report.others("concurrent", cpu);
         }
         if runs("expiry") {
+            let cpu = Cpu::sample();
             expiry_wake(size, &mut report).await;
+            report.others("expiry", cpu);
         }
         if runs("failover") {
+            let cpu = Cpu::sample();
             failover(size, &mut report).await;
+            report.others("failover", cpu);
         }
     });
     if runs("memory") {
@@ -189,6 +197,61 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// CPU time counters, to tell how busy the rest of the machine was during a figure.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// Busy time of all CPUs (`/proc/stat`, clock ticks), steal included.
+    busy: u64,
+    /// Busy plus idle time of all CPUs.
+    total: u64,
+    /// This process's own user and system time (`/proc/self/stat`).
+    own: u64,
+}
+
+impl Cpu {
+    fn sample() -> Cpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let total: u64 = fields.iter().sum();
+        // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+        let own: u64 = own_stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|f| f.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Cpu {
+            busy: total - idle,
+            total,
+            own,
+        }
+    }
+
+    /// The share of the machine's CPU time other processes (and the hypervisor's
+    /// steal) used since `self`.
+    fn others_since(self) -> f64 {
+        let now = Cpu::sample();
+        let total = now.total.saturating_sub(self.total).max(1);
+        let others = (now.busy.saturating_sub(self.busy)).saturating_sub(now.own - self.own);
+        others as f64 / total as f64
+    }
 }
 
 /// One line of the human table.
@@ -210,6 +273,14 @@ struct Report {
 }
 
 impl Report {
+    /// Notes how busy other processes kept the machine since `cpu`.
+    fn others(&mut self, group: &str, cpu: Cpu) {
+        self.notes.push(format!(
+            "while measuring {group}: other processes (and steal) used {:.0} % of all CPU time",
+            cpu.others_since() * 100.0
+        ));
+    }
+
     fn metric(&mut self, name: &'static str, value: f64) {
         self.metrics.push((name, value));
     }
