@@ -86,9 +86,9 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// timer aimed at the expiry itself wakes between 0 and 2 ms after it. Aimed one tick
 /// early, it wakes at the runtime's first wake-up in the millisecond before the
 /// expiry's tick: past the expiry, it expires the lease at once (the handlers decide by
-/// `now`, never by the timer); not yet, it re-arms for the expiry itself, which wakes
-/// one tick later. Either way the wake-up comes within about 1 ms after the expiry,
-/// and never before it.
+/// `now`, never by the timer); not yet, it re-arms for the very next tick, and so on
+/// until the expiry has passed (at most one extra wake-up per expiry). Either way the
+/// wake-up comes within about 1 ms after the expiry, and never before it.
 const TIMER_LEAD: Duration = Duration::from_millis(1);
 
 /// The in-memory lease manager: one lease per service, held by one unit until it
@@ -342,10 +342,13 @@ impl ManagerActor {
             ctx.cancel_future(handle);
         }
         let now = Instant::now();
+        // Within the lead, aim just past `now`: tokio rounds that up to the next tick.
+        // Never `now` itself, which on a paused, tick-aligned clock would fire in the
+        // current tick again and again without letting time advance.
         let aim = deadline
             .checked_sub(TIMER_LEAD)
             .filter(|&early| early > now)
-            .unwrap_or(deadline);
+            .unwrap_or_else(|| deadline.min(now + Duration::from_nanos(1)));
         let delay = aim.saturating_duration_since(now);
         let handle = ctx.run_later(delay, |manager, ctx| manager.on_timer(ctx));
         self.timer = Some((deadline, handle));
