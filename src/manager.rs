@@ -4,11 +4,11 @@
 //!
 //! The manager keeps, per service, at most one lease (`holder`, `expires`, `term`, and
 //! the senders of the blocks waiting for it to end) in a `HashMap`, plus an *expiry
-//! index*: a `BTreeMap<(Instant, u64), String>` from each lease's deadline to its
+//! index*: a `BTreeMap<(Instant, u64), Name>` from each lease's deadline to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
 //! first entry, and one actix timer (`run_later`) armed for that entry is all the
-//! manager needs to wake every block at its lease's expiry (to the millisecond
-//! resolution of tokio's timers; exactly, on a paused test clock) — no timer per lease,
+//! manager needs to wake every block at its lease's expiry (within about a millisecond
+//! of it in real time, see `TIMER_LEAD`; exactly, on a paused test clock) — no timer per lease,
 //! no polling interval. Every operation costs at most O(log n) in the number of leases,
 //! a renewal O(1).
 //!
@@ -19,12 +19,20 @@
 //!   lease's `expires` later: one hash lookup, no allocation, and neither the index nor
 //!   the timer is touched. Its index entry is then filed *earlier* than the lease ends,
 //!   which is harmless — the timer fires at the filed deadline, finds the lease still
-//!   live, and re-files the entry under the real deadline, moving the service `String`
+//!   live, and re-files the entry under the real deadline, moving the service name
 //!   rather than copying it. So the index always holds one entry per lease, filed at or
 //!   before the lease's expiry, and the timer (armed for the first entry) can only be
 //!   early, never late. It is cancelled and re-armed only when a grant brings a
 //!   deadline *earlier* than the armed one. The names in a renewal are the very strings
 //!   validated when the lease was granted, so only its duration is checked again.
+//! - **A lease is small and a renewal touches little memory, because a process may hold
+//!   100 000 leases.** A service name of up to 22 bytes (nearly all of them) is stored
+//!   inline in the map's key and in the index entry, so looking a lease up reads no
+//!   string from elsewhere in memory; a longer one is an `Arc<str>` the two share. The
+//!   holder is stored as its unit number alone: a unit of the service is
+//!   `"<service>/<number>"`, so the number says everything the name does, and a
+//!   renewal's name is checked against it without reading another string (with many
+//!   leases, each such read is likely a cache miss).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
@@ -50,9 +58,10 @@
 //!
 //! All timing uses tokio's clock, so `tokio::time::pause()` drives every timer in tests.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::mem;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -60,6 +69,7 @@ use futures::channel::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
+use crate::names::parse_unit_number;
 use crate::protocol::{
     check_claim, check_service, check_unit, BlockUntilLeadershipReleased, ClaimLeadership, Leader,
     LeaseError, LeaseInfo, ReleaseLeadership,
@@ -68,6 +78,18 @@ use crate::protocol::{
 /// An upper bound for a grace so long that the clock cannot represent its end:
 /// about 30 years, the same "far future" tokio uses for such sleeps.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// How early the expiry timer is aimed: one tick of tokio's timer wheel.
+///
+/// tokio rounds a deadline up to the next 1 ms tick, and a runtime parked until that
+/// tick sleeps whole milliseconds counted from the start of the current one, so a
+/// timer aimed at the expiry itself wakes between 0 and 2 ms after it. Aimed one tick
+/// early, it wakes at the runtime's first wake-up in the millisecond before the
+/// expiry's tick: past the expiry, it expires the lease at once (the handlers decide by
+/// `now`, never by the timer); not yet, it re-arms for the very next tick, and so on
+/// until the expiry has passed (at most one extra wake-up per expiry). Either way the
+/// wake-up comes within about 1 ms after the expiry, and never before it.
+const TIMER_LEAD: Duration = Duration::from_millis(1);
 
 /// The in-memory lease manager: one lease per service, held by one unit until it
 /// expires or is released.
@@ -101,11 +123,11 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 pub struct ManagerActor {
     /// The lease of each service that has one. A lease whose `expires` has passed is
     /// dead even if it is still here: handlers reap it when they meet it.
-    leases: HashMap<String, Lease>,
+    leases: HashMap<Name, Lease>,
     /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
     /// An entry may be filed earlier than its lease now expires (it was extended since):
     /// the timer re-files it when it comes due.
-    expiries: BTreeMap<(Instant, u64), String>,
+    expiries: BTreeMap<(Instant, u64), Name>,
     /// The term of the latest grant, manager-wide.
     last_term: u64,
     /// The one expiry timer: the deadline it was armed for, and its handle. While
@@ -119,16 +141,102 @@ pub struct ManagerActor {
     grace_waiters: Vec<oneshot::Sender<()>>,
 }
 
+/// How many bytes of a service name [`Name`] keeps inline.
+const INLINE: usize = 22;
+
+/// A service name as the manager stores it: inline when it is short, so that a lookup
+/// compares bytes already in the hash table's bucket; shared on the heap otherwise.
+/// It hashes and compares as its bytes, so the map is looked up with
+/// `service.as_bytes()`.
+#[derive(Clone)]
+enum Name {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Name {
+    fn new(service: &str) -> Name {
+        match u8::try_from(service.len()) {
+            Ok(len) if service.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..service.len()].copy_from_slice(service.as_bytes());
+                Name::Inline { len, bytes }
+            }
+            _ => Name::Shared(Arc::from(service)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Name::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Name::Shared(name) => name.as_bytes(),
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, which `Borrow<[u8]>` requires.
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names are validated ASCII; the fallback is unreachable.
+        f.write_str(std::str::from_utf8(self.as_bytes()).unwrap_or("<invalid>"))
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
 /// One service's lease.
 #[derive(Debug)]
 struct Lease {
-    holder: String,
+    /// The holding unit's number: the holder is `"<service>/<holder>"`.
+    holder: u32,
     expires: Instant,
     term: u64,
     /// The deadline of this lease's entry in the expiry index, `<= expires`.
     filed: Instant,
     /// Senders of the pending blocks; sending `()` answers a block with `Ok(())`.
     waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The number of `unit` if it names a unit of `service`; `None` otherwise. Numbers are
+/// canonical (no leading zeros), so two names of one service are equal exactly when
+/// their numbers are.
+fn unit_number(service: &str, unit: &str) -> Option<u32> {
+    unit.strip_prefix(service)?
+        .strip_prefix('/')
+        .and_then(parse_unit_number)
+}
+
+/// Displays a holder's unit name, `"<service>/<number>"`.
+struct UnitOf<S>(S, u32);
+
+impl<S: fmt::Display> fmt::Display for UnitOf<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
 }
 
 /// Extends a live `lease` to end no earlier than `wanted`.
@@ -141,7 +249,7 @@ fn extend(lease: &mut Lease, wanted: Instant) {
     if wanted > lease.expires {
         lease.expires = wanted;
     }
-    trace!(unit = %lease.holder, term = lease.term, "lease extended");
+    trace!(unit = lease.holder, term = lease.term, "lease extended");
 }
 
 /// Arms a timer that ends the recovery grace at `until`.
@@ -209,12 +317,13 @@ impl ManagerActor {
     fn reap_if_expired(&mut self, service: &str, now: Instant) {
         let expired = self
             .leases
-            .get(service)
+            .get(service.as_bytes())
             .is_some_and(|lease| now >= lease.expires);
         if expired {
-            if let Some(lease) = self.leases.remove(service) {
+            if let Some(lease) = self.leases.remove(service.as_bytes()) {
                 self.expiries.remove(&(lease.filed, lease.term));
-                debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
+                let unit = UnitOf(service, lease.holder);
+                debug!(service, %unit, term = lease.term, "lease expired");
                 wake(lease.waiters);
             }
         }
@@ -223,7 +332,8 @@ impl ManagerActor {
     /// Makes sure the timer fires no later than `deadline`.
     ///
     /// An armed timer at or before `deadline` is left alone (when it fires it re-arms
-    /// for whatever is then earliest); a later one is replaced.
+    /// for whatever is then earliest); a later one is replaced. The timer is aimed
+    /// [`TIMER_LEAD`] early, or at `deadline` itself once that is past.
     fn arm_timer(&mut self, deadline: Instant, ctx: &mut Context<Self>) {
         if let Some((armed, handle)) = self.timer {
             if armed <= deadline {
@@ -231,7 +341,15 @@ impl ManagerActor {
             }
             ctx.cancel_future(handle);
         }
-        let delay = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        // Within the lead, aim just past `now`: tokio rounds that up to the next tick.
+        // Never `now` itself, which on a paused, tick-aligned clock would fire in the
+        // current tick again and again without letting time advance.
+        let aim = deadline
+            .checked_sub(TIMER_LEAD)
+            .filter(|&early| early > now)
+            .unwrap_or_else(|| deadline.min(now + Duration::from_nanos(1)));
+        let delay = aim.saturating_duration_since(now);
         let handle = ctx.run_later(delay, |manager, ctx| manager.on_timer(ctx));
         self.timer = Some((deadline, handle));
     }
@@ -246,7 +364,7 @@ impl ManagerActor {
                 break;
             }
             let (_, service) = entry.remove_entry();
-            let Some(lease) = self.leases.get_mut(&service) else {
+            let Some(lease) = self.leases.get_mut(service.as_bytes()) else {
                 continue; // cannot happen: every entry belongs to a lease
             };
             if lease.expires > now {
@@ -254,8 +372,9 @@ impl ManagerActor {
                 // moving the name; the loop ends, as that deadline is in the future.
                 lease.filed = lease.expires;
                 self.expiries.insert((lease.filed, lease.term), service);
-            } else if let Some(lease) = self.leases.remove(&service) {
-                debug!(service, unit = %lease.holder, term = lease.term, "lease expired");
+            } else if let Some(lease) = self.leases.remove(service.as_bytes()) {
+                let unit = UnitOf(&service, lease.holder);
+                debug!(%service, %unit, term = lease.term, "lease expired");
                 wake(lease.waiters);
             }
         }
@@ -309,12 +428,15 @@ impl Handler<ClaimLeadership> for ManagerActor {
 
     fn handle(&mut self, msg: ClaimLeadership, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        // Fast path, the common case: the live holder renewing. The service and unit
-        // names were validated when this lease was granted, and these are the same
-        // strings, so only the duration is left to check. Anything this path does not
-        // accept goes through the full validation below, which gives the error.
-        if let Some(lease) = self.leases.get_mut(&msg.service) {
-            if now < lease.expires && lease.holder == msg.unit && !msg.duration.is_zero() {
+        // Fast path, the common case: the live holder renewing. The service name was
+        // validated when this lease was granted and the unit matches the holder's
+        // validated name, so only the duration is left to check. Anything this path
+        // does not accept goes through the full validation below, which gives the error.
+        if let Some(lease) = self.leases.get_mut(msg.service.as_bytes()) {
+            if now < lease.expires
+                && unit_number(&msg.service, &msg.unit) == Some(lease.holder)
+                && !msg.duration.is_zero()
+            {
                 if let Some(wanted) = now.checked_add(msg.duration) {
                     extend(lease, wanted);
                     return Ok(());
@@ -326,51 +448,54 @@ impl Handler<ClaimLeadership> for ManagerActor {
             debug!(service = %msg.service, unit = %msg.unit, "claim denied: recovery grace");
             return Err(LeaseError::ClaimDenied);
         }
-        let ClaimLeadership { service, unit, .. } = msg;
-        // One hash lookup, and the message's own `service` becomes the key if the
-        // service has no lease yet.
-        match self.leases.entry(service) {
-            Entry::Occupied(entry) if now < entry.get().expires => {
-                let lease = entry.into_mut();
-                if lease.holder != unit {
-                    trace!(%unit, holder = %lease.holder, "claim denied: held by another unit");
+        let Some(number) = unit_number(&msg.service, &msg.unit) else {
+            // `check_claim` accepted the unit as one of the service: cannot happen.
+            return Err(LeaseError::Invalid(format!("invalid unit {:?}", msg.unit)));
+        };
+        match self.leases.get_mut(msg.service.as_bytes()) {
+            Some(lease) if now < lease.expires => {
+                if lease.holder != number {
+                    let holder = UnitOf(&msg.service, lease.holder);
+                    trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
                     return Err(LeaseError::ClaimDenied);
                 }
                 extend(lease, wanted);
                 return Ok(());
             }
-            Entry::Occupied(entry) => {
+            Some(lease) => {
                 // Expired, not yet reaped: end it (its blocks answer) and grant anew,
-                // reusing the entry and the index's copy of the service name.
-                let name = {
-                    let old = entry.get();
-                    self.expiries
-                        .remove(&(old.filed, old.term))
-                        .unwrap_or_else(|| entry.key().clone())
-                };
-                let lease = entry.into_mut();
-                debug!(service = %name, unit = %lease.holder, term = lease.term, "lease expired");
+                // reusing the entry and its name.
+                let name = self
+                    .expiries
+                    .remove(&(lease.filed, lease.term))
+                    .unwrap_or_else(|| Name::new(&msg.service));
+                let old = UnitOf(&name, lease.holder);
+                debug!(service = %name, unit = %old, term = lease.term, "lease expired");
                 wake(mem::take(&mut lease.waiters));
                 self.last_term += 1;
-                lease.holder = unit;
+                lease.holder = number;
                 lease.expires = wanted;
                 lease.filed = wanted;
                 lease.term = self.last_term;
-                debug!(service = %name, unit = %lease.holder, term = lease.term, "lease granted");
+                debug!(service = %name, unit = %msg.unit, term = lease.term, "lease granted");
                 self.expiries.insert((wanted, lease.term), name);
             }
-            Entry::Vacant(entry) => {
+            None => {
                 self.last_term += 1;
                 let term = self.last_term;
-                debug!(service = %entry.key(), %unit, term, "lease granted");
-                self.expiries.insert((wanted, term), entry.key().clone());
-                entry.insert(Lease {
-                    holder: unit,
-                    expires: wanted,
-                    term,
-                    filed: wanted,
-                    waiters: Vec::new(),
-                });
+                debug!(service = %msg.service, unit = %msg.unit, term, "lease granted");
+                let name = Name::new(&msg.service);
+                self.expiries.insert((wanted, term), name.clone());
+                self.leases.insert(
+                    name,
+                    Lease {
+                        holder: number,
+                        expires: wanted,
+                        term,
+                        filed: wanted,
+                        waiters: Vec::new(),
+                    },
+                );
             }
         }
         self.arm_timer(wanted, ctx);
@@ -393,7 +518,7 @@ impl Handler<BlockUntilLeadershipReleased> for ManagerActor {
             &mut self.grace_waiters
         } else {
             self.reap_if_expired(&msg.service, now);
-            match self.leases.get_mut(&msg.service) {
+            match self.leases.get_mut(msg.service.as_bytes()) {
                 Some(lease) => &mut lease.waiters,
                 None => return Response::reply(Ok(())),
             }
@@ -409,16 +534,16 @@ impl Handler<ReleaseLeadership> for ManagerActor {
     type Result = Result<(), LeaseError>;
 
     fn handle(&mut self, msg: ReleaseLeadership, _: &mut Context<Self>) -> Self::Result {
-        check_unit(&msg.service, &msg.unit)?;
+        let unit = check_unit(&msg.service, &msg.unit)?;
         self.reap_if_expired(&msg.service, Instant::now());
         let held = self
             .leases
-            .get(&msg.service)
-            .is_some_and(|lease| lease.holder == msg.unit);
+            .get(msg.service.as_bytes())
+            .is_some_and(|lease| lease.holder == unit.number());
         if !held {
             return Err(LeaseError::NotHeld { unit: msg.unit });
         }
-        if let Some(lease) = self.leases.remove(&msg.service) {
+        if let Some(lease) = self.leases.remove(msg.service.as_bytes()) {
             // The timer may be armed for this deadline; it will fire early and re-arm.
             self.expiries.remove(&(lease.filed, lease.term));
             debug!(service = %msg.service, unit = %msg.unit, term = lease.term, "lease released");
@@ -434,11 +559,13 @@ impl Handler<Leader> for ManagerActor {
     fn handle(&mut self, msg: Leader, _: &mut Context<Self>) -> Self::Result {
         // An invalid service can never have a lease, so it needs no check of its own.
         self.reap_if_expired(&msg.service, Instant::now());
-        self.leases.get(&msg.service).map(|lease| LeaseInfo {
-            holder: lease.holder.clone(),
-            expires: lease.expires,
-            term: lease.term,
-        })
+        self.leases
+            .get(msg.service.as_bytes())
+            .map(|lease| LeaseInfo {
+                holder: UnitOf(&msg.service, lease.holder).to_string(),
+                expires: lease.expires,
+                term: lease.term,
+            })
     }
 }
 
@@ -483,6 +610,89 @@ mod tests {
             unit: unit.into(),
             duration: Duration::from_millis(ms),
         }
+    }
+
+    #[test]
+    fn names_hash_and_compare_as_their_bytes_inline_or_shared() {
+        use std::collections::hash_map::RandomState;
+        use std::hash::BuildHasher;
+        let hasher = RandomState::new();
+        for service in [
+            "a",
+            "led-service",
+            "x".repeat(INLINE).as_str(),
+            "y".repeat(40).as_str(),
+        ] {
+            let name = Name::new(service);
+            assert_eq!(name.as_bytes(), service.as_bytes());
+            assert_eq!(name.to_string(), service);
+            assert_eq!(hasher.hash_one(&name), hasher.hash_one(service.as_bytes()));
+            assert_eq!(name.clone(), name);
+        }
+        assert!(matches!(
+            Name::new(&"x".repeat(INLINE)),
+            Name::Inline { .. }
+        ));
+        assert!(matches!(
+            Name::new(&"x".repeat(INLINE + 1)),
+            Name::Shared(_)
+        ));
+        assert_ne!(Name::new("ab"), Name::new("abc"));
+    }
+
+    #[test]
+    fn unit_numbers_match_only_canonical_units_of_the_service() {
+        assert_eq!(unit_number("svc", "svc/0"), Some(0));
+        assert_eq!(unit_number("svc", "svc/42"), Some(42));
+        assert_eq!(unit_number("svc", "svc/042"), None);
+        assert_eq!(unit_number("svc", "svc2/0"), None);
+        assert_eq!(unit_number("svc", "sv/0"), None);
+        assert_eq!(unit_number("svc", "svc/"), None);
+        assert_eq!(unit_number("svc", "svc/4294967296"), None);
+    }
+
+    #[actix_rt::test]
+    async fn long_service_names_are_granted_extended_and_reported() {
+        tokio::time::pause();
+        let manager = ManagerActor::new().start();
+        let service = format!("long-{}", "a".repeat(40));
+        let holder = format!("{service}/7");
+        manager
+            .send(claim(&service, &holder, 1_000))
+            .await
+            .unwrap()
+            .unwrap();
+        manager
+            .send(claim(&service, &holder, 5_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            manager
+                .send(claim(&service, &format!("{service}/8"), 1_000))
+                .await
+                .unwrap(),
+            Err(LeaseError::ClaimDenied)
+        );
+        let lease = manager
+            .send(Leader {
+                service: service.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.holder, holder);
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert_eq!(manager.send(Probe).await.unwrap(), (1, 1, true));
+        manager
+            .send(ReleaseLeadership {
+                service: service.clone(),
+                unit: holder,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(manager.send(Leader { service }).await.unwrap(), None);
     }
 
     #[actix_rt::test]

@@ -5,6 +5,7 @@
 //! back a tracker: the in-memory [`ManagerActor`](crate::ManagerActor), the etcd-backed
 //! manager, a remote client, or a test stub.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::ToEnvelope;
@@ -96,10 +97,14 @@ impl LeaseError {
 
 /// What a tracker talks to: the two recipients of the claim protocol, taken from any
 /// actor that handles them.
+///
+/// Cloning a `Claimer` only increments two reference counts: every tracker of a process
+/// holds a clone, and cloning the recipients themselves would allocate three blocks
+/// each (actix gives every `Recipient` clone its own boxed sender and parking state).
 #[derive(Clone, Debug)]
 pub struct Claimer {
-    pub(crate) claim: Recipient<ClaimLeadership>,
-    pub(crate) block: Recipient<BlockUntilLeadershipReleased>,
+    pub(crate) claim: Arc<Recipient<ClaimLeadership>>,
+    pub(crate) block: Arc<Recipient<BlockUntilLeadershipReleased>>,
 }
 
 impl Claimer {
@@ -109,10 +114,7 @@ impl Claimer {
         A: Actor + Handler<ClaimLeadership> + Handler<BlockUntilLeadershipReleased>,
         A::Context: ToEnvelope<A, ClaimLeadership> + ToEnvelope<A, BlockUntilLeadershipReleased>,
     {
-        Claimer {
-            claim: addr.clone().recipient(),
-            block: addr.clone().recipient(),
-        }
+        Claimer::from_recipients(addr.clone().recipient(), addr.clone().recipient())
     }
 
     /// Builds a claimer from two recipients, e.g. of two different actors.
@@ -120,7 +122,10 @@ impl Claimer {
         claim: Recipient<ClaimLeadership>,
         block: Recipient<BlockUntilLeadershipReleased>,
     ) -> Claimer {
-        Claimer { claim, block }
+        Claimer {
+            claim: Arc::new(claim),
+            block: Arc::new(block),
+        }
     }
 }
 

@@ -89,8 +89,12 @@ async fn killed_leader_is_replaced_exactly_at_its_lease_expiry() {
         assert_eq!(killed.wait().await, Ok(()));
 
         let waits: Vec<_> = trackers.iter().map(Tracker::wait_leader).collect();
-        // Until the old lease expires nobody is leader.
-        sleep_until(old.expires - Duration::from_millis(1)).await;
+        // Until the old lease expires nobody is leader. tokio rounds a sleep up to its
+        // timer's next 1 ms tick, and after `pause()` the clock sits a fixed fraction
+        // of a tick off that grid, so a sleep until `expires - 1 ms` can end at
+        // `expires` itself; aim 2 ms early to sample strictly before the expiry.
+        sleep_until(old.expires - Duration::from_millis(2)).await;
+        assert!(Instant::now() < old.expires, "sampled before the expiry");
         assert_eq!(leaders_now(&trackers).await, Vec::<usize>::new());
         assert!(waits.iter().all(|w| w.try_wait().is_none()));
 
