@@ -1,7 +1,12 @@
 //! The public surface, written the way `contract.md` writes it: if a name or a signature
 //! drifts from the contract, this file stops compiling. The functions are never called;
 //! compiling them is the test.
-#![allow(dead_code, unused_must_use, clippy::let_unit_value, clippy::let_underscore_future)]
+#![allow(
+    dead_code,
+    unused_must_use,
+    clippy::let_unit_value,
+    clippy::let_underscore_future
+)]
 
 use actix::prelude::*;
 use leadership::manifold::{Manifold, ManifoldConfig, Resources, StartError, Tag};
