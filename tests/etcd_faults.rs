@@ -41,8 +41,9 @@
 //!   saw one term (the key was not deleted and re-created meanwhile);
 //! - *no `true` from `WaitMinion`*: asked of a unit that just led, it resolves `false`;
 //! - *liveness*: once faults stop (network healed, etcd resumed, every tracker running
-//!   on a fresh or surviving connection), a `ClaimLeader` answers `true` within
-//!   [`liveness_bound`].
+//!   on a fresh or surviving connection — except, in half the seeds, the leader, which
+//!   the last fault kills for good so that its lease must run out in etcd), a
+//!   `ClaimLeader` asked after that instant answers `true` within [`liveness_bound`].
 //!
 //! `cargo test --all-features --test etcd_faults -- --nocapture` runs 3 seeds (about
 //! 50 s); `LEADERSHIP_ETCD_FAULT_SEEDS=<n>` runs `n`, `LEADERSHIP_ETCD_FAULT_SEED=<s>`
@@ -311,6 +312,8 @@ struct Slot {
     alive: Rc<Cell<bool>>,
     /// When to give this slot a new connection (and a tracker, if none runs).
     reconnect_at: Option<Instant>,
+    /// Killed for good by the last fault: it stays down in the liveness window.
+    retired: bool,
     connecting: bool,
 }
 
@@ -347,6 +350,8 @@ struct Outcome {
     log: Vec<(Duration, String)>,
     /// Kills, etcd freezes, connections stopped, requests that met a proxy fault.
     kills: u32,
+    /// Whether the last fault killed the leader for good.
+    leader_gone: bool,
     freezes: u32,
     stops: u32,
     faulted: u32,
@@ -505,6 +510,7 @@ struct World<'a> {
     inbox: Inbox,
     kills: u32,
     stops: u32,
+    leader_gone: bool,
 }
 
 impl World<'_> {
@@ -543,6 +549,10 @@ impl World<'_> {
         let arrived: Vec<_> = self.inbox.borrow_mut().drain(..).collect();
         for (slot, manager) in arrived {
             self.slots[slot].connecting = false;
+            if self.slots[slot].retired {
+                manager.do_send(StopManager);
+                continue;
+            }
             let old = self.net.borrow_mut().managers[slot].replace(manager);
             if let Some(old) = old {
                 old.do_send(StopManager);
@@ -679,6 +689,9 @@ impl World<'_> {
         let now = Instant::now();
         for slot in 0..UNITS {
             let s = &self.slots[slot];
+            if s.retired {
+                continue;
+            }
             if s.tracker.is_some() && !s.alive.get() && s.reconnect_at.is_none() && !s.connecting {
                 // A tracker that failed (plain): its process restarts later.
                 let after = restart_after(&mut self.rng);
@@ -780,6 +793,7 @@ async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
             alive: Rc::new(Cell::new(false)),
             reconnect_at: None,
             connecting: false,
+            retired: false,
         })
         .collect();
     let mut world = World {
@@ -794,6 +808,7 @@ async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
         inbox: Rc::default(),
         kills: 0,
         stops: 0,
+        leader_gone: false,
     };
     let sampler = EtcdManager::connect(config)
         .await
@@ -863,6 +878,21 @@ async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
         }
     }
 
+    // Half the time the last fault kills the leader for good (its machine is gone):
+    // its lease outlives it, so the others must wait for etcd to expire it — what the
+    // liveness bound is about. Otherwise every unit runs in the liveness window.
+    if world.rng.percent(50) {
+        if let Some(slot) = world.sampled_leader() {
+            world
+                .log
+                .log(format!("last fault: the leader u{slot} dies for good"));
+            world.kill(slot, Duration::ZERO);
+            let s = &mut world.slots[slot];
+            s.retired = true;
+            s.reconnect_at = None;
+            world.leader_gone = true;
+        }
+    }
     // Faults stop: heal the network, give every slot a connection and a tracker.
     {
         let mut n = net.borrow_mut();
@@ -876,6 +906,9 @@ async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
         world.install();
         for slot in 0..UNITS {
             let s = &world.slots[slot];
+            if s.retired {
+                continue;
+            }
             let down = s.running().is_none() || net.borrow().managers[slot].is_none();
             if down && !s.connecting {
                 world.kill(slot, Duration::ZERO);
@@ -883,7 +916,8 @@ async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
             }
         }
         let all_up = (0..UNITS).all(|slot| {
-            world.slots[slot].running().is_some() && net.borrow().managers[slot].is_some()
+            world.slots[slot].retired
+                || (world.slots[slot].running().is_some() && net.borrow().managers[slot].is_some())
         });
         if all_up {
             break;
@@ -938,6 +972,7 @@ async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
         deadline: log.offset(deadline),
         log: log.events.borrow().clone(),
         kills: world.kills,
+        leader_gone: world.leader_gone,
         freezes: freezes.len() as u32,
         stops: world.stops,
         faulted: net.borrow().faulted,
@@ -990,18 +1025,22 @@ fn env_u64(name: &str) -> Option<u64> {
 fn run_seeds(seeds: &[u64]) {
     let started = std::time::Instant::now();
     let (mut unsafe_seeds, mut dead_seeds) = (0, 0);
+    let (mut slowest, mut intervals, mut samples) = (Duration::ZERO, 0, 0);
     let mut failures = Vec::new();
     for &seed in seeds {
         let run = run_seed(seed, Options::DEFAULT);
         let v = check(&run);
         let leader = run.leader_at.map_or("none".to_owned(), |at| {
+            slowest = slowest.max(at.saturating_sub(run.stable_at));
             format!("{:.3}s", (at - run.stable_at).as_secs_f64())
         });
+        intervals += run.intervals.len();
+        samples += v.samples_checked;
         announce(&format!(
             "etcd faults seed {seed}: {} certainly-covered true intervals ({} too late to \
              count), {} Leader samples inside them, {} WaitMinion checks; {} kills, {} \
              etcd freezes, {} connections stopped, {} requests faulted; leader {leader} \
-             after stable (bound {:.1}s){}",
+             after stable{} (bound {:.1}s){}",
             run.intervals.len(),
             run.late_trues,
             v.samples_checked,
@@ -1010,6 +1049,11 @@ fn run_seeds(seeds: &[u64]) {
             run.freezes,
             run.stops,
             run.faulted,
+            if run.leader_gone {
+                ", the last leader gone for good"
+            } else {
+                ""
+            },
             liveness_bound(run.d).as_secs_f64(),
             if v.is_safe() && v.liveness_failure.is_none() {
                 ""
@@ -1026,8 +1070,14 @@ fn run_seeds(seeds: &[u64]) {
         }
     }
     announce(&format!(
-        "etcd faults: {} seeds, {unsafe_seeds} safety violations, {dead_seeds} liveness failures ({:.1}s)",
+        "etcd faults: {} seeds, {unsafe_seeds} safety violations, {dead_seeds} liveness failures",
         seeds.len(),
+    ));
+    announce(&format!(
+        "etcd faults: {intervals} true intervals and {samples} Leader samples checked; \
+         slowest leader after the faults {:.3}s (bound {:.1}s); {:.1}s",
+        slowest.as_secs_f64(),
+        liveness_bound(D).as_secs_f64(),
         started.elapsed().as_secs_f64()
     ));
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
