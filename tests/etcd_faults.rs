@@ -46,7 +46,7 @@
 //!   `ClaimLeader` asked after that instant answers `true` within [`liveness_bound`].
 //!
 //! `cargo test --all-features --test etcd_faults -- --nocapture` runs 3 seeds (about
-//! 50 s); `LEADERSHIP_ETCD_FAULT_SEEDS=<n>` runs `n`, `LEADERSHIP_ETCD_FAULT_SEED=<s>`
+//! 45 s); `LEADERSHIP_ETCD_FAULT_SEEDS=<n>` runs `n`, `LEADERSHIP_ETCD_FAULT_SEED=<s>`
 //! only seed `s`, and `cargo test --all-features --test etcd_faults -- --ignored`
 //! runs 20 seeds. It needs the `etcd` binary on PATH (not `LEADERSHIP_ETCD_ENDPOINTS`):
 //! without it the test prints a skip line, and fails when `CI` is set.
@@ -1098,7 +1098,7 @@ fn etcd_faults_are_safe_and_live() {
 }
 
 #[test]
-#[ignore = "long: 20 seeds, about 6 minutes"]
+#[ignore = "long: 20 seeds, about 5 minutes"]
 fn etcd_faults_long() {
     if etcd_available("etcd_faults_long") {
         run_seeds(&seeds(LONG_SEEDS));
