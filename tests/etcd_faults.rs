@@ -438,7 +438,14 @@ fn report(run: &Outcome, v: &Verdict) -> String {
             Secs(i.end)
         )
     };
-    for o in &v.overlaps {
+    // At most this many findings of each kind; the trace tells the rest.
+    const SHOWN: usize = 20;
+    let more = |out: &mut String, kind: &str, n: usize| {
+        if n > SHOWN {
+            let _ = writeln!(out, "... and {} more {kind} findings", n - SHOWN);
+        }
+    };
+    for o in v.overlaps.iter().take(SHOWN) {
         let _ = writeln!(
             out,
             "SAFETY: {} overlaps {}",
@@ -446,7 +453,8 @@ fn report(run: &Outcome, v: &Verdict) -> String {
             show(&o.second)
         );
     }
-    for (i, s) in &v.wrong_holder {
+    more(&mut out, "SAFETY", v.overlaps.len());
+    for (i, s) in v.wrong_holder.iter().take(SHOWN) {
         let _ = writeln!(
             out,
             "ETCD: {} but Leader asked over [{}, {}] saw {:?}",
@@ -456,6 +464,7 @@ fn report(run: &Outcome, v: &Verdict) -> String {
             s.seen
         );
     }
+    more(&mut out, "ETCD", v.wrong_holder.len());
     for m in &v.minion_true {
         let _ = writeln!(
             out,
