@@ -40,6 +40,10 @@
 //!   (etcd read the key somewhere in the window), and all such samples of one interval
 //!   saw one term (the key was not deleted and re-created meanwhile);
 //! - *no `true` from `WaitMinion`*: asked of a unit that just led, it resolves `false`;
+//! - *no stale leader*: such a `WaitMinion` is not still pending (10 ms and a yield)
+//!   after a `Leader` sample, sent after it was asked, showed another unit holding the
+//!   key: that unit's lease, and by rule 8 its leadership, had ended (see
+//!   [`check_stale`]);
 //! - *liveness*: once faults stop (network healed, etcd resumed, every tracker running
 //!   on a fresh or surviving connection — except, in half the seeds, the leader, which
 //!   the last fault kills for good so that its lease must run out in etcd), a
@@ -68,7 +72,7 @@ use etcd_support::EtcdProcess;
 use leadership::etcd::{EtcdConfig, EtcdManager};
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, StopManager,
-    Tracker, UnitName,
+    Ticket, Tracker, UnitName,
 };
 use support::check::{overlapping, Violation};
 use support::rng::Rng;
@@ -303,6 +307,27 @@ struct MinionCheck {
     answer: bool,
 }
 
+/// A `WaitMinion` ticket still pending, for the stale-leader check.
+struct PendingMinion {
+    slot: usize,
+    life: u32,
+    asked: Instant,
+    ticket: Ticket,
+}
+
+/// A unit that still counted itself leader (its `WaitMinion` unresolved at
+/// `checked`) after etcd had shown another holder (read within `[q0, q1]`).
+#[derive(Debug, Clone)]
+struct Stale {
+    slot: usize,
+    life: u32,
+    asked: Duration,
+    q0: Duration,
+    q1: Duration,
+    checked: Duration,
+    holder: String,
+}
+
 /// One tracker slot: unit `faults/<slot>`.
 struct Slot {
     unit: UnitName,
@@ -328,6 +353,8 @@ impl Slot {
 struct Records {
     intervals: Rc<RefCell<Vec<Interval>>>,
     minion: Rc<RefCell<Vec<MinionCheck>>>,
+    pending_minions: Rc<RefCell<Vec<PendingMinion>>>,
+    stale: Rc<RefCell<Vec<Stale>>>,
     samples: Rc<RefCell<Vec<Sample>>>,
     /// `true` tickets that resolved too late to prove anything (`r ≥ s + d`).
     late_trues: Rc<Cell<u32>>,
@@ -342,6 +369,7 @@ struct Outcome {
     d: Duration,
     intervals: Vec<Interval>,
     minion: Vec<MinionCheck>,
+    stale: Vec<Stale>,
     samples: Vec<Sample>,
     late_trues: u32,
     stable_at: Duration,
@@ -365,6 +393,7 @@ struct Verdict {
     /// key, or a different term than an earlier sample inside it.
     wrong_holder: Vec<(Interval, Sample)>,
     minion_true: Vec<MinionCheck>,
+    stale: Vec<Stale>,
     liveness_failure: Option<String>,
     /// Samples that fell inside some interval (how much the second check saw).
     samples_checked: usize,
@@ -372,7 +401,10 @@ struct Verdict {
 
 impl Verdict {
     fn is_safe(&self) -> bool {
-        self.overlaps.is_empty() && self.wrong_holder.is_empty() && self.minion_true.is_empty()
+        self.overlaps.is_empty()
+            && self.wrong_holder.is_empty()
+            && self.minion_true.is_empty()
+            && self.stale.is_empty()
     }
 }
 
@@ -401,6 +433,7 @@ fn check(run: &Outcome) -> Verdict {
     }
     v.samples_checked = checked.iter().filter(|c| **c).count();
     v.minion_true = run.minion.iter().filter(|m| m.answer).cloned().collect();
+    v.stale = run.stale.clone();
     v.liveness_failure = match run.leader_at {
         Some(at) if at <= run.deadline => None,
         Some(at) => Some(format!(
@@ -473,6 +506,20 @@ fn report(run: &Outcome, v: &Verdict) -> String {
             m.life,
             Secs(m.asked),
             Secs(m.resolved)
+        );
+    }
+    for st in &v.stale {
+        let _ = writeln!(
+            out,
+            "STALE: u{}#{} WaitMinion asked at {} still pending at {}, but etcd showed {} \
+             as the holder over [{}, {}]",
+            st.slot,
+            st.life,
+            Secs(st.asked),
+            Secs(st.checked),
+            st.holder,
+            Secs(st.q0),
+            Secs(st.q1)
         );
     }
     if let Some(why) = &v.liveness_failure {
@@ -625,7 +672,12 @@ impl World<'_> {
 
     /// One probe round: `ClaimLeader` to every running tracker, sometimes `WaitMinion`.
     fn probe(&mut self) {
-        let watch_minion = self.rng.percent(15).then(|| self.rng.index(UNITS));
+        let watch_minion = if self.options.split_brain {
+            // Unit 0 always leads its own key: its WaitMinion must be caught stale.
+            self.rng.percent(30).then_some(0)
+        } else {
+            self.rng.percent(15).then(|| self.rng.index(UNITS))
+        };
         for (slot, s) in self.slots.iter().enumerate() {
             let Some(tracker) = s.running() else { continue };
             let (life, log, records) = (s.life, self.log.clone(), self.records.clone());
@@ -673,7 +725,14 @@ impl World<'_> {
                 }
                 if then_minion {
                     let asked = Instant::now();
-                    let answer = tracker.wait_minion().await;
+                    let ticket = tracker.wait_minion();
+                    records.pending_minions.borrow_mut().push(PendingMinion {
+                        slot,
+                        life,
+                        asked,
+                        ticket: ticket.clone(),
+                    });
+                    let answer = ticket.await;
                     let check = MinionCheck {
                         slot,
                         life,
@@ -744,6 +803,9 @@ async fn sample(manager: Addr<EtcdManager>, records: Records, log: Log, stop: Rc
             ));
             last = Some(seen.clone());
         }
+        if let Some((holder, _)) = &seen {
+            check_stale(&records, &log, holder, q0, q1).await;
+        }
         records.samples.borrow_mut().push(Sample {
             q0: log.offset(q0),
             q1: log.offset(q1),
@@ -751,6 +813,43 @@ async fn sample(manager: Addr<EtcdManager>, records: Records, log: Log, stop: Rc
         });
         sleep(ms(100)).await;
     }
+}
+
+/// etcd read `holder` as the key's holder at some instant `x` in `[q0, q1]`, so every
+/// other unit's lease had ended by `x`, and with it (contract rule 8) its tracker's
+/// leadership: its timer for that is due at `t0 + 2·d − 2 ms`, before etcd's lease
+/// (≥ `t0 + 2·d`) ends. A `WaitMinion` of another unit, asked before `q0`, that is
+/// still unresolved afterwards is a stale leader. "Afterwards" is after a 10 ms sleep
+/// and a yield, so that a timer due before `x` has been processed and the task it
+/// woke has run even if this thread was descheduled meanwhile. `try_wait` reports a
+/// resolution whether or not the ticket's own task has run yet.
+async fn check_stale(records: &Records, log: &Log, holder: &str, q0: Instant, q1: Instant) {
+    sleep(ms(10)).await;
+    tokio::task::yield_now().await;
+    let checked = Instant::now();
+    // A ticket is checked until it resolves, and flagged at most once.
+    records.pending_minions.borrow_mut().retain(|p| {
+        if p.ticket.try_wait().is_some() {
+            return false;
+        }
+        if p.asked > q0 || holder == format!("{SERVICE}/{}", p.slot) {
+            return true;
+        }
+        log.log(format!(
+            "STALE: u{}#{} still leads by its WaitMinion, etcd shows {holder}",
+            p.slot, p.life
+        ));
+        records.stale.borrow_mut().push(Stale {
+            slot: p.slot,
+            life: p.life,
+            asked: log.offset(p.asked),
+            q0: log.offset(q0),
+            q1: log.offset(q1),
+            checked: log.offset(checked),
+            holder: holder.to_owned(),
+        });
+        false
+    });
 }
 
 async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
@@ -974,6 +1073,7 @@ async fn drive(seed: u64, options: Options, etcd: &EtcdProcess) -> Outcome {
         d: D,
         intervals: records.intervals.borrow().clone(),
         minion: records.minion.borrow().clone(),
+        stale: records.stale.borrow().clone(),
         samples: records.samples.borrow().clone(),
         late_trues: records.late_trues.get(),
         stable_at: log.offset(stable),
@@ -1115,8 +1215,8 @@ fn etcd_faults_long() {
 }
 
 /// The checker can fail: with unit 0's key under another prefix, unit 0 and another
-/// unit lead at once (etcd sees no conflict), which both the ticket check and the
-/// holder check must catch.
+/// unit lead at once (etcd sees no conflict), which the ticket check, the holder check
+/// and the stale-leader check must all catch.
 #[test]
 fn etcd_faults_checker_catches_two_leaders_under_split_keys() {
     if !etcd_available("etcd_faults_checker_catches_two_leaders_under_split_keys") {
@@ -1129,16 +1229,18 @@ fn etcd_faults_checker_catches_two_leaders_under_split_keys() {
     let run = run_seed(7, options);
     let v = check(&run);
     assert!(
-        !v.overlaps.is_empty() && !v.wrong_holder.is_empty(),
-        "two leaders went unnoticed: {} overlaps, {} wrong holders\n{}",
+        !v.overlaps.is_empty() && !v.wrong_holder.is_empty() && !v.stale.is_empty(),
+        "two leaders went unnoticed: {} overlaps, {} wrong holders, {} stale\n{}",
         v.overlaps.len(),
         v.wrong_holder.len(),
+        v.stale.len(),
         report(&run, &v)
     );
     announce(&format!(
         "etcd faults, split keys (unsafe on purpose): {} overlapping pairs, {} samples with \
-         another holder",
+         another holder, {} stale WaitMinion",
         v.overlaps.len(),
-        v.wrong_holder.len()
+        v.wrong_holder.len(),
+        v.stale.len()
     ));
 }
