@@ -29,7 +29,8 @@
 //! certainly covered given only `s` and `r` is `[r, s + d]`: `r ≥ ρ`, and
 //! `s + d ≤ ρ + d` because `s ≤ ρ`. A ticket with `r ≥ s + d` proves nothing and is
 //! counted, not recorded. These intervals are shorter than the simulation's, so the
-//! check is weaker per ticket, never wrong.
+//! check is weaker per ticket, never wrong. (etcd times its TTLs on the same machine's
+//! clock as the trackers, so the contract's equal-rate assumption holds here.)
 //!
 //! # What is checked
 //!
