@@ -89,9 +89,11 @@ pub fn overlap(a: &Interval, b: &Interval) -> bool {
     a.start.max(b.start) < a.end.min(b.end)
 }
 
-/// Checks safety and liveness of `run`.
-pub fn check(run: &Run) -> Verdict {
-    let mut sorted = run.intervals.clone();
+/// Every pair of intervals of different units that overlap, the earlier-starting one
+/// first. Intervals may have any lengths (the etcd fault run records shorter ones than
+/// the simulation's `[r, r + d]`).
+pub fn overlapping(intervals: &[Interval]) -> Vec<Violation> {
+    let mut sorted = intervals.to_vec();
     sorted.sort_by_key(|i| (i.start, i.slot));
     let mut violations = Vec::new();
     for (n, first) in sorted.iter().enumerate() {
@@ -105,6 +107,12 @@ pub fn check(run: &Run) -> Verdict {
             }
         }
     }
+    violations
+}
+
+/// Checks safety and liveness of `run`.
+pub fn check(run: &Run) -> Verdict {
+    let violations = overlapping(&run.intervals);
     let held = held(&run.grants);
     let uncovered = run
         .intervals

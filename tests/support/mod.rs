@@ -1,4 +1,6 @@
-//! Support code for the deterministic simulation (`tests/simulation.rs`).
+//! Support code for the deterministic simulation (`tests/simulation.rs`); the etcd
+//! fault run (`tests/etcd_faults.rs`) reuses its RNG, `Interval`, the overlap check
+//! and `Secs`.
 //!
 //! - [`rng`]: SplitMix64, the seeded random stream.
 //! - [`trace`]: the event trace of a run, printed when a seed fails.

@@ -163,8 +163,8 @@ impl Scenario {
     }
 }
 
-/// A `true` ticket: its unit held leadership over `[start, end]` (virtual time since
-/// the start of the run; `end = start + d`). See the module doc for why.
+/// A `true` ticket: its unit held leadership over `[start, end]` (time since the start
+/// of the run; in the simulation `end = start + d`). See the module doc for why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interval {
     /// The tracker slot, i.e. the unit `sim/<slot>`.
@@ -177,7 +177,8 @@ pub struct Interval {
     pub asked: Duration,
     /// When the ticket resolved `true` (`r`).
     pub start: Duration,
-    /// `r + d`.
+    /// `r + d` in the simulation; the etcd fault run (`tests/etcd_faults.rs`), on a
+    /// real clock, records a shorter end it can prove (see there).
     pub end: Duration,
 }
 
