@@ -76,6 +76,7 @@ use leadership::{
     Ticket, Tracker, UnitName,
 };
 use support::check::{overlapping, Violation};
+use support::proxy::play;
 use support::rng::Rng;
 use support::sim::Interval;
 use support::trace::{Ask, Fate, Request, Secs};
@@ -204,14 +205,6 @@ where
     }
 }
 
-/// Waits `delay`, or less if the network heals first.
-async fn hold(delay: Duration, healed: impl Future<Output = ()>) {
-    tokio::select! {
-        _ = healed => {}
-        _ = sleep(delay) => {}
-    }
-}
-
 fn relay<M>(
     slot: usize,
     net: Rc<RefCell<Net>>,
@@ -226,48 +219,23 @@ where
         let mut n = net.borrow_mut();
         (n.decide(), n.until_healed(), n.log.clone())
     };
+    let send = {
+        let net = Rc::clone(&net);
+        move || {
+            let (net, msg) = (Rc::clone(&net), msg.clone());
+            async move { forward(&net, slot, msg).await }
+        }
+    };
+    let duplicated = {
+        let log = log.clone();
+        move |answer| {
+            log.log(format!(
+                "p{slot} {request:?} duplicate answered {answer:?} (dropped)"
+            ))
+        }
+    };
     async move {
-        let injected = |what: &str| Err(LeaseError::Failed(format!("injected: {what}")));
-        let answer = match fate {
-            Fate::Forward => forward(&net, slot, msg).await,
-            Fate::DelayThenForward(delay) => {
-                hold(delay, healed).await;
-                forward(&net, slot, msg).await
-            }
-            Fate::ForwardThenDelay(delay) => {
-                let answer = forward(&net, slot, msg).await;
-                hold(delay, healed).await;
-                answer
-            }
-            Fate::Lose => {
-                healed.await;
-                injected("connection reset")
-            }
-            Fate::ForwardThenLose => {
-                let _lost = forward(&net, slot, msg).await;
-                healed.await;
-                injected("connection reset")
-            }
-            Fate::Fail => injected("pow"),
-            Fate::ForwardThenFail => {
-                let _lost = forward(&net, slot, msg).await;
-                injected("pow after forwarding")
-            }
-            Fate::Duplicate(delay) => {
-                let (again, net2, log2) = (msg.clone(), Rc::clone(&net), log.clone());
-                let healed2 = net.borrow().until_healed();
-                actix_rt::spawn(async move {
-                    tokio::select! {
-                        _ = healed2 => {}
-                        _ = sleep(delay) => {
-                            let answer = forward(&net2, slot, again).await;
-                            log2.log(format!("p{slot} {request:?} duplicate answered {answer:?} (dropped)"));
-                        }
-                    }
-                });
-                forward(&net, slot, msg).await
-            }
-        };
+        let answer = play(fate, healed, send, duplicated).await;
         log.log(format!("p{slot} {request:?} [{fate}] -> {answer:?}"));
         answer
     }

@@ -180,6 +180,61 @@ async fn hold(delay: Duration, healed: impl Future<Output = ()>) {
     }
 }
 
+/// Plays one request's `fate` and returns the answer the tracker sees. `send` delivers
+/// a copy of the request to the manager as it is when called (at most twice: once, and
+/// once more for a duplicate); `healed` resolves when the network heals; `duplicated`
+/// hears the answer to a duplicate delivery, which the tracker never sees. Every fault
+/// proxy relays through this one function, so a fate means the same everywhere.
+pub async fn play<S, F>(
+    fate: Fate,
+    healed: impl Future<Output = ()> + 'static,
+    send: S,
+    duplicated: impl FnOnce(Result<(), LeaseError>) + 'static,
+) -> Result<(), LeaseError>
+where
+    S: Fn() -> F + 'static,
+    F: Future<Output = Result<(), LeaseError>> + 'static,
+{
+    let injected = |what: &str| Err(LeaseError::Failed(format!("injected: {what}")));
+    match fate {
+        Fate::Forward => send().await,
+        Fate::DelayThenForward(delay) => {
+            hold(delay, healed).await;
+            send().await
+        }
+        Fate::ForwardThenDelay(delay) => {
+            let answer = send().await;
+            hold(delay, healed).await;
+            answer
+        }
+        Fate::Lose => {
+            healed.await;
+            injected("connection reset")
+        }
+        Fate::ForwardThenLose => {
+            let _lost = send().await;
+            healed.await;
+            injected("connection reset")
+        }
+        Fate::Fail => injected("pow"),
+        Fate::ForwardThenFail => {
+            let _lost = send().await;
+            injected("pow after forwarding")
+        }
+        Fate::Duplicate(delay) => {
+            let again = send();
+            actix_rt::spawn(async move {
+                tokio::select! {
+                    biased;
+                    _ = healed => {}
+                    _ = tokio::time::sleep(delay) => duplicated(again.await),
+                }
+            });
+            send().await
+        }
+    }
+}
+
 /// A request a proxy relays: a claim (which asks for a lease) or a block.
 pub trait Relayed: Message<Result = Result<(), LeaseError>> + Clone + Send + 'static
 where
@@ -245,48 +300,25 @@ impl FaultProxy {
             fate,
         });
         let net = Rc::clone(&self.net);
+        let send = {
+            let net = Rc::clone(&net);
+            move || {
+                let (net, msg) = (Rc::clone(&net), msg.clone());
+                async move { forward(&net, slot, msg).await }
+            }
+        };
+        let duplicated = {
+            let trace = trace.clone();
+            move |answer| {
+                trace.log(What::Duplicated {
+                    slot,
+                    request,
+                    answer,
+                })
+            }
+        };
         async move {
-            let injected = |what: &str| Err(LeaseError::Failed(format!("injected: {what}")));
-            let answer = match fate {
-                Fate::Forward => forward(&net, slot, msg).await,
-                Fate::DelayThenForward(delay) => {
-                    hold(delay, healed).await;
-                    forward(&net, slot, msg).await
-                }
-                Fate::ForwardThenDelay(delay) => {
-                    let answer = forward(&net, slot, msg).await;
-                    hold(delay, healed).await;
-                    answer
-                }
-                Fate::Lose => {
-                    healed.await;
-                    injected("connection reset")
-                }
-                Fate::ForwardThenLose => {
-                    let _lost = forward(&net, slot, msg).await;
-                    healed.await;
-                    injected("connection reset")
-                }
-                Fate::Fail => injected("pow"),
-                Fate::ForwardThenFail => {
-                    let _lost = forward(&net, slot, msg).await;
-                    injected("pow after forwarding")
-                }
-                Fate::Duplicate(delay) => {
-                    let (again, net2, trace2) = (msg.clone(), Rc::clone(&net), trace.clone());
-                    actix_rt::spawn(async move {
-                        tokio::select! {
-                            biased;
-                            _ = healed => {}
-                            _ = tokio::time::sleep(delay) => {
-                                let answer = forward(&net2, slot, again).await;
-                                trace2.log(What::Duplicated { slot, request, answer });
-                            }
-                        }
-                    });
-                    forward(&net, slot, msg).await
-                }
-            };
+            let answer = play(fate, healed, send, duplicated).await;
             trace.log(What::Answered {
                 slot,
                 request,
