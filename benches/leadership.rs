@@ -159,27 +159,21 @@ fn main() {
         .map(|list| list.split(',').map(str::to_owned).collect());
     let runs = |group: &str| only.as_ref().map_or(true, |o| o.iter().any(|g| g == group));
     let mut report = Report::default();
+    // Each timed group runs alone, with the CPU the other processes took meanwhile.
+    macro_rules! timed_group {
+        ($name:literal, $group:ident) => {
+            if runs($name) {
+                let cpu = Cpu::sample();
+                $group(size, &mut report).await;
+                report.others($name, cpu);
+            }
+        };
+    }
     System::new().block_on(async {
-        if runs("per-op") {
-            let cpu = Cpu::sample();
-            per_op(size, &mut report).await;
-            report.others("per-op", cpu);
-        }
-        if runs("concurrent") {
-            let cpu = Cpu::sample();
-            concurrent(size, &mut report).await;
-            report.others("concurrent", cpu);
-        }
-        if runs("expiry") {
-            let cpu = Cpu::sample();
-            expiry_wake(size, &mut report).await;
-            report.others("expiry", cpu);
-        }
-        if runs("failover") {
-            let cpu = Cpu::sample();
-            failover(size, &mut report).await;
-            report.others("failover", cpu);
-        }
+        timed_group!("per-op", per_op);
+        timed_group!("concurrent", concurrent);
+        timed_group!("expiry", expiry_wake);
+        timed_group!("failover", failover);
     });
     if runs("memory") {
         memory(&mut report);
