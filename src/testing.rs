@@ -464,19 +464,20 @@ impl StubHandle {
 
     /// How many claims were received so far.
     pub fn claim_count(&self) -> usize {
-        let state = self.shared.lock();
-        let claims = state.calls.iter();
-        claims
-            .filter(|call| matches!(call, StubCall::Claim { .. }))
-            .count()
+        self.count(|call| matches!(call, StubCall::Claim { .. }))
     }
 
     /// How many blocks were received so far, answered or not.
     pub fn block_count(&self) -> usize {
-        let state = self.shared.lock();
-        let blocks = state.calls.iter();
-        blocks
-            .filter(|call| matches!(call, StubCall::Block { .. }))
+        self.count(|call| matches!(call, StubCall::Block { .. }))
+    }
+
+    fn count(&self, kind: impl Fn(&StubCall) -> bool) -> usize {
+        self.shared
+            .lock()
+            .calls
+            .iter()
+            .filter(|call| kind(call))
             .count()
     }
 
