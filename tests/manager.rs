@@ -1,6 +1,9 @@
 //! Message-level tests of `ManagerActor` on a paused tokio clock: every instant asserted
 //! here is exact, and no test sleeps in real time.
 
+mod paused;
+
+use paused::PausedSystem;
 use std::future::Future;
 use std::time::Duration;
 
@@ -18,29 +21,6 @@ const U1: &str = "led-service/1";
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// An actix `System` on a runtime whose clock starts paused.
-///
-/// tokio's timers tick in whole milliseconds counted from the runtime's creation, and
-/// an auto-advancing paused clock moves in whole ticks. Pausing from inside the test
-/// (`tokio::time::pause()`) would leave the clock a few microseconds off the tick grid,
-/// and every timer would fire up to 1 ms after its deadline; starting paused puts "now"
-/// on the grid, so a lease of whole milliseconds is answered exactly at its expiry.
-struct PausedSystem;
-
-impl PausedSystem {
-    // `#[actix_rt::test(system = "PausedSystem")]` calls `PausedSystem::new().block_on(..)`.
-    #[allow(clippy::new_ret_no_self)]
-    fn new() -> actix_rt::SystemRunner {
-        actix_rt::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()
-                .expect("a tokio runtime")
-        })
-    }
 }
 
 /// The paused clock's "now", at the start of a test (on the tick grid, see

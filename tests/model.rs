@@ -9,6 +9,8 @@
 //! - `Tag` parsing never panics, round-trips what it accepts (display, then parse), and
 //!   quotes what it rejects; every unit name's tag round-trips.
 
+mod paused;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -288,14 +290,7 @@ impl Subject {
 /// Runs `ops` against a fresh manager on a clock that starts paused (on tokio's
 /// millisecond grid, so every expiry fires exactly on time).
 fn run_model(ops: &[Op]) -> Result<(), TestCaseError> {
-    let system = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a tokio runtime")
-    });
-    system.block_on(async {
+    paused::PausedSystem::new().block_on(async {
         let mut subject = Subject {
             manager: ManagerActor::new().start(),
             start: Instant::now(),

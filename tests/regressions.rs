@@ -1,6 +1,9 @@
 //! Regression tests for library bugs the simulation (`tests/simulation.rs`) found. Each
 //! test is named after what it reproduces.
 
+mod paused;
+
+use paused::PausedSystem;
 use std::time::Duration;
 
 use leadership::testing::{StubAnswer, StubManager};
@@ -8,24 +11,6 @@ use leadership::{Tracker, UnitName};
 use tokio::time::Instant;
 
 const D: Duration = Duration::from_secs(2);
-
-/// An actix `System` on a runtime whose clock starts paused, exactly on tokio's
-/// millisecond grid, so that a test can place instants at chosen fractions of a tick.
-struct PausedSystem;
-
-impl PausedSystem {
-    // `#[actix_rt::test(system = "PausedSystem")]` calls `PausedSystem::new().block_on(..)`.
-    #[allow(clippy::new_ret_no_self)]
-    fn new() -> actix_rt::SystemRunner {
-        actix_rt::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()
-                .expect("a tokio runtime")
-        })
-    }
-}
 
 /// Found by the simulation's "no stale leader" check after process stalls had moved
 /// the clock off tokio's millisecond grid (as a real clock always is): a tracker whose

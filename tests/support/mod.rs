@@ -9,8 +9,11 @@
 //! - [`sim`]: the scenario (random per seed, or scripted), the driver, and what a run
 //!   records.
 //! - [`check`]: the safety and liveness checker.
+//! - [`paused`]: an actix `System` whose clock starts paused (shared with other tests).
 
 pub mod check;
+#[path = "../paused/mod.rs"]
+pub mod paused;
 pub mod proxy;
 pub mod rng;
 pub mod sim;

@@ -243,17 +243,10 @@ pub struct Run {
 
 /// Runs `scenario` in a fresh actix `System` on a paused clock.
 pub fn run(scenario: &Scenario) -> Run {
-    let system = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            // Starting paused puts "now" on tokio's millisecond grid, so every timer
-            // fires exactly at its deadline (`tokio::time::pause()` inside the run
-            // would leave each timer up to 1 ms late).
-            .start_paused(true)
-            .build()
-            .expect("a tokio runtime")
-    });
-    system.block_on(async { Driver::new(scenario).drive(scenario).await })
+    // Starting paused puts "now" on tokio's millisecond grid, so every timer fires
+    // exactly at its deadline.
+    super::paused::PausedSystem::new()
+        .block_on(async { Driver::new(scenario).drive(scenario).await })
 }
 
 /// One tracker slot: the unit, its proxy, and its current tracker, if any.
