@@ -265,6 +265,14 @@ fn arm_grace_timer(until: Instant, ctx: &mut Context<ManagerActor>) {
     });
 }
 
+/// Ends an expired `lease` of `service`, already removed from the lease map: its blocks
+/// answer `Ok(())`.
+fn end_expired(service: impl fmt::Display, lease: Lease) {
+    let unit = UnitOf(&service, lease.holder);
+    debug!(%service, %unit, term = lease.term, "lease expired");
+    wake(lease.waiters);
+}
+
 /// Answers every block in `waiters` with `Ok(())`.
 fn wake(waiters: Vec<oneshot::Sender<()>>) {
     for waiter in waiters {
@@ -322,9 +330,7 @@ impl ManagerActor {
         if expired {
             if let Some(lease) = self.leases.remove(service.as_bytes()) {
                 self.expiries.remove(&(lease.filed, lease.term));
-                let unit = UnitOf(service, lease.holder);
-                debug!(service, %unit, term = lease.term, "lease expired");
-                wake(lease.waiters);
+                end_expired(service, lease);
             }
         }
     }
@@ -373,9 +379,7 @@ impl ManagerActor {
                 lease.filed = lease.expires;
                 self.expiries.insert((lease.filed, lease.term), service);
             } else if let Some(lease) = self.leases.remove(service.as_bytes()) {
-                let unit = UnitOf(&service, lease.holder);
-                debug!(%service, %unit, term = lease.term, "lease expired");
-                wake(lease.waiters);
+                end_expired(&service, lease);
             }
         }
         if let Some((&(deadline, _), _)) = self.expiries.first_key_value() {
