@@ -300,26 +300,16 @@ fn simulation_checker_overlap_means_more_than_touching() {
         "touching at a point is fine"
     );
     // Each interval comes with a lease of its unit covering exactly it.
-    let run_of = |intervals: Vec<Interval>| Run {
-        d: D,
-        grants: intervals
+    let run_of = |intervals: Vec<Interval>| {
+        let grants = intervals
             .iter()
             .map(|i| Grant {
                 slot: i.slot,
                 from: i.start,
                 until: i.end,
             })
-            .collect(),
-        intervals,
-        liveness: Liveness {
-            stable_at: Duration::ZERO,
-            deadline: 3 * D,
-            leader_at: Some(Duration::ZERO),
-        },
-        minion_watches: Vec::new(),
-        stalls: Vec::new(),
-        trace: Vec::new(),
-        replacements: 0,
+            .collect();
+        run_with(intervals, grants)
     };
     assert!(check(&run_of(vec![at(0, 0), at(0, 5), at(1, d + 5)])).is_ok());
     let verdict = check(&run_of(vec![at(1, d - 1), at(0, 0), at(0, 1)]));
@@ -332,6 +322,25 @@ fn simulation_checker_overlap_means_more_than_touching() {
         ..run_of(vec![])
     };
     assert!(check(&late).liveness_failure.is_some());
+}
+
+/// A hand-made run for the checker's own tests: these intervals and grants, a leader
+/// at once, nothing else.
+fn run_with(intervals: Vec<Interval>, grants: Vec<Grant>) -> Run {
+    Run {
+        d: D,
+        intervals,
+        grants,
+        liveness: Liveness {
+            stable_at: Duration::ZERO,
+            deadline: 3 * D,
+            leader_at: Some(Duration::ZERO),
+        },
+        minion_watches: Vec::new(),
+        stalls: Vec::new(),
+        trace: Vec::new(),
+        replacements: 0,
+    }
 }
 
 #[test]
@@ -351,20 +360,7 @@ fn simulation_checker_wants_every_true_ticket_inside_a_lease_of_its_unit() {
         until: ms(until),
     };
     let d = D.as_millis() as u64;
-    let run_of = |intervals, grants| Run {
-        d: D,
-        intervals,
-        grants,
-        liveness: Liveness {
-            stable_at: Duration::ZERO,
-            deadline: 3 * D,
-            leader_at: Some(Duration::ZERO),
-        },
-        minion_watches: Vec::new(),
-        stalls: Vec::new(),
-        trace: Vec::new(),
-        replacements: 0,
-    };
+    let run_of = run_with;
     // Covered by the union of an extension chain of u0's leases.
     let chain = vec![grant(0, 0, 2 * d), grant(0, d, 3 * d)];
     let verdict = check(&run_of(vec![interval(0, 2 * d - 10)], chain.clone()));
