@@ -405,3 +405,39 @@ async fn a_flood_of_unpolled_tickets_is_delivered_past_the_mailbox_capacity() {
     settle().await;
     assert!(tickets.iter().all(|t| t.try_wait() == Some(true)));
 }
+
+#[actix_rt::test]
+async fn manager_gone_while_minion_fails_after_the_backoff_not_at_once() {
+    let (stub, tracker, _) = start(StubAnswer::Deny).await;
+    let leader = tracker.wait_leader();
+    settle().await;
+    assert_eq!(stub.pending_blocks(), 1);
+    // The manager goes away: the pending block is cancelled, so the tracker backs off,
+    // then its claim cannot be delivered: a leadership failure.
+    stub.stop();
+    settle().await;
+    let stopped_at = Instant::now();
+    assert!(
+        futures::poll!(Box::pin(tracker.wait())).is_pending(),
+        "backing off first"
+    );
+    let err = tokio::time::timeout(D, tracker.wait())
+        .await
+        .expect("fails within d of losing the manager")
+        .unwrap_err();
+    let waited = Instant::now() - stopped_at;
+    assert!(
+        waited >= Duration::from_millis(500) && waited <= Duration::from_secs(1) + MS,
+        "failed after the first backoff: {waited:?}"
+    );
+    assert!(
+        matches!(&err, TrackerError::LeadershipFailure(LeaseError::Failed(m)) if m.contains("unreachable")),
+        "{err}"
+    );
+    assert_eq!(leader.try_wait(), Some(false));
+    assert_eq!(
+        stub.claim_count(),
+        1,
+        "the failed claim never reached the stub"
+    );
+}
