@@ -260,16 +260,7 @@ impl Handler<ClaimLeadership> for EtcdManager {
         let store = self.store.clone();
         Box::pin(async move {
             let started = Instant::now();
-            let claim = async {
-                let _serialised = lock.lock_owned().await;
-                store.claim(&msg, ttl).await
-            };
-            let result = match tokio::time::timeout(bound, claim).await {
-                Ok(result) => result,
-                Err(_) => Err(LeaseError::Failed(format!(
-                    "etcd claim timed out after {bound:?}"
-                ))),
-            };
+            let result = serialised(lock, bound, "claim", store.claim(&msg, ttl)).await;
             match &result {
                 Ok(()) => debug!(service = %msg.service, unit = %msg.unit,
                                  elapsed = ?started.elapsed(), "claim granted"),
@@ -319,17 +310,8 @@ impl Handler<ReleaseLeadership> for EtcdManager {
         let lock = self.lock(&msg.service);
         let store = self.store.clone();
         Box::pin(async move {
-            let bound = store.timeout;
-            let release = async {
-                let _serialised = lock.lock_owned().await;
-                store.release(&msg.service, &msg.unit).await
-            };
-            match tokio::time::timeout(bound, release).await {
-                Ok(result) => result,
-                Err(_) => Err(LeaseError::Failed(format!(
-                    "etcd release timed out after {bound:?}"
-                ))),
-            }
+            let release = store.release(&msg.service, &msg.unit);
+            serialised(lock, store.timeout, "release", release).await
         })
     }
 }
@@ -367,6 +349,25 @@ fn ttl_secs(duration: Duration) -> Result<i64, LeaseError> {
         )));
     }
     Ok(secs.max(1) as i64)
+}
+
+/// Runs `op` (a claim or a release) alone among this manager's requests for its
+/// service, bounded as a whole by `bound`: a timeout becomes `Failed`.
+async fn serialised(
+    lock: Arc<tokio::sync::Mutex<()>>,
+    bound: Duration,
+    what: &str,
+    op: impl Future<Output = Result<(), LeaseError>>,
+) -> Result<(), LeaseError> {
+    let run = async {
+        let _serialised = lock.lock_owned().await;
+        op.await
+    };
+    tokio::time::timeout(bound, run).await.unwrap_or_else(|_| {
+        Err(LeaseError::Failed(format!(
+            "etcd {what} timed out after {bound:?}"
+        )))
+    })
 }
 
 /// Runs one etcd call with a bound; errors and timeouts become `Failed`.
