@@ -252,18 +252,15 @@ impl Actor for TrackerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
-        match self.machine.phase() {
-            Phase::Idle => {
-                tracing::info!(claim_duration = ?self.lease / 2, "tracker started");
-                let mut effects = std::mem::take(&mut self.effects);
-                self.machine.start(Instant::now(), &mut effects);
-                self.perform(ctx, &mut effects);
-                self.effects = effects;
-            }
-            // Restarted by a Supervisor: the backoff timer is armed here, since a
-            // restart clears the context's timers.
-            _ => self.arm_timer(ctx),
-        }
+        let event = if self.machine.phase() == Phase::Idle {
+            tracing::info!(claim_duration = ?self.lease / 2, "tracker started");
+            Event::Start
+        } else {
+            // Restarted by a Supervisor: a restart clears the context's timers, and a
+            // tick re-arms the one the machine needs (its backoff).
+            Event::Tick
+        };
+        self.on_event(ctx, event);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {

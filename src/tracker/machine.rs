@@ -48,6 +48,8 @@ pub(crate) enum TicketKind {
 /// Something that happened to the tracker.
 #[derive(Debug)]
 pub(crate) enum Event<T> {
+    /// The actor started: send the first claim (contract rule 1); nothing unless idle.
+    Start,
     /// Time passed (a timer fired); only the time-driven rules apply.
     Tick,
     /// The manager answered the claim in flight (a mailbox error arrives as `Failed`).
@@ -171,18 +173,13 @@ impl<T> Machine<T> {
         self.grant.is_some()
     }
 
-    /// Starts the first claim (contract rule 1); no effect unless idle.
-    pub(crate) fn start(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) {
-        if self.phase == Phase::Idle {
-            self.claim(now, true, effects);
-        }
-    }
-
     /// Handles one event at `now`: first the time-driven rules, then the event.
     pub(crate) fn handle(&mut self, now: Instant, event: Event<T>, effects: &mut Vec<Effect<T>>) {
         self.catch_up(now, effects);
         match event {
             Event::Tick => {}
+            Event::Start if self.phase == Phase::Idle => self.claim(now, true, effects),
+            Event::Start => {}
             Event::Ticket(kind, ticket) => {
                 // Only the ticket is new: the catch-up above settled the queue already.
                 match self.answer(kind) {
@@ -397,7 +394,7 @@ mod tests {
                 start: Instant::now(),
                 effects: Vec::new(),
             };
-            h.machine.start(h.start, &mut h.effects);
+            h.machine.handle(h.start, Event::Start, &mut h.effects);
             assert_eq!(h.take(), vec![Effect::SendClaim]);
             h
         }
@@ -553,7 +550,7 @@ mod tests {
         let tiny = Duration::from_micros(300);
         let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0, tiny));
         let mut fx = Vec::new();
-        machine.start(h.start, &mut fx);
+        machine.handle(h.start, Event::Start, &mut fx);
         machine.handle(h.start, Event::ClaimAnswered(Ok(())), &mut fx);
         machine.handle(h.start + tiny - NS, Event::Tick, &mut fx);
         assert!(machine.is_leader(), "not ended before t0 + d");
