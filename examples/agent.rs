@@ -21,7 +21,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use leadership::manifold::{Manifold, ManifoldConfig, Resources, Tag};
 use leadership::{
-    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, LeaseError, ManagerActor, Tracker,
+    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Grant, LeaseError, ManagerActor,
+    Tracker,
 };
 
 const GUARANTEE: Duration = Duration::from_secs(1);
@@ -39,7 +40,7 @@ impl Actor for FailOnce {
 }
 
 impl Handler<ClaimLeadership> for FailOnce {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
+    type Result = ResponseFuture<Result<Grant, LeaseError>>;
 
     fn handle(&mut self, claim: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
         self.claims += 1;
@@ -150,7 +151,10 @@ async fn main() {
     .start();
     let mut resources = Resources::new();
     resources.insert("agent", "unit-web-0".parse::<Tag>().expect("a unit tag"));
-    resources.insert("api-caller", Claimer::new(&api_caller));
+    // Only claims and blocks pass through this caller: the tracker is killed at the
+    // end, never resigns, so it needs no release or hand-over.
+    let claimer = Claimer::from_recipients(api_caller.clone().recipient(), api_caller.recipient());
+    resources.insert("api-caller", claimer);
 
     let manifold = Manifold::new(ManifoldConfig {
         agent_name: "agent".into(),

@@ -75,8 +75,8 @@ use tracing::{debug, info, warn};
 
 use crate::protocol::{check_claim, check_service, check_unit};
 use crate::{
-    BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, LeaseInfo,
-    ReleaseLeadership, StopManager,
+    BlockUntilLeadershipReleased, ClaimLeadership, Grant, HandOverLeadership, Leader, LeaseError,
+    LeaseInfo, ReleaseLeadership, StopManager,
 };
 
 /// etcd's longest lease TTL, in seconds (`MaxLeaseTTL` in the server).
@@ -247,7 +247,7 @@ impl Handler<StopManager> for EtcdManager {
 /// Claims run as plain futures (`ResponseFuture`): they never touch the actor's state
 /// once started, and the actor keeps serving while etcd answers.
 impl Handler<ClaimLeadership> for EtcdManager {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
+    type Result = ResponseFuture<Result<Grant, LeaseError>>;
 
     fn handle(&mut self, msg: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
         let checked = check_claim(&msg, Instant::now()).and_then(|_| ttl_secs(msg.duration));
@@ -262,7 +262,7 @@ impl Handler<ClaimLeadership> for EtcdManager {
             let started = Instant::now();
             let result = serialised(lock, bound, "claim", store.claim(&msg, ttl)).await;
             match &result {
-                Ok(()) => debug!(service = %msg.service, unit = %msg.unit,
+                Ok(grant) => debug!(service = %msg.service, unit = %msg.unit, term = grant.term,
                                  elapsed = ?started.elapsed(), "claim granted"),
                 Err(LeaseError::ClaimDenied) => debug!(service = %msg.service,
                                                        unit = %msg.unit, "claim denied"),
@@ -316,6 +316,19 @@ impl Handler<ReleaseLeadership> for EtcdManager {
     }
 }
 
+/// Not supported by the etcd manager yet: answers [`LeaseError::Failed`], and a
+/// resigning tracker lets its lease expire.
+impl Handler<HandOverLeadership> for EtcdManager {
+    type Result = Result<(), LeaseError>;
+
+    fn handle(&mut self, msg: HandOverLeadership, _: &mut Context<Self>) -> Self::Result {
+        crate::protocol::check_hand_over(&msg)?;
+        Err(LeaseError::Failed(
+            "hand-over is not supported by the etcd manager yet".into(),
+        ))
+    }
+}
+
 /// `None` when the service has no live lease, when the request is malformed, and when
 /// etcd cannot be asked (logged as a warning).
 impl Handler<Leader> for EtcdManager {
@@ -353,12 +366,12 @@ fn ttl_secs(duration: Duration) -> Result<i64, LeaseError> {
 
 /// Runs `op` (a claim or a release) alone among this manager's requests for its
 /// service, bounded as a whole by `bound`: a timeout becomes `Failed`.
-async fn serialised(
+async fn serialised<T>(
     lock: Arc<tokio::sync::Mutex<()>>,
     bound: Duration,
     what: &str,
-    op: impl Future<Output = Result<(), LeaseError>>,
-) -> Result<(), LeaseError> {
+    op: impl Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
     let run = async {
         let _serialised = lock.lock_owned().await;
         op.await
@@ -397,7 +410,16 @@ struct Store {
 enum Found {
     Free,
     Other,
-    Mine { lease: i64, mod_revision: i64 },
+    Mine {
+        lease: i64,
+        mod_revision: i64,
+        create_revision: i64,
+    },
+}
+
+/// The term of a key created at `revision`.
+fn term_of(revision: i64) -> Grant {
+    Grant::new(u64::try_from(revision).unwrap_or(0))
 }
 
 impl Store {
@@ -414,12 +436,13 @@ impl Store {
             Some(kv) => Found::Mine {
                 lease: kv.lease(),
                 mod_revision: kv.mod_revision(),
+                create_revision: kv.create_revision(),
             },
         })
     }
 
     /// One claim; the caller bounds it as a whole and serialises it per service.
-    async fn claim(&self, msg: &ClaimLeadership, ttl: i64) -> Result<(), LeaseError> {
+    async fn claim(&self, msg: &ClaimLeadership, ttl: i64) -> Result<Grant, LeaseError> {
         let key = self.key(&msg.service);
         let unit = msg.unit.as_str();
         let mut client = self.client.clone();
@@ -435,11 +458,10 @@ impl Store {
                             unit,
                             Some(PutOptions::new().with_lease(lease)),
                         )]);
-                    if bounded(self.timeout, "etcd txn", client.txn(txn))
-                        .await?
-                        .succeeded()
-                    {
-                        return Ok(());
+                    let resp = bounded(self.timeout, "etcd txn", client.txn(txn)).await?;
+                    if resp.succeeded() {
+                        // The key was created by this transaction, at its revision.
+                        return Ok(term_of(resp.header().map_or(0, |h| h.revision())));
                     }
                     // Someone created the key since the read: look again.
                     self.revoke_later(lease);
@@ -447,9 +469,10 @@ impl Store {
                 Found::Mine {
                     lease,
                     mod_revision,
+                    create_revision,
                 } => {
                     if self.extend(&key, unit, ttl, lease, mod_revision).await? {
-                        return Ok(());
+                        return Ok(term_of(create_revision));
                     }
                 }
             }

@@ -25,6 +25,7 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+mod fence;
 mod latch;
 mod manager;
 pub mod manifold;
@@ -34,11 +35,12 @@ pub mod testing;
 mod ticket;
 mod tracker;
 
+pub use fence::{Fence, StaleTerm};
 pub use manager::{ManagerActor, StopManager};
 pub use names::{validate_service, NameError, Tag, TagError, UnitName};
 pub use protocol::{
-    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
-    ReleaseLeadership,
+    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Grant, HandOverLeadership, Leader,
+    LeaseError, LeaseInfo, ReleaseLeadership, WatchLeader,
 };
-pub use ticket::{Ticket, TicketFuture};
+pub use ticket::{Guarantee, Ticket, TicketFuture};
 pub use tracker::{ClaimLeader, Tracker, TrackerActor, TrackerError, WaitLeader, WaitMinion};

@@ -71,8 +71,8 @@ use tracing::{debug, trace};
 
 use crate::names::parse_unit_number;
 use crate::protocol::{
-    check_claim, check_service, check_unit, BlockUntilLeadershipReleased, ClaimLeadership, Leader,
-    LeaseError, LeaseInfo, ReleaseLeadership,
+    check_claim, check_hand_over, check_service, check_unit, BlockUntilLeadershipReleased,
+    ClaimLeadership, Grant, HandOverLeadership, Leader, LeaseError, LeaseInfo, ReleaseLeadership,
 };
 
 /// An upper bound for a grace so long that the clock cannot represent its end:
@@ -296,11 +296,42 @@ impl ManagerActor {
     /// (then answers `Ok(())`: no lease can exist yet). Invalid input is still
     /// [`LeaseError::Invalid`]. Choose `grace` at least as long as the longest lease a
     /// unit may have been granted. `recovering(Duration::ZERO)` is [`ManagerActor::new`].
+    ///
+    /// Its terms continue above the lost manager's: a [`Fence`](crate::Fence) that
+    /// admitted the old leader's term must admit the new leader's. The lost manager's
+    /// last term is unknown, so a recovering manager counts its terms from the system
+    /// clock, in nanoseconds since the Unix epoch. Terms are handed out one per grant, a
+    /// grant takes far more than a nanosecond, and the replacement starts after the
+    /// manager it replaces did, so its first term exceeds every term the lost one could
+    /// have issued — provided the system clock is not stepped back between the two
+    /// starts. (The term is the only use of the system clock: leases are timed on
+    /// tokio's clock.) If you know a floor, e.g. a term you persisted, add it with
+    /// [`with_term_floor`](ManagerActor::with_term_floor).
     pub fn recovering(grace: Duration) -> ManagerActor {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX / 2)
+            });
         ManagerActor {
             grace,
+            last_term: clock,
             ..ManagerActor::default()
         }
+    }
+
+    /// Makes every term this manager grants greater than `floor` (and than the terms it
+    /// would grant anyway), e.g. the greatest term a lost manager is known to have
+    /// issued. Terms never come near `u64::MAX` in practice; a floor there saturates.
+    pub fn with_term_floor(mut self, floor: u64) -> ManagerActor {
+        self.last_term = self.last_term.max(floor);
+        self
+    }
+
+    /// The term of the next grant.
+    fn next_term(&mut self) -> u64 {
+        self.last_term = self.last_term.saturating_add(1);
+        self.last_term
     }
 
     /// Whether the manager is still in its start-up grace at `now`; ends the grace,
@@ -428,7 +459,7 @@ impl Actor for ManagerActor {
 }
 
 impl Handler<ClaimLeadership> for ManagerActor {
-    type Result = Result<(), LeaseError>;
+    type Result = Result<Grant, LeaseError>;
 
     fn handle(&mut self, msg: ClaimLeadership, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
@@ -443,7 +474,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
             {
                 if let Some(wanted) = now.checked_add(msg.duration) {
                     extend(lease, wanted);
-                    return Ok(());
+                    return Ok(Grant::new(lease.term));
                 }
             }
         }
@@ -456,6 +487,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
             // `check_claim` accepted the unit as one of the service: cannot happen.
             return Err(LeaseError::Invalid(format!("invalid unit {:?}", msg.unit)));
         };
+        let term;
         match self.leases.get_mut(msg.service.as_bytes()) {
             Some(lease) if now < lease.expires => {
                 if lease.holder != number {
@@ -464,7 +496,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                     return Err(LeaseError::ClaimDenied);
                 }
                 extend(lease, wanted);
-                return Ok(());
+                return Ok(Grant::new(lease.term));
             }
             Some(lease) => {
                 // Expired, not yet reaped: end it (its blocks answer) and grant anew,
@@ -476,17 +508,17 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 let old = UnitOf(&name, lease.holder);
                 debug!(service = %name, unit = %old, term = lease.term, "lease expired");
                 wake(mem::take(&mut lease.waiters));
-                self.last_term += 1;
+                self.last_term = self.last_term.saturating_add(1);
                 lease.holder = number;
                 lease.expires = wanted;
                 lease.filed = wanted;
                 lease.term = self.last_term;
-                debug!(service = %name, unit = %msg.unit, term = lease.term, "lease granted");
-                self.expiries.insert((wanted, lease.term), name);
+                term = lease.term;
+                debug!(service = %name, unit = %msg.unit, term, "lease granted");
+                self.expiries.insert((wanted, term), name);
             }
             None => {
-                self.last_term += 1;
-                let term = self.last_term;
+                term = self.next_term();
                 debug!(service = %msg.service, unit = %msg.unit, term, "lease granted");
                 let name = Name::new(&msg.service);
                 self.expiries.insert((wanted, term), name.clone());
@@ -503,7 +535,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
             }
         }
         self.arm_timer(wanted, ctx);
-        Ok(())
+        Ok(Grant::new(term))
     }
 }
 
@@ -553,6 +585,40 @@ impl Handler<ReleaseLeadership> for ManagerActor {
             debug!(service = %msg.service, unit = %msg.unit, term = lease.term, "lease released");
             wake(lease.waiters);
         }
+        Ok(())
+    }
+}
+
+impl Handler<HandOverLeadership> for ManagerActor {
+    type Result = Result<(), LeaseError>;
+
+    /// Gives the lease to the successor under the next term, keeping its expiry, and
+    /// wakes the blocks: the successor's tracker, blocked as a minion, claims at once
+    /// and extends the lease it now holds.
+    fn handle(&mut self, msg: HandOverLeadership, _: &mut Context<Self>) -> Self::Result {
+        let successor = check_hand_over(&msg)?;
+        let unit = check_unit(&msg.service, &msg.unit)?;
+        self.reap_if_expired(&msg.service, Instant::now());
+        let term = self.last_term.saturating_add(1);
+        let Some(lease) = self
+            .leases
+            .get_mut(msg.service.as_bytes())
+            .filter(|lease| lease.holder == unit.number())
+        else {
+            return Err(LeaseError::NotHeld { unit: msg.unit });
+        };
+        // The index entry is keyed by the term: move it to the new one.
+        let name = self
+            .expiries
+            .remove(&(lease.filed, lease.term))
+            .unwrap_or_else(|| Name::new(&msg.service));
+        debug!(service = %msg.service, unit = %msg.unit, successor = %msg.successor,
+               from = lease.term, term, "lease handed over");
+        lease.holder = successor.number();
+        lease.term = term;
+        self.expiries.insert((lease.filed, term), name);
+        wake(mem::take(&mut lease.waiters));
+        self.last_term = term;
         Ok(())
     }
 }

@@ -1,9 +1,10 @@
 //! The lease-manager protocol: the messages every lease manager handles, their errors,
 //! and [`Claimer`], the part of a manager a tracker talks to.
 //!
-//! Any actor that handles [`ClaimLeadership`] and [`BlockUntilLeadershipReleased`] can
-//! back a tracker: the in-memory [`ManagerActor`](crate::ManagerActor), the etcd-backed
-//! manager, a remote client, or a test stub.
+//! Any actor that handles [`ClaimLeadership`], [`BlockUntilLeadershipReleased`],
+//! [`ReleaseLeadership`] and [`HandOverLeadership`] can back a tracker: the in-memory
+//! [`ManagerActor`](crate::ManagerActor), the etcd-backed manager, a remote client, or a
+//! test stub.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +15,9 @@ use actix::prelude::*;
 use crate::names::{validate_service, UnitName};
 
 /// Claims (or extends) leadership of `service` for `unit`, for `duration` from the
-/// moment the manager handles it.
+/// moment the manager handles it. Granted, it answers the lease's [`Grant`].
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
-#[rtype(result = "Result<(), LeaseError>")]
+#[rtype(result = "Result<Grant, LeaseError>")]
 pub struct ClaimLeadership {
     /// The service whose leadership is claimed, e.g. `"led-service"`.
     pub service: String,
@@ -24,6 +25,26 @@ pub struct ClaimLeadership {
     pub unit: String,
     /// How long the lease must last; greater than zero.
     pub duration: Duration,
+}
+
+/// What a granted claim carries: the service's term (fencing token) for this holder.
+///
+/// The term is the lease's term, the one [`Leader`] and [`WatchLeader`] report: per
+/// service it strictly increases every time the holder changes (a new grant, a
+/// hand-over, a grant after the holder's own lease lapsed), and an extension keeps it.
+/// Terms start at 1; 0 is never a granted term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Grant {
+    /// The lease's term.
+    pub term: u64,
+}
+
+impl Grant {
+    /// A grant under `term`.
+    pub fn new(term: u64) -> Grant {
+        Grant { term }
+    }
 }
 
 /// Answers once `service` has no live lease: at once if it has none now, otherwise
@@ -43,6 +64,37 @@ pub struct ReleaseLeadership {
     pub service: String,
     /// The unit that must hold it.
     pub unit: String,
+}
+
+/// Passes `unit`'s live lease of `service` straight to `successor`, who then holds it
+/// under a new, greater term until the released lease's expiry; pending blocks are woken
+/// so that the successor's tracker extends it at once.
+///
+/// Not held by `unit` → [`LeaseError::NotHeld`]; a successor that is not a valid unit of
+/// the same service, or equal to `unit` → [`LeaseError::Invalid`], and nothing changes.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "Result<(), LeaseError>")]
+pub struct HandOverLeadership {
+    /// The service whose lease is handed over.
+    pub service: String,
+    /// The unit that must hold it now.
+    pub unit: String,
+    /// The unit that holds it afterwards.
+    pub successor: String,
+}
+
+/// Observes who leads `service`: a tokio watch whose value is the live lease (`None`
+/// when there is none).
+///
+/// It holds the current value at once and then changes on every change of holder or
+/// term (a grant to a new holder, a hand-over, a release, an expiry) at the instant it
+/// happens. Extensions may or may not be published. The terms a reader sees never
+/// decrease. An invalid service name → [`LeaseError::Invalid`].
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "Result<tokio::sync::watch::Receiver<Option<LeaseInfo>>, LeaseError>")]
+pub struct WatchLeader {
+    /// The service to observe.
+    pub service: String,
 }
 
 /// Asks for the live lease of `service`, if any.
@@ -95,29 +147,60 @@ impl LeaseError {
     }
 }
 
-/// What a tracker talks to: the two recipients of the claim protocol, taken from any
-/// actor that handles them.
+/// What a tracker talks to: the recipients of the claim protocol, taken from any actor
+/// that handles them.
 ///
-/// Cloning a `Claimer` only increments two reference counts: every tracker of a process
+/// Built with [`Claimer::new`] it can also release and hand over a lease, which
+/// [`Tracker::resign`](crate::Tracker::resign) and
+/// [`Tracker::hand_over`](crate::Tracker::hand_over) use. Built with
+/// [`Claimer::from_recipients`] from a claim and a block recipient alone, it cannot:
+/// a resigning tracker then stops without releasing, and its lease expires on its own.
+///
+/// Cloning a `Claimer` only increments reference counts: every tracker of a process
 /// holds a clone, and cloning the recipients themselves would allocate three blocks
 /// each (actix gives every `Recipient` clone its own boxed sender and parking state).
 #[derive(Clone, Debug)]
 pub struct Claimer {
     pub(crate) claim: Arc<Recipient<ClaimLeadership>>,
     pub(crate) block: Arc<Recipient<BlockUntilLeadershipReleased>>,
+    /// Release and hand-over, when the manager offers them.
+    pub(crate) leave: Option<Arc<Leave>>,
+}
+
+/// The recipients a resigning tracker uses to give its lease up early.
+#[derive(Debug)]
+#[allow(dead_code)] // read by resign and hand_over, which land next
+pub(crate) struct Leave {
+    pub(crate) release: Recipient<ReleaseLeadership>,
+    pub(crate) hand_over: Recipient<HandOverLeadership>,
 }
 
 impl Claimer {
-    /// Takes both recipients from one manager actor.
+    /// Takes every recipient of the protocol from one manager actor.
     pub fn new<A>(addr: &Addr<A>) -> Claimer
     where
-        A: Actor + Handler<ClaimLeadership> + Handler<BlockUntilLeadershipReleased>,
-        A::Context: ToEnvelope<A, ClaimLeadership> + ToEnvelope<A, BlockUntilLeadershipReleased>,
+        A: Actor
+            + Handler<ClaimLeadership>
+            + Handler<BlockUntilLeadershipReleased>
+            + Handler<ReleaseLeadership>
+            + Handler<HandOverLeadership>,
+        A::Context: ToEnvelope<A, ClaimLeadership>
+            + ToEnvelope<A, BlockUntilLeadershipReleased>
+            + ToEnvelope<A, ReleaseLeadership>
+            + ToEnvelope<A, HandOverLeadership>,
     {
-        Claimer::from_recipients(addr.clone().recipient(), addr.clone().recipient())
+        Claimer {
+            leave: Some(Arc::new(Leave {
+                release: addr.clone().recipient(),
+                hand_over: addr.clone().recipient(),
+            })),
+            ..Claimer::from_recipients(addr.clone().recipient(), addr.clone().recipient())
+        }
     }
 
-    /// Builds a claimer from two recipients, e.g. of two different actors.
+    /// Builds a claimer from a claim and a block recipient, e.g. of two different
+    /// actors. It cannot release or hand over: a resigning tracker lets its lease
+    /// expire instead.
     pub fn from_recipients(
         claim: Recipient<ClaimLeadership>,
         block: Recipient<BlockUntilLeadershipReleased>,
@@ -125,7 +208,13 @@ impl Claimer {
         Claimer {
             claim: Arc::new(claim),
             block: Arc::new(block),
+            leave: None,
         }
+    }
+
+    /// Whether this claimer can release and hand over a lease.
+    pub fn can_release(&self) -> bool {
+        self.leave.is_some()
     }
 }
 
@@ -145,6 +234,19 @@ pub(crate) fn check_unit(service: &str, unit: &str) -> Result<UnitName, LeaseErr
         )));
     }
     Ok(unit)
+}
+
+/// Validates a hand-over: both units of `service`, and distinct. Returns the successor.
+pub(crate) fn check_hand_over(msg: &HandOverLeadership) -> Result<UnitName, LeaseError> {
+    check_unit(&msg.service, &msg.unit)?;
+    let successor = check_unit(&msg.service, &msg.successor)?;
+    if msg.successor == msg.unit {
+        return Err(LeaseError::Invalid(format!(
+            "unit {:?} cannot hand leadership over to itself",
+            msg.unit
+        )));
+    }
+    Ok(successor)
 }
 
 /// Validates a claim and returns the instant its lease would end if granted at `now`.

@@ -1,20 +1,22 @@
 //! A scriptable stub lease manager for message-level tests.
 //!
-//! [`StubManager`] is an actor that handles the four manager messages
+//! [`StubManager`] is an actor that handles the manager messages
 //! ([`ClaimLeadership`], [`BlockUntilLeadershipReleased`], [`ReleaseLeadership`],
-//! [`Leader`]), records every message it receives with the tokio instant it handled it,
+//! [`HandOverLeadership`], [`Leader`]), records every message it receives with the tokio instant it handled it,
 //! and answers claims from a script you control through a [`StubHandle`]. Hand
 //! [`StubHandle::claimer`] to the code under test (a tracker) and assert on what it sent
 //! and when.
 //!
 //! - Claims are answered by the next scripted [`StubAnswer`] ([`StubHandle::script`]),
 //!   or by the default answer once the script is empty ([`StubHandle::set_default`];
-//!   [`StubAnswer::Grant`] unless started with [`StubManager::start_with`]).
+//!   [`StubAnswer::Grant`] unless started with [`StubManager::start_with`]). A grant
+//!   carries the stub's current term ([`StubHandle::set_term`], 1 at first) unless it
+//!   is scripted with its own ([`StubAnswer::GrantTerm`]).
 //!   [`StubAnswer::Hang`] keeps a claim unanswered until
 //!   [`StubHandle::answer_hung_claims`] or [`StubHandle::stop`].
 //! - Blocks pend until [`StubHandle::release_blocks`] or [`StubHandle::fail_blocks`],
 //!   unless [`StubHandle::set_block_answer`] says to answer them at once.
-//! - Releases answer `Ok(())`; [`Leader`] answers what [`StubHandle::set_leader`] set
+//! - Releases and hand-overs answer `Ok(())`; [`Leader`] answers what [`StubHandle::set_leader`] set
 //!   (`None` by default), whatever the service.
 //! - Nothing here reads the clock except to timestamp calls, so tests under
 //!   `tokio::time::pause()` are exact.
@@ -27,7 +29,7 @@
 //! use std::time::Duration;
 //!
 //! use leadership::testing::{StubAnswer, StubCall, StubManager};
-//! use leadership::{ClaimLeadership, LeaseError};
+//! use leadership::{ClaimLeadership, Grant, LeaseError};
 //!
 //! actix::System::new().block_on(async {
 //!     let stub = StubManager::start();
@@ -41,7 +43,7 @@
 //!     let first = stub.addr().send(claim.clone()).await.expect("stub is running");
 //!     let second = stub.addr().send(claim.clone()).await.expect("stub is running");
 //!     assert_eq!(first, Err(LeaseError::ClaimDenied));
-//!     assert_eq!(second, Ok(()));
+//!     assert_eq!(second, Ok(Grant::new(1)));
 //!
 //!     let calls = stub.calls();
 //!     assert_eq!(calls.len(), 2);
@@ -62,15 +64,17 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::protocol::{
-    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Leader, LeaseError, LeaseInfo,
-    ReleaseLeadership,
+    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Grant, HandOverLeadership, Leader,
+    LeaseError, LeaseInfo, ReleaseLeadership,
 };
 
 /// How the stub answers one claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StubAnswer {
-    /// `Ok(())`.
+    /// `Ok(Grant)` under the stub's current term ([`StubHandle::set_term`]).
     Grant,
+    /// `Ok(Grant)` under the given term.
+    GrantTerm(u64),
     /// `Err(LeaseError::ClaimDenied)`.
     Deny,
     /// `Err(e)` with the given error.
@@ -81,10 +85,12 @@ pub enum StubAnswer {
 }
 
 impl StubAnswer {
-    /// The reply this answer stands for, or `None` for [`StubAnswer::Hang`].
-    fn reply(self) -> Option<Result<(), LeaseError>> {
+    /// The reply this answer stands for when the stub's term is `term`, or `None` for
+    /// [`StubAnswer::Hang`].
+    fn reply(self, term: u64) -> Option<Result<Grant, LeaseError>> {
         match self {
-            StubAnswer::Grant => Some(Ok(())),
+            StubAnswer::Grant => Some(Ok(Grant::new(term))),
+            StubAnswer::GrantTerm(term) => Some(Ok(Grant::new(term))),
             StubAnswer::Deny => Some(Err(LeaseError::ClaimDenied)),
             StubAnswer::Fail(e) => Some(Err(e)),
             StubAnswer::Hang => None,
@@ -116,6 +122,13 @@ pub enum StubCall {
         /// When the stub handled it.
         at: Instant,
     },
+    /// A [`HandOverLeadership`].
+    HandOver {
+        /// The message as received.
+        hand_over: HandOverLeadership,
+        /// When the stub handled it.
+        at: Instant,
+    },
     /// A [`Leader`] query.
     Leader {
         /// The message as received.
@@ -132,13 +145,15 @@ impl StubCall {
             StubCall::Claim { at, .. }
             | StubCall::Block { at, .. }
             | StubCall::Release { at, .. }
+            | StubCall::HandOver { at, .. }
             | StubCall::Leader { at, .. } => *at,
         }
     }
 }
 
-/// The answer of a claim or block still waiting for the test to decide it.
-type Responder = oneshot::Sender<Result<(), LeaseError>>;
+/// The answer of a claim (`T = Grant`) or block (`T = ()`) still waiting for the test
+/// to decide it.
+type Responder<T> = oneshot::Sender<Result<T, LeaseError>>;
 
 /// What the handle and the actor share.
 #[derive(Debug)]
@@ -151,19 +166,21 @@ struct Shared {
 #[derive(Debug)]
 struct State {
     default: StubAnswer,
+    /// The term of [`StubAnswer::Grant`].
+    term: u64,
     script: VecDeque<StubAnswer>,
     block_answer: Option<Result<(), LeaseError>>,
     leader: Option<LeaseInfo>,
     calls: Vec<StubCall>,
-    pending_blocks: Vec<Responder>,
-    hung_claims: Vec<Responder>,
+    pending_blocks: Vec<Responder<()>>,
+    hung_claims: Vec<Responder<Grant>>,
     /// Set by [`StubHandle::stop`] or when the actor stops: nothing may pend any more.
     stopped: bool,
 }
 
 impl State {
     /// Takes every pending block and hung claim, to be answered outside the lock.
-    fn take_pending(&mut self) -> (Vec<Responder>, Vec<Responder>) {
+    fn take_pending(&mut self) -> (Vec<Responder<()>>, Vec<Responder<Grant>>) {
         (
             std::mem::take(&mut self.pending_blocks),
             std::mem::take(&mut self.hung_claims),
@@ -195,7 +212,7 @@ fn stopped_claim() -> LeaseError {
 }
 
 /// Sends `reply` to every responder whose caller still listens; returns how many.
-fn answer_all(responders: Vec<Responder>, reply: Result<(), LeaseError>) -> usize {
+fn answer_all<T: Clone>(responders: Vec<Responder<T>>, reply: Result<T, LeaseError>) -> usize {
     responders
         .into_iter()
         .map(|tx| tx.send(reply.clone()))
@@ -205,7 +222,7 @@ fn answer_all(responders: Vec<Responder>, reply: Result<(), LeaseError>) -> usiz
 
 /// Drops responders nobody listens to any more (their answer task was dropped, e.g.
 /// because the System shut down), so that counts report only answerable requests.
-fn prune(responders: &mut Vec<Responder>) {
+fn prune<T>(responders: &mut Vec<Responder<T>>) {
     responders.retain(|tx| !tx.is_canceled());
 }
 
@@ -237,6 +254,7 @@ impl StubManager {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 default,
+                term: 1,
                 script: VecDeque::new(),
                 block_answer: None,
                 leader: None,
@@ -267,10 +285,10 @@ impl StubManager {
 }
 
 /// A reply now, or one the test decides later (through `rx`).
-fn reply_future(
-    decided: Result<Result<(), LeaseError>, oneshot::Receiver<Result<(), LeaseError>>>,
+fn reply_future<T: 'static>(
+    decided: Result<Result<T, LeaseError>, oneshot::Receiver<Result<T, LeaseError>>>,
     on_cancel: LeaseError,
-) -> ResponseFuture<Result<(), LeaseError>> {
+) -> ResponseFuture<Result<T, LeaseError>> {
     match decided {
         Ok(reply) => Box::pin(std::future::ready(reply)),
         Err(rx) => Box::pin(async move { rx.await.unwrap_or(Err(on_cancel)) }),
@@ -278,11 +296,11 @@ fn reply_future(
 }
 
 /// Registers a pending responder in `list`, unless the stub is stopping.
-fn pend(
+fn pend<T>(
     stopped: bool,
-    list: &mut Vec<Responder>,
+    list: &mut Vec<Responder<T>>,
     if_stopped: LeaseError,
-) -> Result<Result<(), LeaseError>, oneshot::Receiver<Result<(), LeaseError>>> {
+) -> Result<Result<T, LeaseError>, oneshot::Receiver<Result<T, LeaseError>>> {
     if stopped {
         return Ok(Err(if_stopped));
     }
@@ -305,7 +323,7 @@ impl Actor for StubManager {
 // delivered even after the actor has stopped, and the actor never awaits anything.
 
 impl Handler<ClaimLeadership> for StubManager {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
+    type Result = ResponseFuture<Result<Grant, LeaseError>>;
 
     fn handle(&mut self, claim: ClaimLeadership, _ctx: &mut Self::Context) -> Self::Result {
         let call = StubCall::Claim {
@@ -317,7 +335,7 @@ impl Handler<ClaimLeadership> for StubManager {
                 Some(answer) => answer,
                 None => state.default.clone(),
             };
-            match answer.reply() {
+            match answer.reply(state.term) {
                 Some(reply) => Ok(reply),
                 None => pend(state.stopped, &mut state.hung_claims, stopped_claim()),
             }
@@ -357,6 +375,19 @@ impl Handler<ReleaseLeadership> for StubManager {
     fn handle(&mut self, release: ReleaseLeadership, _ctx: &mut Self::Context) -> Self::Result {
         let call = StubCall::Release {
             release,
+            at: Instant::now(),
+        };
+        self.record(call, |_| Ok(()))
+    }
+}
+
+impl Handler<HandOverLeadership> for StubManager {
+    type Result = Result<(), LeaseError>;
+
+    /// Records the hand-over and answers `Ok(())`.
+    fn handle(&mut self, hand_over: HandOverLeadership, _ctx: &mut Self::Context) -> Self::Result {
+        let call = StubCall::HandOver {
+            hand_over,
             at: Instant::now(),
         };
         self.record(call, |_| Ok(()))
@@ -439,6 +470,11 @@ impl StubHandle {
         self.shared.lock().script.extend(answers);
     }
 
+    /// Sets the term of [`StubAnswer::Grant`] answers from now on (1 at first).
+    pub fn set_term(&self, term: u64) {
+        self.shared.lock().term = term;
+    }
+
     /// Sets what [`Leader`] queries answer from now on, for every service.
     pub fn set_leader(&self, leader: Option<LeaseInfo>) {
         self.shared.lock().leader = leader;
@@ -519,10 +555,13 @@ impl StubHandle {
     /// Answers every hanging claim with `answer`; returns how many were answered.
     /// With [`StubAnswer::Hang`] it does nothing and returns 0.
     pub fn answer_hung_claims(&self, answer: StubAnswer) -> usize {
-        let Some(reply) = answer.reply() else {
-            return 0;
+        let (claims, reply) = {
+            let mut state = self.shared.lock();
+            let Some(reply) = answer.reply(state.term) else {
+                return 0;
+            };
+            (std::mem::take(&mut state.hung_claims), reply)
         };
-        let claims = std::mem::take(&mut self.shared.lock().hung_claims);
         answer_all(claims, reply)
     }
 
@@ -602,10 +641,10 @@ mod tests {
             StubAnswer::Deny,
             StubAnswer::Fail(LeaseError::Failed("pow".into())),
         ]);
-        stub.script([StubAnswer::Grant]);
+        stub.script([StubAnswer::Grant, StubAnswer::GrantTerm(9)]);
         stub.set_default(StubAnswer::Deny);
         let mut answers = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..6 {
             answers.push(stub.addr().send(claim("led-service/0")).await.unwrap());
         }
         assert_eq!(
@@ -613,12 +652,19 @@ mod tests {
             vec![
                 Err(LeaseError::ClaimDenied),
                 Err(LeaseError::Failed("pow".into())),
-                Ok(()),
+                Ok(Grant::new(1)),
+                Ok(Grant::new(9)),
                 Err(LeaseError::ClaimDenied),
                 Err(LeaseError::ClaimDenied),
             ]
         );
-        assert_eq!(stub.claim_count(), 5);
+        assert_eq!(stub.claim_count(), 6);
+        stub.set_term(4);
+        stub.script([StubAnswer::Grant]);
+        assert_eq!(
+            stub.addr().send(claim("led-service/0")).await.unwrap(),
+            Ok(Grant::new(4))
+        );
         assert_eq!(stub.block_count(), 0);
     }
 
@@ -667,7 +713,7 @@ mod tests {
         // The script is used up: the default (Grant) answers.
         assert_eq!(
             stub.addr().send(claim("led-service/0")).await.unwrap(),
-            Ok(())
+            Ok(Grant::new(1))
         );
         assert_eq!(stub.answer_hung_claims(StubAnswer::Grant), 0);
     }

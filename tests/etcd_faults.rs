@@ -190,9 +190,10 @@ impl Actor for Proxy {
 }
 
 /// Sends `msg` to the slot's connection as it is *now*.
-async fn forward<M>(net: &RefCell<Net>, slot: usize, msg: M) -> Result<(), LeaseError>
+async fn forward<M, T>(net: &RefCell<Net>, slot: usize, msg: M) -> Result<T, LeaseError>
 where
-    M: Message<Result = Result<(), LeaseError>> + Send + 'static,
+    M: Message<Result = Result<T, LeaseError>> + Send + 'static,
+    T: Send + 'static,
     EtcdManager: Handler<M>,
 {
     let manager = net.borrow().managers[slot].clone();
@@ -205,14 +206,15 @@ where
     }
 }
 
-fn relay<M>(
+fn relay<M, T>(
     slot: usize,
     net: Rc<RefCell<Net>>,
     request: Request,
     msg: M,
-) -> impl Future<Output = Result<(), LeaseError>>
+) -> impl Future<Output = Result<T, LeaseError>>
 where
-    M: Message<Result = Result<(), LeaseError>> + Clone + Send + 'static,
+    M: Message<Result = Result<T, LeaseError>> + Clone + Send + 'static,
+    T: std::fmt::Debug + Send + 'static,
     EtcdManager: Handler<M>,
 {
     let (fate, healed, log) = {
@@ -228,7 +230,7 @@ where
     };
     let duplicated = {
         let log = log.clone();
-        move |answer| {
+        move |answer: Result<T, LeaseError>| {
             log.log(format!(
                 "p{slot} {request:?} duplicate answered {answer:?} (dropped)"
             ))
@@ -242,7 +244,7 @@ where
 }
 
 impl Handler<ClaimLeadership> for Proxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
+    type Result = ResponseFuture<Result<leadership::Grant, LeaseError>>;
 
     fn handle(&mut self, msg: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
         Box::pin(relay(self.slot, Rc::clone(&self.net), Request::Claim, msg))
@@ -593,7 +595,8 @@ impl World<'_> {
         let supervised = self.rng.percent(50);
         let s = &mut self.slots[slot];
         s.life += 1;
-        let claimer = Claimer::new(&s.proxy);
+        let claimer =
+            Claimer::from_recipients(s.proxy.clone().recipient(), s.proxy.clone().recipient());
         let tracker = if supervised {
             Tracker::start_supervised(s.unit.clone(), claimer, D)
         } else {

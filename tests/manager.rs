@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use leadership::{
-    BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, LeaseInfo, ManagerActor,
-    ReleaseLeadership, StopManager,
+    BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
+    LeaseInfo, ManagerActor, ReleaseLeadership, StopManager,
 };
 use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
@@ -75,12 +75,21 @@ async fn leader(manager: &Addr<ManagerActor>) -> Option<LeaseInfo> {
     leader_of(manager, SVC).await
 }
 
-async fn ask<M>(manager: &Addr<ManagerActor>, msg: M) -> Result<(), LeaseError>
+/// Sends `msg` and reports only whether it succeeded (a grant's term is dropped; the
+/// term tests use [`grant`]).
+async fn ask<M, T>(manager: &Addr<ManagerActor>, msg: M) -> Result<(), LeaseError>
 where
-    M: Message<Result = Result<(), LeaseError>> + Send + 'static,
+    M: Message<Result = Result<T, LeaseError>> + Send + 'static,
+    T: Send + 'static,
     ManagerActor: Handler<M>,
 {
-    manager.send(msg).await.expect("manager gone")
+    manager.send(msg).await.expect("manager gone").map(|_| ())
+}
+
+/// Sends a claim and returns the granted term.
+async fn grant(manager: &Addr<ManagerActor>, msg: ClaimLeadership) -> Result<u64, LeaseError> {
+    let granted = manager.send(msg).await.expect("manager gone")?;
+    Ok(granted.term)
 }
 
 type BlockOutcome = (Result<Result<(), LeaseError>, MailboxError>, Instant);
@@ -182,7 +191,7 @@ async fn an_expired_lease_is_absent_even_before_its_timer_runs() {
     let (answer, at) = within_an_hour(block).await.unwrap();
     assert_eq!(answer.unwrap(), Ok(()));
     assert_eq!(at, t0 + ms(100));
-    assert_eq!(claimed.await.unwrap(), Ok(()));
+    assert_eq!(claimed.await.unwrap().map(|_| ()), Ok(()));
     assert_eq!(leader(&manager).await.unwrap().holder, U1);
 }
 
@@ -663,4 +672,66 @@ async fn years_long_leases_and_graces_end_exactly_on_time() {
     assert_eq!(answer.unwrap(), Ok(()));
     assert_eq!(at, t1 + 3 * YEAR);
     assert_eq!(ask(&recovering, claim(U0, ms(1))).await, Ok(()));
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn grants_carry_the_lease_term_new_holders_get_greater_ones_and_hand_over_moves_it() {
+    {
+        let manager = ManagerActor::new().start();
+        let first = grant(&manager, claim(U0, ms(100))).await.unwrap();
+        assert_eq!(leader(&manager).await.unwrap().term, first);
+        // An extension keeps the term.
+        assert_eq!(grant(&manager, claim(U0, ms(500))).await, Ok(first));
+        // Handed over: the successor holds it under a greater term, same expiry.
+        let expires = leader(&manager).await.unwrap().expires;
+        let hand_over = |unit: &str, successor: &str| HandOverLeadership {
+            service: SVC.into(),
+            unit: unit.into(),
+            successor: successor.into(),
+        };
+        assert_eq!(ask(&manager, hand_over(U0, U1)).await, Ok(()));
+        let lease = leader(&manager).await.unwrap();
+        assert_eq!((lease.holder.as_str(), lease.expires), (U1, expires));
+        assert!(lease.term > first);
+        assert_eq!(grant(&manager, claim(U1, ms(500))).await, Ok(lease.term));
+        // Bad hand-overs change nothing.
+        assert_eq!(
+            ask(&manager, hand_over(U0, U1)).await,
+            Err(LeaseError::NotHeld { unit: U0.into() })
+        );
+        for bad in [
+            hand_over(U1, U1),
+            hand_over(U1, "other/1"),
+            hand_over(U1, "x"),
+        ] {
+            assert!(matches!(
+                ask(&manager, bad).await,
+                Err(LeaseError::Invalid(_))
+            ));
+        }
+        assert_eq!(leader(&manager).await, Some(lease.clone()));
+        // The same unit granted again after its lease lapsed gets a greater term.
+        advance(ms(600)).await;
+        let again = grant(&manager, claim(U1, ms(100))).await.unwrap();
+        assert!(again > lease.term);
+    }
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_replacement_managers_terms_exceed_the_lost_managers() {
+    {
+        let lost = ManagerActor::new().with_term_floor(1_000).start();
+        let old = grant(&lost, claim(U0, ms(100))).await.unwrap();
+        assert_eq!(old, 1_001);
+        lost.send(StopManager).await.unwrap();
+        let recovering = ManagerActor::recovering(ms(200)).start();
+        assert_eq!(
+            ask(&recovering, claim(U1, ms(100))).await,
+            Err(LeaseError::ClaimDenied),
+            "in its grace"
+        );
+        advance(ms(200)).await;
+        let new = grant(&recovering, claim(U1, ms(100))).await.unwrap();
+        assert!(new > old, "{new} > {old}");
+    }
 }

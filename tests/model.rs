@@ -175,6 +175,15 @@ impl Subject {
                     duration: Duration::from_millis(ms),
                 };
                 let got = self.manager.send(claim).await.expect("manager runs");
+                // The granted term must be the one `Leader` reports for the lease.
+                if let Ok(granted) = &got {
+                    let lease = self.manager.send(Leader {
+                        service: SERVICES[service].into(),
+                    });
+                    let lease = lease.await.expect("manager runs");
+                    prop_assert_eq!(lease.map(|l| l.term), Some(granted.term), "{:?}", op);
+                }
+                let got = got.map(|_| ());
                 let want = model.claim(service, unit, ms);
                 match (&got, &want) {
                     (Err(LeaseError::Invalid(_)), Err(LeaseError::Invalid(_))) => {}

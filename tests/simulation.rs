@@ -307,6 +307,7 @@ fn simulation_checker_overlap_means_more_than_touching() {
                 slot: i.slot,
                 from: i.start,
                 until: i.end,
+                term: 1,
             })
             .collect();
         run_with(intervals, grants)
@@ -358,6 +359,7 @@ fn simulation_checker_wants_every_true_ticket_inside_a_lease_of_its_unit() {
         slot,
         from: ms(from),
         until: ms(until),
+        term: 1,
     };
     let d = D.as_millis() as u64;
     let run_of = run_with;
@@ -436,6 +438,7 @@ fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
             slot: 0,
             from: Duration::ZERO,
             until: 2 * D,
+            term: 1,
         }],
         minion_watches: watches,
         stalls,

@@ -84,7 +84,7 @@ impl std::fmt::Debug for TrackerActor {
             .field("unit", &self.unit.as_str())
             .field("lease", &self.lease)
             .field("phase", &self.machine.phase())
-            .field("leader", &self.machine.is_leader())
+            .field("guarantee", &self.machine.guarantee())
             .finish_non_exhaustive()
     }
 }
@@ -191,13 +191,14 @@ impl TrackerActor {
 
     /// Feeds the manager's answer to `request` to the machine as `event`, unless the
     /// actor was restarted meanwhile (a mailbox error counts as a failed answer).
-    fn on_answer<R>(
+    fn on_answer<R, V>(
         &mut self,
         ctx: &mut Context<Self>,
         request: R,
-        event: fn(Result<(), LeaseError>) -> Event<TicketSender>,
+        event: fn(Result<V, LeaseError>) -> Event<TicketSender>,
     ) where
-        R: Future<Output = Result<Result<(), LeaseError>, MailboxError>> + 'static,
+        R: Future<Output = Result<Result<V, LeaseError>, MailboxError>> + 'static,
+        V: std::fmt::Debug + 'static,
     {
         let epoch = self.epoch;
         ctx.spawn(request.into_actor(self).map(move |answer, act, ctx| {

@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::protocol::LeaseError;
+use crate::protocol::{Grant, LeaseError};
+use crate::ticket::Guarantee;
 
 /// Which question a ticket asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub(crate) enum Event<T> {
     /// Time passed (a timer fired); only the time-driven rules apply.
     Tick,
     /// The manager answered the claim in flight (a mailbox error arrives as `Failed`).
-    ClaimAnswered(Result<(), LeaseError>),
+    ClaimAnswered(Result<Grant, LeaseError>),
     /// The manager answered the block in flight.
     BlockAnswered(Result<(), LeaseError>),
     /// A user asked a question; `T` resolves its ticket.
@@ -67,8 +68,8 @@ pub(crate) enum Effect<T> {
     SendClaim,
     /// Send `BlockUntilLeadershipReleased`.
     SendBlock,
-    /// Answer a ticket.
-    Resolve(T, bool),
+    /// Answer a ticket: `true` with its guarantee, or `false` (`None`).
+    Resolve(T, Option<Guarantee>),
     /// Stop: a claim failed or went unanswered (contract rule 4).
     Fail(LeaseError),
 }
@@ -137,14 +138,26 @@ impl Backoff {
     }
 }
 
+/// The last granted claim: when its guarantee counts from, and its term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// The instant noted before the granted claim was sent (its due instant, for a
+    /// renewal): the lease covers at least `[t0, t0 + 2·d)`.
+    pub(crate) t0: Instant,
+    /// The lease's term, from the grant.
+    pub(crate) term: u64,
+}
+
 /// The tracker's state. `T` resolves a ticket: the actor's ticket sender, or a plain
 /// id in tests.
 #[derive(Debug)]
 pub(crate) struct Machine<T> {
     d: Duration,
     phase: Phase,
-    /// `t0` of the last granted claim, while its lease may still be live.
-    grant: Option<Instant>,
+    /// The last granted claim, while its lease may still be live.
+    grant: Option<Held>,
+    /// The instant of the event being handled (the last one, between events).
+    now: Instant,
     backoff: Backoff,
     /// Parked tickets, in the order received. Invariant: after every event none of
     /// them can be answered yet, so a new ticket that can be answered is answered at
@@ -159,6 +172,7 @@ impl<T> Machine<T> {
             d,
             phase: Phase::Idle,
             grant: None,
+            now: Instant::now(),
             backoff,
             parked: VecDeque::new(),
         }
@@ -173,8 +187,25 @@ impl<T> Machine<T> {
         self.grant.is_some()
     }
 
+    /// The guarantee a `true` answer given now would carry, if the tracker leads.
+    pub(crate) fn guarantee(&self) -> Option<Guarantee> {
+        self.grant.map(|held| self.guarantee_of(held))
+    }
+
+    /// The guarantee of `held` for an answer given now: leadership lasts until the
+    /// tracker's own end of it, and a `true` answer is only given while `now < t0 + d`,
+    /// so `now + d` lies within the lease too. The later of the two is promised: it is
+    /// never before `now + d`, and never after the lease's end `t0 + 2·d`.
+    fn guarantee_of(&self, held: Held) -> Guarantee {
+        Guarantee {
+            term: held.term,
+            until: self.leadership_end(held.t0).max(self.now + self.d),
+        }
+    }
+
     /// Handles one event at `now`: first the time-driven rules, then the event.
     pub(crate) fn handle(&mut self, now: Instant, event: Event<T>, effects: &mut Vec<Effect<T>>) {
+        self.now = self.now.max(now);
         self.catch_up(now, effects);
         match event {
             Event::Tick => {}
@@ -200,11 +231,11 @@ impl<T> Machine<T> {
     /// The next instant at which a time-driven rule applies, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Leader => self.grant.map(|t0| t0 + self.d),
+            Phase::Leader => self.grant.map(|held| held.t0 + self.d),
             Phase::Claiming { sent_at, .. } => {
                 let timeout = sent_at + self.d;
                 Some(match self.grant {
-                    Some(t0) => timeout.min(self.leadership_end(t0)),
+                    Some(held) => timeout.min(self.leadership_end(held.t0)),
                     None => timeout,
                 })
             }
@@ -224,6 +255,7 @@ impl<T> Machine<T> {
     /// A supervised restart after a failure: wait a backoff, then claim afresh.
     /// Returns the wait.
     pub(crate) fn restart(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) -> Duration {
+        self.now = self.now.max(now);
         self.stop(effects);
         let delay = self.backoff.next_delay();
         self.phase = Phase::BackingOff { until: now + delay };
@@ -241,8 +273,8 @@ impl<T> Machine<T> {
         let mut changed = false;
         // Rule 8: an unrenewed lease ends at t0 + 2·d, whatever else is going on;
         // leadership ends a timer's lateness before, so that a late timer is on time.
-        if let Some(t0) = self.grant {
-            if now >= self.leadership_end(t0) {
+        if let Some(held) = self.grant {
+            if now >= self.leadership_end(held.t0) {
                 self.grant = None;
                 changed = true;
             }
@@ -251,7 +283,9 @@ impl<T> Machine<T> {
             Phase::Leader => {
                 match self.grant {
                     // Rule 2: renew at t0 + d, counting the new guarantee from then.
-                    Some(t0) if now >= t0 + self.d => self.renew(t0 + self.d, now, effects),
+                    Some(held) if now >= held.t0 + self.d => {
+                        self.renew(held.t0 + self.d, now, effects)
+                    }
                     Some(_) => {}
                     // Starved past the lease's end without renewing: claim afresh.
                     None => self.claim(now, false, effects),
@@ -278,13 +312,16 @@ impl<T> Machine<T> {
         }
     }
 
-    fn on_claim_answer(&mut self, result: Result<(), LeaseError>, effects: &mut Vec<Effect<T>>) {
+    fn on_claim_answer(&mut self, result: Result<Grant, LeaseError>, effects: &mut Vec<Effect<T>>) {
         let Phase::Claiming { t0, .. } = self.phase else {
             return; // No claim in flight: a stale answer (cannot happen; ignore it).
         };
         match result {
-            Ok(()) => {
-                self.grant = Some(t0);
+            Ok(grant) => {
+                self.grant = Some(Held {
+                    t0,
+                    term: grant.term,
+                });
                 self.phase = Phase::Leader;
                 self.backoff.reset();
             }
@@ -341,19 +378,23 @@ impl<T> Machine<T> {
         effects.push(Effect::Fail(error));
     }
 
-    /// The answer to a ticket of `kind` now, or `None` if it must wait.
-    fn answer(&self, kind: TicketKind) -> Option<bool> {
-        let leader = self.phase == Phase::Leader && self.grant.is_some();
+    /// The answer to a ticket of `kind` now (`Some(None)` is `false`), or `None` if it
+    /// must wait.
+    fn answer(&self, kind: TicketKind) -> Option<Option<Guarantee>> {
+        let leading = match self.grant {
+            Some(held) if self.phase == Phase::Leader => Some(self.guarantee_of(held)),
+            _ => None,
+        };
         match (kind, self.phase) {
-            (_, Phase::Stopped) => Some(false),
+            (_, Phase::Stopped) => Some(None),
             // Rules 5 and 6: a claim due or in flight is waited for, never guessed.
             (TicketKind::ClaimLeader, Phase::Claiming { .. }) => None,
-            (TicketKind::ClaimLeader, _) => Some(leader),
-            (TicketKind::WaitLeader, _) => leader.then_some(true),
+            (TicketKind::ClaimLeader, _) => Some(leading),
+            (TicketKind::WaitLeader, _) => leading.map(Some),
             // Rule 7: resolves once leadership cannot be guaranteed; while the first
             // claim is in flight the tracker does not know yet, so it waits.
             (TicketKind::WaitMinion, Phase::Claiming { first: true, .. }) => None,
-            (TicketKind::WaitMinion, _) => self.grant.is_none().then_some(false),
+            (TicketKind::WaitMinion, _) => self.grant.is_none().then_some(None),
         }
     }
 
@@ -378,12 +419,26 @@ mod tests {
 
     const D: Duration = Duration::from_secs(10);
     const NS: Duration = Duration::from_nanos(1);
+    /// The grant of term 1.
+    const G: Grant = Grant { term: 1 };
+
+    /// An effect as the tests compare it: a resolution as `true`/`false`, its guarantee
+    /// kept aside in [`Harness::guarantees`].
+    #[derive(Debug, PartialEq, Eq)]
+    enum Fx {
+        SendClaim,
+        SendBlock,
+        Resolve(u32, bool),
+        Fail(LeaseError),
+    }
 
     /// Drives a machine whose tickets are plain ids, at instants relative to `start`.
     struct Harness {
         machine: Machine<u32>,
         start: Instant,
         effects: Vec<Effect<u32>>,
+        /// The guarantee of every ticket resolved `true`, in order.
+        guarantees: Vec<(u32, Guarantee)>,
     }
 
     impl Harness {
@@ -393,9 +448,10 @@ mod tests {
                 machine: Machine::new(D, Backoff::new(0, D)),
                 start: Instant::now(),
                 effects: Vec::new(),
+                guarantees: Vec::new(),
             };
             h.machine.handle(h.start, Event::Start, &mut h.effects);
-            assert_eq!(h.take(), vec![Effect::SendClaim]);
+            assert_eq!(h.take(), vec![Fx::SendClaim]);
             h
         }
 
@@ -403,32 +459,43 @@ mod tests {
             self.start + offset
         }
 
-        fn event(&mut self, offset: Duration, event: Event<u32>) -> Vec<Effect<u32>> {
+        fn event(&mut self, offset: Duration, event: Event<u32>) -> Vec<Fx> {
             let now = self.at(offset);
             self.machine.handle(now, event, &mut self.effects);
             self.take()
         }
 
-        fn ticket(&mut self, offset: Duration, kind: TicketKind, id: u32) -> Vec<Effect<u32>> {
+        fn ticket(&mut self, offset: Duration, kind: TicketKind, id: u32) -> Vec<Fx> {
             self.event(offset, Event::Ticket(kind, id))
         }
 
-        fn take(&mut self) -> Vec<Effect<u32>> {
-            std::mem::take(&mut self.effects)
+        fn take(&mut self) -> Vec<Fx> {
+            let mut fx = Vec::new();
+            for effect in std::mem::take(&mut self.effects) {
+                fx.push(match effect {
+                    Effect::SendClaim => Fx::SendClaim,
+                    Effect::SendBlock => Fx::SendBlock,
+                    Effect::Fail(e) => Fx::Fail(e),
+                    Effect::Resolve(id, answer) => {
+                        if let Some(guarantee) = answer {
+                            self.guarantees.push((id, guarantee));
+                        }
+                        Fx::Resolve(id, answer.is_some())
+                    }
+                });
+            }
+            fx
         }
 
         /// Grants the first claim: the machine is leader from `start`.
         fn leader() -> Harness {
             let mut h = Harness::started();
-            assert_eq!(
-                h.event(Duration::ZERO, Event::ClaimAnswered(Ok(()))),
-                vec![]
-            );
+            assert_eq!(h.event(Duration::ZERO, Event::ClaimAnswered(Ok(G))), vec![]);
             h
         }
     }
 
-    use Effect::{Resolve, SendBlock, SendClaim};
+    use Fx::{Resolve, SendBlock, SendClaim};
     use TicketKind::{ClaimLeader, WaitLeader, WaitMinion};
 
     #[test]
@@ -438,7 +505,7 @@ mod tests {
         for (id, kind) in [(1, WaitMinion), (2, ClaimLeader), (3, WaitLeader)] {
             assert_eq!(h.ticket(NS, kind, id), vec![], "{kind:?} parks");
         }
-        let fx = h.event(Duration::from_millis(5), Event::ClaimAnswered(Ok(())));
+        let fx = h.event(Duration::from_millis(5), Event::ClaimAnswered(Ok(G)));
         assert_eq!(fx, vec![Resolve(2, true), Resolve(3, true)]);
         assert_eq!(h.machine.phase(), Phase::Leader);
         assert_eq!(h.machine.next_deadline(), Some(h.at(D)), "renewal from t0");
@@ -451,7 +518,7 @@ mod tests {
         // At t0 + d the renewal is due: the ticket waits for it instead of guessing.
         assert_eq!(h.ticket(D, ClaimLeader, 2), vec![SendClaim]);
         assert_eq!(h.ticket(D + NS, ClaimLeader, 3), vec![]);
-        let fx = h.event(D + 2 * NS, Event::ClaimAnswered(Ok(())));
+        let fx = h.event(D + 2 * NS, Event::ClaimAnswered(Ok(G)));
         assert_eq!(fx, vec![Resolve(2, true), Resolve(3, true)]);
         // The renewal's t0 is when it was sent (D), so the next renewal is at 2·D.
         assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)));
@@ -471,7 +538,7 @@ mod tests {
                 vec![],
                 "only one claim in flight"
             );
-            assert_eq!(h.event(renew_at + NS, Event::ClaimAnswered(Ok(()))), vec![]);
+            assert_eq!(h.event(renew_at + NS, Event::ClaimAnswered(Ok(G))), vec![]);
         }
     }
 
@@ -492,7 +559,7 @@ mod tests {
             vec![],
             "waits for the claim"
         );
-        let fx = h.event(D * 6, Event::ClaimAnswered(Ok(())));
+        let fx = h.event(D * 6, Event::ClaimAnswered(Ok(G)));
         assert_eq!(fx, vec![Resolve(2, true), Resolve(5, true)]);
     }
 
@@ -529,10 +596,7 @@ mod tests {
         assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)));
         let fx = h.event(2 * D, Event::Tick);
         assert_eq!(fx[0], Resolve(2, false));
-        assert!(matches!(
-            fx.last(),
-            Some(Effect::Fail(LeaseError::Failed(_)))
-        ));
+        assert!(matches!(fx.last(), Some(Fx::Fail(LeaseError::Failed(_)))));
         assert_eq!(h.machine.phase(), Phase::Stopped);
     }
 
@@ -551,7 +615,7 @@ mod tests {
         let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0, tiny));
         let mut fx = Vec::new();
         machine.handle(h.start, Event::Start, &mut fx);
-        machine.handle(h.start, Event::ClaimAnswered(Ok(())), &mut fx);
+        machine.handle(h.start, Event::ClaimAnswered(Ok(G)), &mut fx);
         machine.handle(h.start + tiny - NS, Event::Tick, &mut fx);
         assert!(machine.is_leader(), "not ended before t0 + d");
         machine.handle(h.start + tiny, Event::Tick, &mut fx);
@@ -587,12 +651,12 @@ mod tests {
         // The late renewal is granted: it covers from its due instant D, so at 2·D the
         // next renewal is already due and the ticket waits for it.
         assert_eq!(
-            h.event(2 * D + NS, Event::ClaimAnswered(Ok(()))),
+            h.event(2 * D + NS, Event::ClaimAnswered(Ok(G))),
             vec![SendClaim]
         );
         assert_eq!(h.ticket(2 * D + NS, ClaimLeader, 2), vec![]);
         assert_eq!(
-            h.event(2 * D + NS, Event::ClaimAnswered(Ok(()))),
+            h.event(2 * D + NS, Event::ClaimAnswered(Ok(G))),
             vec![Resolve(2, true)]
         );
         assert_eq!(
@@ -617,7 +681,7 @@ mod tests {
         h.ticket(NS, WaitLeader, 1);
         let pow = LeaseError::Failed("pow".into());
         let fx = h.event(NS, Event::ClaimAnswered(Err(pow.clone())));
-        assert_eq!(fx, vec![Resolve(1, false), Effect::Fail(pow)]);
+        assert_eq!(fx, vec![Resolve(1, false), Fx::Fail(pow)]);
         assert_eq!(h.ticket(NS, WaitLeader, 2), vec![Resolve(2, false)]);
 
         let mut h = Harness::started();
@@ -625,9 +689,9 @@ mod tests {
         assert_eq!(h.event(D - NS, Event::Tick), vec![]);
         let fx = h.event(D, Event::Tick);
         assert_eq!(fx[0], Resolve(1, false));
-        assert!(matches!(&fx[1], Effect::Fail(LeaseError::Failed(m)) if m.contains("unanswered")));
+        assert!(matches!(&fx[1], Fx::Fail(LeaseError::Failed(m)) if m.contains("unanswered")));
         // An answer arriving after the failure changes nothing.
-        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(()))), vec![]);
+        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(G))), vec![]);
         assert!(!h.machine.is_leader());
     }
 
@@ -669,7 +733,7 @@ mod tests {
         assert_eq!(*waits.last().unwrap(), D, "capped at d");
         // A grant resets the backoff.
         h.event(now, Event::BlockAnswered(Ok(())));
-        h.event(now, Event::ClaimAnswered(Ok(())));
+        h.event(now, Event::ClaimAnswered(Ok(G)));
         h.event(now, Event::Tick);
         let renew = now + D;
         h.event(renew, Event::Tick);
@@ -711,7 +775,7 @@ mod tests {
         );
         assert_eq!(h.machine.next_deadline(), None);
         assert_eq!(h.ticket(D, WaitLeader, 4), vec![Resolve(4, false)]);
-        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(()))), vec![]);
+        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(G))), vec![]);
         assert_eq!(h.ticket(D, ClaimLeader, 5), vec![Resolve(5, false)]);
     }
 
@@ -727,8 +791,55 @@ mod tests {
         assert_eq!(h.ticket(D / 2, WaitLeader, 3), vec![]);
         assert_eq!(h.event(D / 2 + delay, Event::Tick), vec![SendClaim]);
         assert_eq!(
-            h.event(D / 2 + delay, Event::ClaimAnswered(Ok(()))),
+            h.event(D / 2 + delay, Event::ClaimAnswered(Ok(G))),
             vec![Resolve(3, true)]
         );
+    }
+
+    #[test]
+    fn true_answers_carry_the_grants_term_and_an_until_at_least_d_ahead() {
+        let mut h = Harness::started();
+        h.ticket(NS, WaitLeader, 1);
+        let granted = Grant { term: 7 };
+        h.event(NS, Event::ClaimAnswered(Ok(granted)));
+        let end = 2 * D - TIMER_LATENESS;
+        assert_eq!(
+            h.guarantees,
+            vec![(
+                1,
+                Guarantee {
+                    term: 7,
+                    until: h.at(end)
+                }
+            )]
+        );
+        assert_eq!(h.machine.guarantee().map(|g| g.term), Some(7));
+        // Handled in the last instants before t0 + d: until is never before now + d.
+        let late = D - NS;
+        assert_eq!(h.ticket(late, ClaimLeader, 2), vec![Resolve(2, true)]);
+        assert_eq!(h.guarantees[1].1.until, h.at(late + D));
+        assert!(h.guarantees[1].1.until <= h.at(2 * D), "within the lease");
+        // A renewal keeps the term; its guarantee counts from its due instant.
+        h.event(D, Event::Tick);
+        h.event(D + NS, Event::ClaimAnswered(Ok(granted)));
+        assert_eq!(h.ticket(D + NS, ClaimLeader, 3), vec![Resolve(3, true)]);
+        assert_eq!(
+            h.guarantees[2].1,
+            Guarantee {
+                term: 7,
+                until: h.at(D + end)
+            }
+        );
+        // Leadership lapses; the next grant is a new term, and so are its answers.
+        h.event(3 * D, Event::Tick);
+        assert!(!h.machine.is_leader());
+        h.event(3 * D, Event::ClaimAnswered(Ok(Grant { term: 9 })));
+        assert_eq!(h.ticket(3 * D, ClaimLeader, 4), vec![Resolve(4, true)]);
+        assert_eq!(h.guarantees[3].1.term, 9);
+        // False answers carry nothing.
+        h.machine.stop(&mut h.effects);
+        assert_eq!(h.ticket(3 * D, ClaimLeader, 5), vec![Resolve(5, false)]);
+        assert_eq!(h.guarantees.len(), 4);
+        assert_eq!(h.machine.guarantee(), None);
     }
 }

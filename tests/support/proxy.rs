@@ -185,15 +185,16 @@ async fn hold(delay: Duration, healed: impl Future<Output = ()>) {
 /// once more for a duplicate); `healed` resolves when the network heals; `duplicated`
 /// hears the answer to a duplicate delivery, which the tracker never sees. Every fault
 /// proxy relays through this one function, so a fate means the same everywhere.
-pub async fn play<S, F>(
+pub async fn play<S, F, T>(
     fate: Fate,
     healed: impl Future<Output = ()> + 'static,
     send: S,
-    duplicated: impl FnOnce(Result<(), LeaseError>) + 'static,
-) -> Result<(), LeaseError>
+    duplicated: impl FnOnce(Result<T, LeaseError>) + 'static,
+) -> Result<T, LeaseError>
 where
     S: Fn() -> F + 'static,
-    F: Future<Output = Result<(), LeaseError>> + 'static,
+    F: Future<Output = Result<T, LeaseError>> + 'static,
+    T: 'static,
 {
     let injected = |what: &str| Err(LeaseError::Failed(format!("injected: {what}")));
     match fate {
@@ -236,24 +237,44 @@ where
 }
 
 /// A request a proxy relays: a claim (which asks for a lease) or a block.
-pub trait Relayed: Message<Result = Result<(), LeaseError>> + Clone + Send + 'static
+pub trait Relayed:
+    Message<Result = Result<Self::Granted, LeaseError>> + Clone + Send + 'static
 where
     ManagerActor: Handler<Self>,
 {
+    /// What a successful answer carries.
+    type Granted: Clone + Send + 'static;
     /// The lease a granted request gives, from the instant the manager handles it.
     fn lease(&self) -> Option<Duration>;
+    /// The term a successful answer carries, if it grants a lease.
+    fn term(granted: &Self::Granted) -> Option<u64>;
 }
 
 impl Relayed for ClaimLeadership {
+    type Granted = leadership::Grant;
     fn lease(&self) -> Option<Duration> {
         Some(self.duration)
+    }
+    fn term(granted: &leadership::Grant) -> Option<u64> {
+        Some(granted.term)
     }
 }
 
 impl Relayed for BlockUntilLeadershipReleased {
+    type Granted = ();
     fn lease(&self) -> Option<Duration> {
         None
     }
+    fn term(_: &()) -> Option<u64> {
+        None
+    }
+}
+
+/// An answer as the trace records it: success or the error. Terms are left out: a
+/// replacement manager counts them from the system clock, and a trace must be the same
+/// on every run of a seed (the checker reads them from [`Grant`]).
+fn traced<T>(answer: &Result<T, LeaseError>) -> Result<(), LeaseError> {
+    answer.as_ref().map(|_| ()).map_err(Clone::clone)
 }
 
 /// A lease the manager granted (or extended) to slot `slot`'s unit, as seen on the
@@ -267,6 +288,8 @@ pub struct Grant {
     pub from: Duration,
     /// When the lease it granted ends at the earliest.
     pub until: Duration,
+    /// The lease's term, as the manager answered it.
+    pub term: u64,
 }
 
 /// The proxy between one tracker (slot `slot`) and the manager.
@@ -283,7 +306,11 @@ impl FaultProxy {
     }
 
     /// Relays `msg` according to a freshly drawn fate, and traces what it did.
-    fn relay<M>(&self, request: Request, msg: M) -> impl Future<Output = Result<(), LeaseError>>
+    fn relay<M>(
+        &self,
+        request: Request,
+        msg: M,
+    ) -> impl Future<Output = Result<M::Granted, LeaseError>>
     where
         M: Relayed,
         ManagerActor: Handler<M>,
@@ -309,11 +336,11 @@ impl FaultProxy {
         };
         let duplicated = {
             let trace = trace.clone();
-            move |answer| {
+            move |answer: Result<M::Granted, LeaseError>| {
                 trace.log(What::Duplicated {
                     slot,
                     request,
-                    answer,
+                    answer: traced(&answer),
                 })
             }
         };
@@ -322,7 +349,7 @@ impl FaultProxy {
             trace.log(What::Answered {
                 slot,
                 request,
-                answer: answer.clone(),
+                answer: traced(&answer),
             });
             answer
         }
@@ -331,7 +358,7 @@ impl FaultProxy {
 
 /// Sends `msg` to whichever manager is current *now* (after any delay), and notes
 /// the lease if the manager grants it.
-async fn forward<M>(net: &RefCell<Network>, slot: usize, msg: M) -> Result<(), LeaseError>
+async fn forward<M>(net: &RefCell<Network>, slot: usize, msg: M) -> Result<M::Granted, LeaseError>
 where
     M: Relayed,
     ManagerActor: Handler<M>,
@@ -342,13 +369,18 @@ where
         .send(msg)
         .await
         .unwrap_or_else(|e| Err(LeaseError::Failed(format!("manager unreachable: {e}"))));
-    if let (Ok(()), Some(lease)) = (&answer, lease) {
+    if let (Some(term), Some(lease)) = (answer.as_ref().ok().and_then(M::term), lease) {
         // The answer arrives at the very instant the manager handled the claim: no
         // virtual time passes while tasks are runnable.
         let mut net = net.borrow_mut();
         let from = net.trace.offset(tokio::time::Instant::now());
         let until = from + lease;
-        net.grants.push(Grant { slot, from, until });
+        net.grants.push(Grant {
+            slot,
+            from,
+            until,
+            term,
+        });
         net.trace.log(What::Granted { slot, until });
     }
     answer
@@ -359,7 +391,7 @@ impl Actor for FaultProxy {
 }
 
 impl Handler<ClaimLeadership> for FaultProxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
+    type Result = ResponseFuture<Result<leadership::Grant, LeaseError>>;
 
     fn handle(&mut self, msg: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.relay(Request::Claim, msg))

@@ -408,7 +408,8 @@ impl Driver {
     fn start_tracker(&mut self, slot: usize) {
         let d = self.d;
         let s = &mut self.slots[slot];
-        let claimer = Claimer::new(&s.proxy);
+        let claimer =
+            Claimer::from_recipients(s.proxy.clone().recipient(), s.proxy.clone().recipient());
         let tracker = if s.supervised {
             Tracker::start_supervised(s.unit.clone(), claimer, d)
         } else {
