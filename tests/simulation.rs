@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::check::{check, overlap, report, Verdict};
+use support::check::{check, overlap, report, GuaranteeFinding, TermFinding, Verdict};
 use support::proxy::Grant;
-use support::sim::{run, Interval, Liveness, MinionWatch, Replacement, Run, Scenario, Step, D};
+use support::sim::{
+    run, Interval, Liveness, MinionWatch, Promise, Replacement, Run, Scenario, Step, D,
+};
 use support::trace::Ask::{self, ClaimLeader};
 
 /// Seeds of the default run (about 4 s in a debug build on two cores).
@@ -44,6 +46,15 @@ struct Summary {
     unsafe_seeds: u64,
     /// Of those, seeds with overlapping true tickets (the property users see).
     overlapping_seeds: u64,
+    /// Of those, seeds with a finding about terms (guarantees, order, fence, writes).
+    term_seeds: u64,
+    /// Seeds in which a stalled leader's write happened (see `StaleWrite`), and the
+    /// writes, over all seeds; each one must have been fenced off.
+    stale_write_seeds: u64,
+    stale_writes: u64,
+    /// Stale writes a fence admitted, and the seeds where one was.
+    stale_writes_admitted: u64,
+    admitting_seeds: u64,
     /// Seeds whose liveness check failed.
     dead_seeds: u64,
     /// `true` tickets checked, over all seeds.
@@ -63,16 +74,22 @@ struct Summary {
 impl Summary {
     fn line(&self) -> String {
         format!(
-            "simulation: {} seeds, {} safety violations, {} liveness failures",
-            self.seeds, self.unsafe_seeds, self.dead_seeds
+            "simulation: {} seeds, {} safety violations, {} liveness failures; \
+             a stalled leader's write in {} seeds, fenced off in {}",
+            self.seeds,
+            self.unsafe_seeds,
+            self.dead_seeds,
+            self.stale_write_seeds,
+            self.stale_write_seeds - self.admitting_seeds,
         )
     }
 
     /// The safety violations by kind.
     fn kinds(&self) -> String {
         format!(
-            "{} seeds with overlapping true tickets of two units, {} with any safety finding",
-            self.overlapping_seeds, self.unsafe_seeds
+            "{} seeds with overlapping true tickets of two units, {} with a term finding, \
+             {} with any safety finding",
+            self.overlapping_seeds, self.term_seeds, self.unsafe_seeds
         )
     }
 
@@ -80,8 +97,15 @@ impl Summary {
         self.seeds += 1;
         self.unsafe_seeds += u64::from(!verdict.is_safe());
         self.overlapping_seeds += u64::from(!verdict.violations.is_empty());
+        self.term_seeds += u64::from(!verdict.term_safe());
+        let writes = &verdict.stale_writes;
+        let admitted = writes.iter().filter(|w| w.fenced.is_ok()).count() as u64;
+        self.stale_write_seeds += u64::from(!writes.is_empty());
+        self.admitting_seeds += u64::from(admitted > 0);
+        self.stale_writes += writes.len() as u64;
+        self.stale_writes_admitted += admitted;
         self.dead_seeds += u64::from(verdict.liveness_failure.is_some());
-        self.true_tickets += run.intervals.len() as u64;
+        self.true_tickets += run.promises.len() as u64;
         self.replacements += u64::from(run.replacements);
         self.grants += run.grants.len() as u64;
         let live = &run.liveness;
@@ -161,11 +185,14 @@ fn simulate(seeds: u64) {
     let elapsed = started.elapsed();
     announce(&summary.line());
     announce(&format!(
-        "simulation details: {} true tickets and {} grants checked, {} manager replacements; \
+        "simulation details: {} true tickets (with their guarantees) and {} grants checked, \
+         {} manager replacements, {} stalled leaders' writes fenced off ({} admitted); \
          slowest leader {:?} after healing (at most {:.0}% of its bound); {:.1} s ({:.0} seeds/s)",
         summary.true_tickets,
         summary.grants,
         summary.replacements,
+        summary.stale_writes - summary.stale_writes_admitted,
+        summary.stale_writes_admitted,
         summary.slowest_leader,
         summary.tightest * 100.0,
         elapsed.as_secs_f64(),
@@ -204,8 +231,37 @@ fn simulation_same_seed_gives_the_same_trace() {
         let (second, _) = run_seed(seed, Replacement::Recovering);
         assert!(first.trace.len() > 20, "seed {seed}: a trivial trace");
         assert_eq!(first.trace, second.trace, "seed {seed}");
-        assert_eq!(first.intervals, second.intervals, "seed {seed}");
+        // Terms differ between runs (a recovering manager counts them from the system
+        // clock); their order must not.
+        assert_eq!(ranked(&first), ranked(&second), "seed {seed}");
     }
+}
+
+/// A run's promises and grants with every term replaced by its rank among the run's
+/// terms: what must be the same on every run of a seed.
+fn ranked(run: &Run) -> (Vec<Promise>, Vec<Grant>) {
+    let mut terms: Vec<u64> = run.grants.iter().map(|g| g.term).collect();
+    terms.extend(run.promises.iter().map(|p| p.term));
+    terms.sort_unstable();
+    terms.dedup();
+    let rank = |term| terms.binary_search(&term).expect("a term of the run") as u64;
+    let promises = run
+        .promises
+        .iter()
+        .map(|p| Promise {
+            term: rank(p.term),
+            ..p.clone()
+        })
+        .collect();
+    let grants = run
+        .grants
+        .iter()
+        .map(|g| Grant {
+            term: rank(g.term),
+            ..*g
+        })
+        .collect();
+    (promises, grants)
 }
 
 /// Two plain trackers on a clean network; after u0 leads, the manager is replaced. With
@@ -256,20 +312,25 @@ fn simulation_same_script_with_a_recovering_manager_is_safe() {
     let account = report(None, &run, &verdict);
     assert!(verdict.is_ok(), "{account}");
     // u0 led before the replacement; u1 leads only after the grace (from 0.1 s).
-    assert!(run.intervals.iter().any(|i| i.slot == 0), "{account}");
+    let intervals = run.intervals();
+    assert!(intervals.iter().any(|i| i.slot == 0), "{account}");
     let grace_end = Duration::from_millis(100) + 2 * D;
     assert!(
-        run.intervals
+        intervals
             .iter()
             .any(|i| i.slot == 1 && i.start >= grace_end),
         "{account}"
     );
     assert!(
-        run.intervals
+        intervals
             .iter()
             .all(|i| i.slot == 0 || i.start >= grace_end),
         "{account}"
     );
+    // The replacement's terms continue above the lost manager's.
+    let u0 = run.promises.iter().find(|p| p.interval.slot == 0);
+    let u1 = run.promises.iter().rev().find(|p| p.interval.slot == 1);
+    assert!(u0.unwrap().term < u1.unwrap().term, "{account}");
 }
 
 #[test]
@@ -299,7 +360,7 @@ fn simulation_checker_overlap_means_more_than_touching() {
         !overlap(&at(0, 0), &at(1, d)),
         "touching at a point is fine"
     );
-    // Each interval comes with a lease of its unit covering exactly it.
+    // Each interval comes with a lease of its unit covering exactly it (term: slot + 1).
     let run_of = |intervals: Vec<Interval>| {
         let grants = intervals
             .iter()
@@ -307,7 +368,7 @@ fn simulation_checker_overlap_means_more_than_touching() {
                 slot: i.slot,
                 from: i.start,
                 until: i.end,
-                term: 1,
+                term: i.slot as u64 + 1,
             })
             .collect();
         run_with(intervals, grants)
@@ -326,11 +387,32 @@ fn simulation_checker_overlap_means_more_than_touching() {
 }
 
 /// A hand-made run for the checker's own tests: these intervals and grants, a leader
-/// at once, nothing else.
+/// at once, nothing else. Each interval carries the guarantee of the first grant of its
+/// unit that covers it (its term, until its end), or term 0 until its own end if none
+/// does.
 fn run_with(intervals: Vec<Interval>, grants: Vec<Grant>) -> Run {
+    let promises = intervals
+        .into_iter()
+        .map(|i| {
+            let lease = grants
+                .iter()
+                .find(|g| g.slot == i.slot && g.from <= i.start && i.end <= g.until);
+            Promise {
+                term: lease.map_or(0, |g| g.term),
+                until: lease.map_or(i.end, |g| g.until),
+                interval: i,
+            }
+        })
+        .collect();
+    promised_run(promises, grants)
+}
+
+/// A hand-made run with these promises (`true` tickets with their guarantees) and
+/// grants, a leader at once, nothing else.
+fn promised_run(promises: Vec<Promise>, grants: Vec<Grant>) -> Run {
     Run {
         d: D,
-        intervals,
+        promises,
         grants,
         liveness: Liveness {
             stable_at: Duration::ZERO,
@@ -359,7 +441,7 @@ fn simulation_checker_wants_every_true_ticket_inside_a_lease_of_its_unit() {
         slot,
         from: ms(from),
         until: ms(until),
-        term: 1,
+        term: slot as u64 + 1,
     };
     let d = D.as_millis() as u64;
     let run_of = run_with;
@@ -433,7 +515,7 @@ fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
     };
     let run_of = |watches, stalls| Run {
         d: D,
-        intervals: Vec::new(),
+        promises: Vec::new(),
         grants: vec![Grant {
             slot: 0,
             from: Duration::ZERO,
@@ -510,7 +592,7 @@ fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
     ];
     let run = Run {
         d: D,
-        intervals: Vec::new(),
+        promises: Vec::new(),
         grants: Vec::new(),
         minion_watches: Vec::new(),
         stalls: Vec::new(),
@@ -527,5 +609,235 @@ fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
     assert_eq!(
         verdict.after_stop,
         vec![(0, ms(1_000), Request::Claim, ms(2_000))]
+    );
+}
+
+/// A `true` ClaimLeader of u`slot` resolved (and asked) at `start` ms with the guarantee
+/// `term` until `until` ms.
+fn promise(slot: usize, start: u64, term: u64, until: u64) -> Promise {
+    let ms = Duration::from_millis;
+    Promise {
+        interval: Interval {
+            slot,
+            life: 1,
+            ask: ClaimLeader,
+            asked: ms(start),
+            start: ms(start),
+            end: ms(start) + D,
+        },
+        term,
+        until: ms(until),
+    }
+}
+
+/// A grant to u`slot` at `from` ms of a lease of `2·d` under `term`.
+fn granted(slot: usize, from: u64, term: u64) -> Grant {
+    let from = Duration::from_millis(from);
+    Grant {
+        slot,
+        from,
+        until: from + 2 * D,
+        term,
+    }
+}
+
+#[test]
+fn simulation_checker_wants_the_covering_leases_term_and_an_until_within_it() {
+    // u0 holds [0, 4 s] under term 5, extended to [1 s, 5 s] (same term).
+    let grants = vec![granted(0, 0, 5), granted(0, 1_000, 5)];
+    let verdict = |p| check(&promised_run(vec![p], grants.clone()));
+    // Asked at 1.5 s: until ≥ 3.5 s, and ≤ 5 s, the lease's end.
+    assert!(verdict(promise(0, 1_500, 5, 3_500)).is_ok());
+    assert!(verdict(promise(0, 1_500, 5, 5_000)).is_ok());
+    // A tracker reporting a stale term (of an earlier lease) is caught.
+    let stale = verdict(promise(0, 1_500, 4, 4_998));
+    assert!(
+        matches!(
+            stale.guarantees[..],
+            [GuaranteeFinding::WrongTerm { covering: Some(t), .. }] if t.term == 5
+        ),
+        "{stale:?}"
+    );
+    assert!(!stale.is_safe() && stale.term_safe() == stale.is_safe());
+    // Less than d promised from the answer.
+    let short = verdict(promise(0, 1_500, 5, 3_499));
+    assert!(
+        matches!(short.guarantees[..], [GuaranteeFinding::TooShort { .. }]),
+        "{short:?}"
+    );
+    // Promised past the lease's end.
+    let long = verdict(promise(0, 1_500, 5, 5_001));
+    assert!(
+        matches!(long.guarantees[..], [GuaranteeFinding::PastLease { lease, .. }]
+            if lease.until == Duration::from_millis(5_000)),
+        "{long:?}"
+    );
+    // The term must be the lease's own, not just any of the unit's covering it: u0's
+    // lease under term 6 after a break covers the ticket, the one under 5 does not.
+    let regranted = vec![granted(0, 0, 5), granted(0, 4_500, 6)];
+    let late = check(&promised_run(vec![promise(0, 5_000, 5, 7_000)], regranted));
+    assert!(
+        matches!(
+            late.guarantees[..],
+            [GuaranteeFinding::WrongTerm { covering: Some(t), .. }] if t.term == 6
+        ),
+        "{late:?}"
+    );
+}
+
+#[test]
+fn simulation_checker_wants_a_greater_term_for_every_new_lease() {
+    let terms = |grants| check(&promised_run(vec![], grants)).terms;
+    // An extension keeps the term; a new holder or a new lease after a break takes a
+    // greater one, from a replacement manager too.
+    let good = vec![
+        granted(0, 0, 5),
+        granted(0, 1_000, 5),
+        granted(1, 5_000, 6),
+        granted(1, 9_000, 7),
+        granted(0, 13_000, 1_000_000),
+    ];
+    assert_eq!(terms(good), vec![]);
+    // A manager that reuses a term: for another unit, or for the same unit after its
+    // lease ended.
+    let reused = terms(vec![granted(0, 0, 5), granted(1, 5_000, 5)]);
+    assert!(
+        matches!(reused[..], [TermFinding::Reused { earlier, .. }] if earlier.slot == 0),
+        "{reused:?}"
+    );
+    let again = terms(vec![granted(0, 0, 5), granted(0, 4_000, 5)]);
+    assert!(
+        matches!(again[..], [TermFinding::Reused { .. }]),
+        "a lease that ended at 4 s is not extended at 4 s: {again:?}"
+    );
+    // A replacement whose terms restart low (`ManagerActor::new()`).
+    let low = terms(vec![granted(0, 0, 1_000_000), granted(1, 5_000, 1)]);
+    assert!(
+        matches!(
+            low[..],
+            [TermFinding::NotIncreasing {
+                greatest: 1_000_000,
+                ..
+            }]
+        ),
+        "{low:?}"
+    );
+}
+
+#[test]
+fn simulation_checker_feeds_every_true_ticket_to_a_fence_in_order() {
+    let grants = vec![granted(0, 0, 5), granted(1, 5_000, 3)];
+    let promises = vec![promise(0, 0, 5, 3_998), promise(1, 5_000, 3, 8_998)];
+    let verdict = check(&promised_run(promises.clone(), grants));
+    assert_eq!(verdict.fenced_out.len(), 1, "{verdict:?}");
+    assert_eq!(verdict.fenced_out[0].0, promises[1]);
+    assert_eq!(verdict.fenced_out[0].1.current, 5);
+    // The same tickets with growing terms pass.
+    let grants = vec![granted(0, 0, 5), granted(1, 5_000, 6)];
+    let promises = vec![promise(0, 0, 5, 3_998), promise(1, 5_000, 6, 8_998)];
+    assert!(check(&promised_run(promises, grants)).is_ok());
+}
+
+#[test]
+fn simulation_checker_wants_a_stalled_leaders_write_fenced_off() {
+    let ms = Duration::from_millis;
+    // u0 leads under term 5 until 3.998 s; the process stalls over [1 s, 5 s]; then a
+    // newer holder answers true at 5 s.
+    let world = |stall: (u64, u64), newer: Promise, grant: Grant| Run {
+        stalls: vec![(ms(stall.0), ms(stall.1))],
+        ..promised_run(
+            vec![promise(0, 0, 5, 3_998), newer],
+            vec![granted(0, 0, 5), grant],
+        )
+    };
+    let verdict = check(&world(
+        (1_000, 5_000),
+        promise(1, 5_000, 6, 8_998),
+        granted(1, 5_000, 6),
+    ));
+    assert!(verdict.is_ok(), "{verdict:?}");
+    let [write] = &verdict.stale_writes[..] else {
+        panic!("the stalled leader's write must be modelled: {verdict:?}");
+    };
+    assert_eq!((write.writer.term, write.newer.term), (5, 6));
+    assert_eq!(write.fenced.unwrap_err().current, 6);
+    // u0 itself under a new lease after a break is a newer holder too.
+    let verdict = check(&world(
+        (1_000, 5_000),
+        promise(0, 5_000, 6, 8_998),
+        granted(0, 5_000, 6),
+    ));
+    assert_eq!(verdict.stale_writes.len(), 1, "{verdict:?}");
+    assert!(verdict.is_ok(), "{verdict:?}");
+    // A newer holder under a term that did not grow: the stale write gets through.
+    let verdict = check(&world(
+        (1_000, 5_000),
+        promise(1, 5_000, 4, 8_998),
+        granted(1, 5_000, 4),
+    ));
+    assert!(verdict.stale_writes[0].fenced.is_ok(), "{verdict:?}");
+    assert!(!verdict.term_safe() && !verdict.is_safe());
+    // No stale write: the guarantee outlasts the stall, or ended before it began.
+    for stall in [(1_000, 3_997), (3_998, 5_000)] {
+        let verdict = check(&world(
+            stall,
+            promise(1, 5_000, 6, 8_998),
+            granted(1, 5_000, 6),
+        ));
+        assert_eq!(verdict.stale_writes, vec![], "stall {stall:?}");
+    }
+}
+
+/// Two plain trackers on a clean network; u0 leads, then the process stalls for 5 s,
+/// longer than its lease: u0's guarantee ends during the stall, and whoever leads after
+/// it does so under a new lease. The fence must turn u0's old term away.
+#[test]
+fn simulation_a_leader_stalled_past_its_lease_is_fenced_off() {
+    let ms = Duration::from_millis;
+    let scenario = Scenario {
+        d: D,
+        supervised: vec![false, false],
+        steps: vec![
+            Step::Advance(ms(100)),
+            Step::Probe(0, ClaimLeader),
+            Step::Probe(1, ClaimLeader),
+            Step::Advance(ms(10)),
+            Step::Stall(ms(5_000)),
+            Step::Advance(ms(10)),
+            Step::Probe(0, ClaimLeader),
+            Step::Probe(1, ClaimLeader),
+        ],
+        faults: None,
+        replacement: Replacement::Recovering,
+        fault_seed: 0,
+    };
+    let run = run(&scenario);
+    let verdict = check(&run);
+    let account = report(None, &run, &verdict);
+    assert!(verdict.is_ok(), "{account}");
+    let [write] = &verdict.stale_writes[..] else {
+        panic!("one stale write expected:\n{account}");
+    };
+    assert_eq!(write.writer.interval.slot, 0, "{account}");
+    let stale = write
+        .fenced
+        .expect_err("the fence must turn the old term away");
+    assert!(stale.current > stale.term, "{account}");
+}
+
+#[test]
+fn simulation_random_seeds_with_terms_restarting_low_are_caught_by_the_term_checks() {
+    let summary = run_seeds(100, Replacement::LowTerms);
+    assert!(
+        summary.term_seeds > 0,
+        "{} ({})",
+        summary.line(),
+        summary.kinds()
+    );
+    assert_eq!(
+        summary.overlapping_seeds,
+        0,
+        "the grace keeps the leases safe; only the terms are wrong: {}",
+        summary.kinds()
     );
 }

@@ -17,6 +17,20 @@
 //!   plain), no claim or block from its unit reaches a proxy at any later instant until
 //!   the driver starts a new tracker for it (contract rule 4 and §5: a killed
 //!   supervised tracker stays inert).
+//! - **Terms on tickets**: every `true` ticket's guarantee carries the term of the lease
+//!   that covers it — a [`Tenure`]: the grants of one unit under one term, merged while
+//!   the lease is live — and its `until` lies within that lease's end and no earlier
+//!   than `r + d` (so `until ≥ asked + d` for a `ClaimLeader`, as contract §6 says).
+//! - **Terms increase**: every grant either extends the live lease of its term (same
+//!   unit) or opens a new tenure under a term greater than every earlier one — across
+//!   manager replacements too, which is what `ManagerActor::recovering`'s clock-based
+//!   terms must ensure. A term given again after its lease ended is *reused*.
+//! - **Fence**: a `leadership::Fence` fed the term of every `true` ticket in the order
+//!   they resolved admits each one (terms never go back).
+//! - **Stale writes are fenced off**: whenever a stall outlasts a leader's guarantee
+//!   (see [`StaleWrite`]), that leader's write under the old term is modelled arriving
+//!   just after the next holder's first `true` ticket, and a `Fence` that has seen every
+//!   term up to then must turn it away.
 //! - **Liveness**: once the network has healed and every tracker runs (the window opens
 //!   at `stable_at`), some tracker's `ClaimLeader` answers `true` no later than
 //!   `stable_at + 2·d + d + grace left` ([`liveness_bound`](super::sim::liveness_bound)).
@@ -25,8 +39,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use leadership::{Fence, StaleTerm};
+
 use super::proxy::Grant;
-use super::sim::{Interval, MinionWatch, Run};
+use super::sim::{Interval, MinionWatch, Promise, Run};
 use super::trace::{Event, Request, Secs, What};
 
 /// Two intervals of different units that overlap.
@@ -50,6 +66,69 @@ pub struct Held {
     pub until: Duration,
 }
 
+/// One lease under one term: the grants of one unit under that term, merged while the
+/// lease is live (an extension keeps the term).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenure {
+    /// The holder's slot.
+    pub slot: usize,
+    /// The lease's term.
+    pub term: u64,
+    /// When the first grant of the lease was made.
+    pub from: Duration,
+    /// When the lease ends (the latest end of its grants).
+    pub until: Duration,
+}
+
+/// A grant whose term breaks the order of terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermFinding {
+    /// A new lease (a new holder, or the same unit after its lease ended) under a term
+    /// no greater than the greatest term granted before.
+    NotIncreasing { grant: Grant, greatest: u64 },
+    /// A grant under the term of an earlier lease that had ended or was another unit's.
+    Reused { grant: Grant, earlier: Tenure },
+}
+
+/// A `true` ticket whose guarantee is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuaranteeFinding {
+    /// No lease of its unit under its term covers `[r, r + d]`; `covering` is a lease of
+    /// the unit (under another term) that does, if any.
+    WrongTerm {
+        promise: Promise,
+        covering: Option<Tenure>,
+    },
+    /// `until < r + d`: less than `d` promised from the answer.
+    TooShort { promise: Promise },
+    /// `until` after the end of the lease of its term.
+    PastLease { promise: Promise, lease: Tenure },
+}
+
+/// A leader stalled past its guarantee, and its write afterwards.
+///
+/// It *happens* when a stall `[s0, s1]` begins while a unit `L` holds a guarantee
+/// (`writer`: `L`'s last `true` ticket resolved by `s0`, with `until > s0`) and ends
+/// after that guarantee did (`until ≤ s1`), and afterwards a `true` ticket of a newer
+/// holder resolves (`newer`: the first one at or after `s1` that is of another unit, or
+/// of `L` under a lease granted after a break — not in the lease stretch of `writer`).
+/// `L` wakes believing it leads and writes with the old term; the model has that write
+/// reach the resource just after the newer holder's first write, as a write in flight
+/// or a stall longer on `L`'s machine would. A `Fence` fed every `true` ticket up to
+/// `newer` must turn it away. Which holder is newer is decided from the leases, not from
+/// the terms, so a term that failed to grow shows up as an admitted write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleWrite {
+    /// The stall `[s0, s1]`.
+    pub stall: (Duration, Duration),
+    /// The stalled leader's last `true` ticket before the stall.
+    pub writer: Promise,
+    /// The newer holder's first `true` ticket after the stall.
+    pub newer: Promise,
+    /// What the fence said to the stale write: `Err` is right.
+    pub fenced: Result<(), StaleTerm>,
+}
+
 /// The checker's findings for one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -64,6 +143,14 @@ pub struct Verdict {
     pub stale: Vec<(MinionWatch, Option<Held>)>,
     /// Requests from a stopped tracker: `(slot, stopped at, request, sent at)`.
     pub after_stop: Vec<(usize, Duration, Request, Duration)>,
+    /// `true` tickets whose guarantee has the wrong term or `until`.
+    pub guarantees: Vec<GuaranteeFinding>,
+    /// Grants that break the order of terms.
+    pub terms: Vec<TermFinding>,
+    /// `true` tickets a fence fed every earlier `true` ticket turned away.
+    pub fenced_out: Vec<(Promise, StaleTerm)>,
+    /// Every stalled leader's write (see [`StaleWrite`]); unsafe if one was admitted.
+    pub stale_writes: Vec<StaleWrite>,
     /// Why liveness failed, if it did.
     pub liveness_failure: Option<String>,
 }
@@ -81,6 +168,16 @@ impl Verdict {
             && self.shared_leases.is_empty()
             && self.stale.is_empty()
             && self.after_stop.is_empty()
+            && self.term_safe()
+    }
+
+    /// Whether the run broke none of the term properties (guarantees' terms and
+    /// `until`, the order of terms, the fence, stale writes).
+    pub fn term_safe(&self) -> bool {
+        self.guarantees.is_empty()
+            && self.terms.is_empty()
+            && self.fenced_out.is_empty()
+            && self.stale_writes.iter().all(|w| w.fenced.is_err())
     }
 }
 
@@ -112,18 +209,18 @@ pub fn overlapping(intervals: &[Interval]) -> Vec<Violation> {
 
 /// Checks safety and liveness of `run`.
 pub fn check(run: &Run) -> Verdict {
-    let violations = overlapping(&run.intervals);
+    let intervals = run.intervals();
+    let violations = overlapping(&intervals);
     let held = held(&run.grants);
-    let uncovered = run
-        .intervals
+    let uncovered = intervals
         .iter()
-        .filter(|i| {
-            !held
-                .iter()
-                .any(|h| h.slot == i.slot && h.from <= i.start && i.end <= h.until)
-        })
+        .filter(|i| !held.iter().any(|h| h.slot == i.slot && within(i, h)))
         .cloned()
         .collect();
+    let (tenures, terms) = tenures(&run.grants);
+    let guarantees = guarantee_findings(run, &tenures);
+    let fenced_out = fenced_out(&run.promises);
+    let stale_writes = stale_writes(run, &held);
     let mut shared_leases = Vec::new();
     for (n, a) in held.iter().enumerate() {
         for b in held[n + 1..].iter().take_while(|b| b.from < a.until) {
@@ -169,8 +266,137 @@ pub fn check(run: &Run) -> Verdict {
         shared_leases,
         stale,
         after_stop,
+        guarantees,
+        terms,
+        fenced_out,
+        stale_writes,
         liveness_failure,
     }
+}
+
+/// Whether interval `i` lies inside the lease stretch `h` (of any unit).
+fn within(i: &Interval, h: &Held) -> bool {
+    h.from <= i.start && i.end <= h.until
+}
+
+/// The leases under each term, in the order of their first grant, and the grants that
+/// break the order of terms. Grants come in the order the proxies saw the manager's
+/// answers, i.e. the order it handled them.
+pub fn tenures(grants: &[Grant]) -> (Vec<Tenure>, Vec<TermFinding>) {
+    let mut tenures: Vec<Tenure> = Vec::new();
+    // The latest tenure of each term.
+    let mut by_term: HashMap<u64, usize> = HashMap::new();
+    let mut findings = Vec::new();
+    let mut greatest: Option<u64> = None;
+    for &grant in grants {
+        let fresh = Tenure {
+            slot: grant.slot,
+            term: grant.term,
+            from: grant.from,
+            until: grant.until,
+        };
+        match by_term.get(&grant.term).map(|&n| &mut tenures[n]) {
+            // An extension of the live lease: the manager keeps its term.
+            Some(t) if t.slot == grant.slot && grant.from < t.until => {
+                t.until = t.until.max(grant.until);
+                continue;
+            }
+            Some(t) => findings.push(TermFinding::Reused { grant, earlier: *t }),
+            None => {
+                if let Some(greatest) = greatest.filter(|&g| grant.term <= g) {
+                    findings.push(TermFinding::NotIncreasing { grant, greatest });
+                }
+            }
+        }
+        by_term.insert(grant.term, tenures.len());
+        tenures.push(fresh);
+        greatest = greatest.max(Some(grant.term));
+    }
+    (tenures, findings)
+}
+
+/// Checks every `true` ticket's guarantee against the lease of its term.
+fn guarantee_findings(run: &Run, tenures: &[Tenure]) -> Vec<GuaranteeFinding> {
+    let mut findings = Vec::new();
+    for p in &run.promises {
+        let i = &p.interval;
+        let covers = |t: &&Tenure| t.slot == i.slot && t.from <= i.start && i.end <= t.until;
+        match tenures.iter().filter(covers).find(|t| t.term == p.term) {
+            None => findings.push(GuaranteeFinding::WrongTerm {
+                promise: p.clone(),
+                covering: tenures.iter().find(covers).copied(),
+            }),
+            Some(lease) if p.until > lease.until => {
+                findings.push(GuaranteeFinding::PastLease {
+                    promise: p.clone(),
+                    lease: *lease,
+                });
+            }
+            Some(_) => {}
+        }
+        // `r + d ≥ asked + d`: the contract's bound for a ClaimLeader, and what a
+        // WaitLeader's "leader with d guaranteed" means at the instant it resolves.
+        if p.until < i.start + run.d {
+            findings.push(GuaranteeFinding::TooShort { promise: p.clone() });
+        }
+    }
+    findings
+}
+
+/// The `true` tickets a fence turns away when fed every `true` ticket in the order they
+/// resolved: a term older than one already admitted.
+fn fenced_out(promises: &[Promise]) -> Vec<(Promise, StaleTerm)> {
+    let fence = Fence::new();
+    promises
+        .iter()
+        .filter_map(|p| fence.admit(p.term).err().map(|e| (p.clone(), e)))
+        .collect()
+}
+
+/// Every stalled leader's write (see [`StaleWrite`]) and what a fence said to it.
+fn stale_writes(run: &Run, held: &[Held]) -> Vec<StaleWrite> {
+    let promises = &run.promises;
+    let stretch = |p: &Promise| {
+        held.iter()
+            .find(|h| h.slot == p.interval.slot && within(&p.interval, h))
+            .copied()
+    };
+    let mut writes = Vec::new();
+    for &(s0, s1) in &run.stalls {
+        let mut slots: Vec<usize> = promises.iter().map(|p| p.interval.slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        for slot in slots {
+            let Some(writer) = promises
+                .iter()
+                .rev()
+                .find(|p| p.interval.slot == slot && p.interval.start <= s0)
+            else {
+                continue;
+            };
+            if !(s0 < writer.until && writer.until <= s1) {
+                continue; // Not leading when the stall began, or still covered after it.
+            }
+            let lease = stretch(writer);
+            let Some(n) = promises.iter().position(|p| {
+                p.interval.start >= s1 && (p.interval.slot != slot || stretch(p) != lease)
+            }) else {
+                continue; // Nobody led after the stall.
+            };
+            // The resource has seen every write up to the newer holder's first.
+            let fence = Fence::new();
+            for p in &promises[..=n] {
+                let _ = fence.admit(p.term);
+            }
+            writes.push(StaleWrite {
+                stall: (s0, s1),
+                writer: writer.clone(),
+                newer: promises[n].clone(),
+                fenced: fence.admit(writer.term),
+            });
+        }
+    }
+    writes
 }
 
 /// Requests a proxy received from a slot at an instant after its tracker stopped and
@@ -218,6 +444,30 @@ pub fn held(grants: &[Grant]) -> Vec<Held> {
     }
     held.sort_by_key(|h| (h.from, h.slot));
     held
+}
+
+/// `u0#1 ClaimLeader true at 1.200s (until 4.998s)`.
+fn promised(p: &Promise) -> String {
+    let i = &p.interval;
+    format!(
+        "u{}#{} {:?} true at {} (until {})",
+        i.slot,
+        i.life,
+        i.ask,
+        Secs(i.start),
+        Secs(p.until)
+    )
+}
+
+/// `u1's lease [0.000s, 4.000s] under term 3`.
+fn tenure(t: &Tenure) -> String {
+    format!(
+        "u{}'s lease [{}, {}] under term {}",
+        t.slot,
+        Secs(t.from),
+        Secs(t.until),
+        t.term
+    )
 }
 
 /// A readable account of a run (normally a failed one): the verdict, then the whole
@@ -301,6 +551,77 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
             Secs(*stopped),
             Secs(*at)
         );
+    }
+    for finding in &verdict.guarantees {
+        let _ = match finding {
+            GuaranteeFinding::WrongTerm { promise, covering } => writeln!(
+                out,
+                "TERM: {} carries term {}, but {}",
+                promised(promise),
+                promise.term,
+                covering.map_or("no lease of its unit covers it".to_owned(), |t| format!(
+                    "the lease covering it has term {} ({})",
+                    t.term,
+                    tenure(&t)
+                )),
+            ),
+            GuaranteeFinding::TooShort { promise } => writeln!(
+                out,
+                "GUARANTEE: {} promises only until {}, less than d from the answer",
+                promised(promise),
+                Secs(promise.until)
+            ),
+            GuaranteeFinding::PastLease { promise, lease } => writeln!(
+                out,
+                "GUARANTEE: {} promises until {}, after its lease ends ({})",
+                promised(promise),
+                Secs(promise.until),
+                tenure(lease)
+            ),
+        };
+    }
+    for finding in &verdict.terms {
+        let _ = match finding {
+            TermFinding::NotIncreasing { grant, greatest } => writeln!(
+                out,
+                "TERMS: u{} granted a new lease at {} under term {}, not above term {} granted before",
+                grant.slot,
+                Secs(grant.from),
+                grant.term,
+                greatest
+            ),
+            TermFinding::Reused { grant, earlier } => writeln!(
+                out,
+                "TERMS: u{} granted at {} under term {}, the term of an earlier lease ({})",
+                grant.slot,
+                Secs(grant.from),
+                grant.term,
+                tenure(earlier)
+            ),
+        };
+    }
+    for (promise, stale) in &verdict.fenced_out {
+        let _ = writeln!(out, "FENCE: {} turned away: {stale}", promised(promise));
+    }
+    for w in verdict.stale_writes.iter().filter(|w| w.fenced.is_ok()) {
+        let _ = writeln!(
+            out,
+            "STALE WRITE ADMITTED: u{} stalled over [{}, {}] past its guarantee ({}), \
+             then wrote under term {} after {} under term {}",
+            w.writer.interval.slot,
+            Secs(w.stall.0),
+            Secs(w.stall.1),
+            promised(&w.writer),
+            w.writer.term,
+            promised(&w.newer),
+            w.newer.term
+        );
+    }
+    if !verdict.term_safe() {
+        let _ = writeln!(out, "leases by term (the trace leaves terms out):");
+        for t in tenures(&run.grants).0 {
+            let _ = writeln!(out, "  {}", tenure(&t));
+        }
     }
     if let Some(why) = &verdict.liveness_failure {
         let _ = writeln!(out, "LIVENESS: {why}");

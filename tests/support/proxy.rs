@@ -61,6 +61,9 @@ impl FaultRates {
 pub struct Network {
     /// Where requests are forwarded; replaced when the driver replaces the manager.
     pub manager: Addr<ManagerActor>,
+    /// Until then the network plays a recovering manager's grace in front of a fresh
+    /// one: claims are denied, blocks held ([`Replacement::LowTerms`](super::sim::Replacement)).
+    pub refusing_until: Option<tokio::time::Instant>,
     /// `None` once healed (or for a fault-free run).
     faults: Option<FaultRates>,
     /// Whether the network has healed.
@@ -87,6 +90,7 @@ impl Network {
     ) -> Network {
         Network {
             manager,
+            refusing_until: None,
             faults,
             healed: false,
             heal_waiters: Vec::new(),
@@ -364,6 +368,13 @@ where
     ManagerActor: Handler<M>,
 {
     let lease = msg.lease();
+    let refusing = net.borrow().refusing_until;
+    if let Some(until) = refusing.filter(|&until| tokio::time::Instant::now() < until) {
+        if lease.is_some() {
+            return Err(LeaseError::ClaimDenied);
+        }
+        tokio::time::sleep_until(until).await;
+    }
     let manager = net.borrow().manager.clone();
     let answer = manager
         .send(msg)

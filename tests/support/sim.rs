@@ -57,6 +57,11 @@ pub enum Replacement {
     /// `ManagerActor::recovering(grace)` with a grace of our choosing; shorter than
     /// `2·d` is unsafe, which measures how sensitive the checker is.
     Grace(Duration),
+    /// `ManagerActor::new()` behind a grace of `2·d` that the network enforces (claims
+    /// denied, blocks held until it ends): leases as safe as with `Recovering`, but
+    /// terms restart at 1, below the lost manager's, so a `Fence` turns the new leaders
+    /// away. Unsafe for fencing only; used to show the term checks catch it.
+    LowTerms,
 }
 
 /// One thing the driver does.
@@ -156,7 +161,7 @@ impl Scenario {
     /// granted (trackers claim `2·d`), or none for [`Replacement::Fresh`].
     pub fn grace(&self) -> Duration {
         match self.replacement {
-            Replacement::Recovering => 2 * self.d,
+            Replacement::Recovering | Replacement::LowTerms => 2 * self.d,
             Replacement::Fresh => Duration::ZERO,
             Replacement::Grace(grace) => grace,
         }
@@ -180,6 +185,18 @@ pub struct Interval {
     /// `r + d` in the simulation; the etcd fault run (`tests/etcd_faults.rs`), on a
     /// real clock, records a shorter end it can prove (see there).
     pub end: Duration,
+}
+
+/// A `true` ticket: the interval it proves, and the [`Guarantee`](leadership::Guarantee)
+/// it carried (`Ticket::guarantee()`), its `until` as time since the start of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promise {
+    /// `[r, r + d]`, and who answered what when.
+    pub interval: Interval,
+    /// The guarantee's term: the fencing token a leader would write with.
+    pub term: u64,
+    /// The guarantee's `until`: leadership under `term` lasts at least until then.
+    pub until: Duration,
 }
 
 /// A `WaitMinion` asked of a tracker that was leading (its `ClaimLeader` had just
@@ -225,8 +242,8 @@ pub fn liveness_bound(d: Duration, grace_left: Duration) -> Duration {
 pub struct Run {
     /// The claim duration.
     pub d: Duration,
-    /// Every `true` ticket.
-    pub intervals: Vec<Interval>,
+    /// Every `true` ticket with its guarantee, in the order they resolved.
+    pub promises: Vec<Promise>,
     /// Every lease the manager(s) granted, as the proxies saw it on the wire.
     pub grants: Vec<Grant>,
     /// Every `WaitMinion` asked of a leading tracker that resolved.
@@ -239,6 +256,13 @@ pub struct Run {
     pub trace: Vec<Event>,
     /// How many manager replacements happened.
     pub replacements: u32,
+}
+
+impl Run {
+    /// The intervals of every `true` ticket, in the order they resolved.
+    pub fn intervals(&self) -> Vec<Interval> {
+        self.promises.iter().map(|p| p.interval.clone()).collect()
+    }
 }
 
 /// Runs `scenario` in a fresh actix `System` on a paused clock.
@@ -272,6 +296,7 @@ impl Slot {
 /// Performs a scenario's steps, then heals the network and watches for a leader.
 struct Driver {
     d: Duration,
+    replacement: Replacement,
     grace: Duration,
     start: Instant,
     trace: Trace,
@@ -314,6 +339,7 @@ impl Driver {
             .collect();
         Driver {
             d: scenario.d,
+            replacement: scenario.replacement,
             grace: scenario.grace(),
             start,
             trace: trace.clone(),
@@ -321,7 +347,7 @@ impl Driver {
             prober: Prober {
                 d: scenario.d,
                 trace,
-                intervals: Rc::default(),
+                promises: Rc::default(),
                 minion_watches: Rc::default(),
             },
             slots,
@@ -345,7 +371,7 @@ impl Driver {
         let liveness = self.stabilise().await;
         Run {
             d: self.d,
-            intervals: self.prober.intervals.borrow().clone(),
+            promises: self.prober.promises.borrow().clone(),
             grants: self.net.borrow().grants(),
             minion_watches: self.prober.minion_watches.borrow().clone(),
             stalls: self.stalls.clone(),
@@ -437,14 +463,20 @@ impl Driver {
     }
 
     fn replace_manager(&mut self) {
-        let manager = match self.grace {
-            Duration::ZERO => ManagerActor::new(),
-            grace => ManagerActor::recovering(grace),
+        let grace_until = Instant::now() + self.grace;
+        let manager = match (self.replacement, self.grace) {
+            (Replacement::LowTerms, _) | (_, Duration::ZERO) => ManagerActor::new(),
+            (_, grace) => ManagerActor::recovering(grace),
         }
         .start();
-        let old = std::mem::replace(&mut self.net.borrow_mut().manager, manager);
+        let mut net = self.net.borrow_mut();
+        if self.replacement == Replacement::LowTerms {
+            net.refusing_until = Some(grace_until);
+        }
+        let old = std::mem::replace(&mut net.manager, manager);
+        drop(net);
         old.do_send(StopManager);
-        self.grace_until = Some(Instant::now() + self.grace);
+        self.grace_until = Some(grace_until);
         self.replacements += 1;
         self.trace.log(What::ManagerReplaced { grace: self.grace });
     }
@@ -510,13 +542,14 @@ impl Driver {
 struct Prober {
     d: Duration,
     trace: Trace,
-    intervals: Rc<RefCell<Vec<Interval>>>,
+    promises: Rc<RefCell<Vec<Promise>>>,
     minion_watches: Rc<RefCell<Vec<MinionWatch>>>,
 }
 
 impl Prober {
     /// Asks `tracker` (incarnation `life` of `slot`) one question; the returned future
-    /// resolves to the answer, recording it in the trace and, if `true`, as an interval.
+    /// resolves to the answer, recording it in the trace and, if `true`, as a
+    /// [`Promise`].
     fn ask(
         &self,
         slot: usize,
@@ -532,19 +565,24 @@ impl Prober {
         let this = self.clone();
         let asked = self.trace.offset(Instant::now());
         async move {
-            let answer = ticket.await;
+            let guarantee = ticket.guarantee().await;
+            let answer = guarantee.is_some();
             // `r`: see the module doc. This task runs as soon as the ticket resolves,
             // before the paused clock can move.
             let start = this.trace.offset(Instant::now());
             // A `true` WaitMinion breaks the contract; `watch_minion` reports it.
-            if answer && ask != Ask::WaitMinion {
-                this.intervals.borrow_mut().push(Interval {
-                    slot,
-                    life,
-                    ask,
-                    asked,
-                    start,
-                    end: start + this.d,
+            if let (Some(guarantee), false) = (guarantee, ask == Ask::WaitMinion) {
+                this.promises.borrow_mut().push(Promise {
+                    interval: Interval {
+                        slot,
+                        life,
+                        ask,
+                        asked,
+                        start,
+                        end: start + this.d,
+                    },
+                    term: guarantee.term,
+                    until: this.trace.offset(guarantee.until),
                 });
             }
             this.trace.log(What::Ticket {
