@@ -18,6 +18,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -48,6 +49,8 @@ struct Summary {
     overlapping_seeds: u64,
     /// Of those, seeds with a finding about terms (guarantees, order, fence, writes).
     term_seeds: u64,
+    /// Seeds with each kind of safety finding (`Verdict::finding_kinds`).
+    by_kind: BTreeMap<&'static str, u64>,
     /// Seeds in which a stalled leader's write happened (see `StaleWrite`), and the
     /// writes, over all seeds; each one must have been fenced off.
     stale_write_seeds: u64,
@@ -86,11 +89,20 @@ impl Summary {
 
     /// The safety violations by kind.
     fn kinds(&self) -> String {
-        format!(
+        let mut kinds = format!(
             "{} seeds with overlapping true tickets of two units, {} with a term finding, \
              {} with any safety finding",
             self.overlapping_seeds, self.term_seeds, self.unsafe_seeds
-        )
+        );
+        if !self.by_kind.is_empty() {
+            let each: Vec<String> = self
+                .by_kind
+                .iter()
+                .map(|(kind, seeds)| format!("{kind}: {seeds}"))
+                .collect();
+            kinds.push_str(&format!(" (seeds by kind: {})", each.join(", ")));
+        }
+        kinds
     }
 
     fn add(&mut self, seed: u64, run: &Run, verdict: &Verdict) {
@@ -98,6 +110,9 @@ impl Summary {
         self.unsafe_seeds += u64::from(!verdict.is_safe());
         self.overlapping_seeds += u64::from(!verdict.violations.is_empty());
         self.term_seeds += u64::from(!verdict.term_safe());
+        for kind in verdict.finding_kinds() {
+            *self.by_kind.entry(kind).or_default() += 1;
+        }
         let writes = &verdict.stale_writes;
         let admitted = writes.iter().filter(|w| w.fenced.is_ok()).count() as u64;
         self.stale_write_seeds += u64::from(!writes.is_empty());
@@ -496,6 +511,10 @@ fn sensitivity_to_too_short_graces() {
             Replacement::Grace(2 * D - Duration::from_millis(1)),
         ),
         ("grace 2·d (safe)", Replacement::Recovering),
+        (
+            "fresh behind a 2·d grace (terms restart low)",
+            Replacement::LowTerms,
+        ),
     ] {
         let summary = run_seeds(seeds, replacement);
         announce(&format!("{name}: {} ({})", summary.line(), summary.kinds()));

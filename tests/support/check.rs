@@ -171,6 +171,47 @@ impl Verdict {
             && self.term_safe()
     }
 
+    /// The kinds of safety finding in this run, by the names the report uses.
+    pub fn finding_kinds(&self) -> Vec<&'static str> {
+        let guarantee = |kind: fn(&GuaranteeFinding) -> bool| self.guarantees.iter().any(kind);
+        let term = |kind: fn(&TermFinding) -> bool| self.terms.iter().any(kind);
+        [
+            ("overlapping tickets", !self.violations.is_empty()),
+            ("uncovered tickets", !self.uncovered.is_empty()),
+            ("shared leases", !self.shared_leases.is_empty()),
+            ("stale leader", !self.stale.is_empty()),
+            ("requests after stop", !self.after_stop.is_empty()),
+            (
+                "wrong term on a ticket",
+                guarantee(|f| matches!(f, GuaranteeFinding::WrongTerm { .. })),
+            ),
+            (
+                "guarantee shorter than d",
+                guarantee(|f| matches!(f, GuaranteeFinding::TooShort { .. })),
+            ),
+            (
+                "guarantee past its lease",
+                guarantee(|f| matches!(f, GuaranteeFinding::PastLease { .. })),
+            ),
+            (
+                "term not increasing",
+                term(|f| matches!(f, TermFinding::NotIncreasing { .. })),
+            ),
+            (
+                "term reused",
+                term(|f| matches!(f, TermFinding::Reused { .. })),
+            ),
+            ("true ticket fenced out", !self.fenced_out.is_empty()),
+            (
+                "stale write admitted",
+                self.stale_writes.iter().any(|w| w.fenced.is_ok()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, found)| found.then_some(name))
+        .collect()
+    }
+
     /// Whether the run broke none of the term properties (guarantees' terms and
     /// `until`, the order of terms, the fence, stale writes).
     pub fn term_safe(&self) -> bool {
