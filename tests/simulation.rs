@@ -7,14 +7,17 @@
 //! (`StopManager`, then `ManagerActor::recovering(2·d)`), probes the trackers with
 //! `ClaimLeader`/`WaitLeader`, and advances a paused tokio clock. Then the network
 //! heals, and the [checker](support::check) verifies safety (no two units' true tickets
-//! overlap) and liveness (a leader within the bound).
+//! overlap, each lies in a lease of its unit and carries that lease's term, terms grow
+//! with every new lease, a `Fence` turns a stalled leader's old term away) and liveness
+//! (a leader within the bound).
 //!
 //! - `cargo test --test simulation -- --nocapture` runs 1 000 seeds; the summary line
 //!   `simulation: <N> seeds, <V> safety violations, <L> liveness failures` is written
 //!   straight to the process's stderr, so it shows even without `--nocapture`.
 //! - `LEADERSHIP_SIM_SEED=<n> cargo test --test simulation -- --nocapture` replays
 //!   seed `n` alone and prints its trace.
-//! - `cargo test --release -- --ignored simulation` runs 100 000 seeds.
+//! - `cargo test --release --test simulation -- --ignored simulation_long` runs 100 000
+//!   seeds.
 
 mod support;
 
@@ -234,7 +237,7 @@ fn simulation_1000_seeds_are_safe_and_live() {
 }
 
 #[test]
-#[ignore = "long: 100 000 seeds; run with `cargo test --release -- --ignored simulation`"]
+#[ignore = "long: 100 000 seeds; run with `cargo test --release --test simulation -- --ignored simulation_long`"]
 fn simulation_long_100k_seeds() {
     simulate(LONG_SEEDS);
 }

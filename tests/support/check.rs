@@ -487,6 +487,17 @@ pub fn held(grants: &[Grant]) -> Vec<Held> {
     held
 }
 
+/// How many findings about `true` tickets a report lists of each kind (a tracker with a
+/// wrong term gets one per ticket).
+const SHOWN: usize = 20;
+
+/// Notes the findings a report left out.
+fn more(out: &mut String, found: usize) {
+    if found > SHOWN {
+        let _ = writeln!(out, "… and {} more of the kind above", found - SHOWN);
+    }
+}
+
 /// `u0#1 ClaimLeader true at 1.200s (until 4.998s)`.
 fn promised(p: &Promise) -> String {
     let i = &p.interval;
@@ -593,7 +604,7 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
             Secs(*at)
         );
     }
-    for finding in &verdict.guarantees {
+    for finding in verdict.guarantees.iter().take(SHOWN) {
         let _ = match finding {
             GuaranteeFinding::WrongTerm { promise, covering } => writeln!(
                 out,
@@ -608,19 +619,19 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
             ),
             GuaranteeFinding::TooShort { promise } => writeln!(
                 out,
-                "GUARANTEE: {} promises only until {}, less than d from the answer",
+                "GUARANTEE: {} promises less than d = {:?} from the answer",
                 promised(promise),
-                Secs(promise.until)
+                run.d
             ),
             GuaranteeFinding::PastLease { promise, lease } => writeln!(
                 out,
-                "GUARANTEE: {} promises until {}, after its lease ends ({})",
+                "GUARANTEE: {} promises past the end of its lease ({})",
                 promised(promise),
-                Secs(promise.until),
                 tenure(lease)
             ),
         };
     }
+    more(&mut out, verdict.guarantees.len());
     for finding in &verdict.terms {
         let _ = match finding {
             TermFinding::NotIncreasing { grant, greatest } => writeln!(
@@ -641,9 +652,10 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
             ),
         };
     }
-    for (promise, stale) in &verdict.fenced_out {
+    for (promise, stale) in verdict.fenced_out.iter().take(SHOWN) {
         let _ = writeln!(out, "FENCE: {} turned away: {stale}", promised(promise));
     }
+    more(&mut out, verdict.fenced_out.len());
     for w in verdict.stale_writes.iter().filter(|w| w.fenced.is_ok()) {
         let _ = writeln!(
             out,
