@@ -432,6 +432,7 @@ fn promised_run(promises: Vec<Promise>, grants: Vec<Grant>) -> Run {
         d: D,
         promises,
         grants,
+        leaves: Vec::new(),
         liveness: Liveness {
             stable_at: Duration::ZERO,
             deadline: 3 * D,
@@ -544,6 +545,7 @@ fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
             until: 2 * D,
             term: 1,
         }],
+        leaves: Vec::new(),
         minion_watches: watches,
         stalls,
         liveness: Liveness {
@@ -616,6 +618,7 @@ fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
         d: D,
         promises: Vec::new(),
         grants: Vec::new(),
+        leaves: Vec::new(),
         minion_watches: Vec::new(),
         stalls: Vec::new(),
         liveness: Liveness {

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
-use leadership::{BlockUntilLeadershipReleased, ClaimLeadership, LeaseError, ManagerActor};
+use leadership::{
+    BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
+    ManagerActor, ReleaseLeadership,
+};
 
 use super::rng::Rng;
 use super::trace::{Fate, Request, Trace, What};
@@ -77,6 +80,8 @@ pub struct Network {
     trace: Trace,
     /// Every lease the manager granted, in order.
     grants: Vec<Grant>,
+    /// Every release and hand-over the manager accepted, in order.
+    leaves: Vec<Left>,
 }
 
 impl Network {
@@ -98,12 +103,18 @@ impl Network {
             rng,
             trace,
             grants: Vec::new(),
+            leaves: Vec::new(),
         }
     }
 
     /// Every lease granted so far.
     pub fn grants(&self) -> Vec<Grant> {
         self.grants.clone()
+    }
+
+    /// Every release and hand-over accepted so far.
+    pub fn leaves(&self) -> Vec<Left> {
+        self.leaves.clone()
     }
 
     /// Stops injecting faults and ends every fault still holding a request.
@@ -252,6 +263,10 @@ where
     fn lease(&self) -> Option<Duration>;
     /// The term a successful answer carries, if it grants a lease.
     fn term(granted: &Self::Granted) -> Option<u64>;
+    /// Whether the request gives the lease up, and to which unit (a release: `None`).
+    fn leaving(&self) -> Option<Option<String>> {
+        None
+    }
 }
 
 impl Relayed for ClaimLeadership {
@@ -271,6 +286,32 @@ impl Relayed for BlockUntilLeadershipReleased {
     }
     fn term(_: &()) -> Option<u64> {
         None
+    }
+}
+
+impl Relayed for ReleaseLeadership {
+    type Granted = ();
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+    fn term(_: &()) -> Option<u64> {
+        None
+    }
+    fn leaving(&self) -> Option<Option<String>> {
+        Some(None)
+    }
+}
+
+impl Relayed for HandOverLeadership {
+    type Granted = ();
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+    fn term(_: &()) -> Option<u64> {
+        None
+    }
+    fn leaving(&self) -> Option<Option<String>> {
+        Some(Some(self.successor.clone()))
     }
 }
 
@@ -294,6 +335,24 @@ pub struct Grant {
     pub until: Duration,
     /// The lease's term, as the manager answered it.
     pub term: u64,
+}
+
+/// A release or hand-over the manager accepted from slot `slot`'s unit, at `at`: from
+/// then on the unit holds no lease (the successor, if any, holds it under a new term,
+/// recorded as a [`Grant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    /// The leaver's slot.
+    pub slot: usize,
+    /// When the manager handled it.
+    pub at: Duration,
+    /// The successor's slot for a hand-over; `None` for a release.
+    pub to: Option<usize>,
+}
+
+/// The slot of unit `sim/<n>`, if `unit` is one.
+fn slot_of(unit: &str) -> Option<usize> {
+    unit.strip_prefix("sim/")?.parse().ok()
 }
 
 /// The proxy between one tracker (slot `slot`) and the manager.
@@ -376,10 +435,14 @@ where
         tokio::time::sleep_until(until).await;
     }
     let manager = net.borrow().manager.clone();
+    let leaving = msg.leaving();
     let answer = manager
         .send(msg)
         .await
         .unwrap_or_else(|e| Err(LeaseError::Failed(format!("manager unreachable: {e}"))));
+    if let (Some(successor), true) = (leaving, answer.is_ok()) {
+        left(net, slot, successor, &manager).await;
+    }
     if let (Some(term), Some(lease)) = (answer.as_ref().ok().and_then(M::term), lease) {
         // The answer arrives at the very instant the manager handled the claim: no
         // virtual time passes while tasks are runnable.
@@ -397,6 +460,50 @@ where
     answer
 }
 
+/// Records a release or hand-over the manager accepted from `slot`; for a hand-over,
+/// asks the manager at once for the successor's lease and records it as a grant.
+async fn left(
+    net: &RefCell<Network>,
+    slot: usize,
+    successor: Option<String>,
+    manager: &Addr<ManagerActor>,
+) {
+    let to = successor.as_deref().and_then(slot_of);
+    {
+        let mut net = net.borrow_mut();
+        let at = net.trace.offset(tokio::time::Instant::now());
+        net.leaves.push(Left { slot, at, to });
+        net.trace.log(What::Left { slot, to });
+    }
+    let Some(to) = to else { return };
+    // The answer comes at the instant of the hand-over: no virtual time passes while
+    // tasks are runnable. The successor may have extended the lease meanwhile; it keeps
+    // the term, and that extension is recorded as a grant of its own.
+    let leader = manager
+        .send(Leader {
+            service: super::sim::SERVICE.to_owned(),
+        })
+        .await
+        .ok()
+        .flatten();
+    let mut net = net.borrow_mut();
+    let from = net.trace.offset(tokio::time::Instant::now());
+    match leader {
+        Some(lease) if slot_of(&lease.holder) == Some(to) => {
+            let until = net.trace.offset(lease.expires);
+            net.grants.push(Grant {
+                slot: to,
+                from,
+                until,
+                term: lease.term,
+            });
+            net.trace.log(What::Granted { slot: to, until });
+        }
+        // The successor's lease already ended (or the manager stopped): nothing held.
+        _ => {}
+    }
+}
+
 impl Actor for FaultProxy {
     type Context = Context<Self>;
 }
@@ -406,6 +513,22 @@ impl Handler<ClaimLeadership> for FaultProxy {
 
     fn handle(&mut self, msg: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.relay(Request::Claim, msg))
+    }
+}
+
+impl Handler<ReleaseLeadership> for FaultProxy {
+    type Result = ResponseFuture<Result<(), LeaseError>>;
+
+    fn handle(&mut self, msg: ReleaseLeadership, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.relay(Request::Release, msg))
+    }
+}
+
+impl Handler<HandOverLeadership> for FaultProxy {
+    type Result = ResponseFuture<Result<(), LeaseError>>;
+
+    fn handle(&mut self, msg: HandOverLeadership, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.relay(Request::HandOver, msg))
     }
 }
 

@@ -39,7 +39,7 @@ use actix::prelude::*;
 use leadership::{Claimer, ManagerActor, StopManager, Tracker, UnitName};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::proxy::{FaultProxy, FaultRates, Grant, Network};
+use super::proxy::{FaultProxy, FaultRates, Grant, Left, Network};
 use super::rng::Rng;
 use super::trace::{Ask, Event, Trace, What};
 
@@ -244,8 +244,11 @@ pub struct Run {
     pub d: Duration,
     /// Every `true` ticket with its guarantee, in the order they resolved.
     pub promises: Vec<Promise>,
-    /// Every lease the manager(s) granted, as the proxies saw it on the wire.
+    /// Every lease the manager(s) granted, as the proxies saw it on the wire (a
+    /// hand-over counts as a grant to the successor).
     pub grants: Vec<Grant>,
+    /// Every release and hand-over the manager(s) accepted.
+    pub leaves: Vec<Left>,
     /// Every `WaitMinion` asked of a leading tracker that resolved.
     pub minion_watches: Vec<MinionWatch>,
     /// The process stalls, as `[from, to]`: timers due inside one fire late.
@@ -373,6 +376,7 @@ impl Driver {
             d: self.d,
             promises: self.prober.promises.borrow().clone(),
             grants: self.net.borrow().grants(),
+            leaves: self.net.borrow().leaves(),
             minion_watches: self.prober.minion_watches.borrow().clone(),
             stalls: self.stalls.clone(),
             liveness,
@@ -434,8 +438,7 @@ impl Driver {
     fn start_tracker(&mut self, slot: usize) {
         let d = self.d;
         let s = &mut self.slots[slot];
-        let claimer =
-            Claimer::from_recipients(s.proxy.clone().recipient(), s.proxy.clone().recipient());
+        let claimer = Claimer::new(&s.proxy);
         let tracker = if s.supervised {
             Tracker::start_supervised(s.unit.clone(), claimer, d)
         } else {

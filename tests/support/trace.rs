@@ -18,6 +18,10 @@ pub enum Request {
     Claim,
     /// `BlockUntilLeadershipReleased`.
     Block,
+    /// `ReleaseLeadership`.
+    Release,
+    /// `HandOverLeadership`.
+    HandOver,
 }
 
 /// What a proxy decided to do with one request (see [`crate::support::proxy`]).
@@ -88,6 +92,8 @@ pub enum What {
     },
     /// The manager granted slot `slot`'s claim: the lease runs until `until` at least.
     Granted { slot: usize, until: Duration },
+    /// The manager accepted slot `slot`'s release (`to: None`) or hand-over to `to`.
+    Left { slot: usize, to: Option<usize> },
     /// A proxy delivered a duplicate of a request; its answer went nowhere.
     Duplicated {
         slot: usize,
@@ -216,6 +222,10 @@ impl fmt::Display for Event {
             }
             What::Granted { slot, until } => {
                 write!(f, "MANAGER grants u{slot} a lease until {}", Secs(*until))
+            }
+            What::Left { slot, to: None } => write!(f, "MANAGER released u{slot}'s lease"),
+            What::Left { slot, to: Some(to) } => {
+                write!(f, "MANAGER handed u{slot}'s lease over to u{to}")
             }
             What::Duplicated {
                 slot,
