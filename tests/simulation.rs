@@ -27,10 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::check::{check, overlap, report, GuaranteeFinding, TermFinding, Verdict};
-use support::proxy::Grant;
+use support::check::{
+    check, overlap, report, GuaranteeFinding, LeftEarly, Owed, TermFinding, Verdict,
+};
+use support::proxy::{Grant, Left};
 use support::sim::{
-    run, Interval, Liveness, MinionWatch, Promise, Replacement, Run, Scenario, Step, D,
+    run, Interval, Liveness, MinionWatch, Promise, Replacement, Run, Scenario, Scope, Step, D,
 };
 use support::trace::Ask::{self, ClaimLeader};
 
@@ -433,6 +435,7 @@ fn promised_run(promises: Vec<Promise>, grants: Vec<Grant>) -> Run {
         promises,
         grants,
         leaves: Vec::new(),
+        scopes: Vec::new(),
         liveness: Liveness {
             stable_at: Duration::ZERO,
             deadline: 3 * D,
@@ -546,6 +549,7 @@ fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
             term: 1,
         }],
         leaves: Vec::new(),
+        scopes: Vec::new(),
         minion_watches: watches,
         stalls,
         liveness: Liveness {
@@ -619,6 +623,7 @@ fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
         promises: Vec::new(),
         grants: Vec::new(),
         leaves: Vec::new(),
+        scopes: Vec::new(),
         minion_watches: Vec::new(),
         stalls: Vec::new(),
         liveness: Liveness {
@@ -864,5 +869,125 @@ fn simulation_random_seeds_with_terms_restarting_low_are_caught_by_the_term_chec
         0,
         "the grace keeps the leases safe; only the terms are wrong: {}",
         summary.kinds()
+    );
+}
+
+/// A release (`to: None`) or hand-over by u`slot` at `at` ms, after `grants_before`
+/// grants.
+fn left(slot: usize, at: u64, to: Option<usize>, grants_before: usize) -> Left {
+    Left {
+        slot,
+        at: Duration::from_millis(at),
+        to,
+        grants_before,
+    }
+}
+
+/// A lead scope of u`slot` over [`started`, `ended`] ms under `term`.
+fn scope(slot: usize, started: u64, ended: u64, term: u64) -> Scope {
+    let ms = Duration::from_millis;
+    Scope {
+        slot,
+        life: 1,
+        asked: ms(started),
+        started: ms(started),
+        ended: ms(ended),
+        finished: true,
+        term,
+        until: ms(started) + D,
+    }
+}
+
+#[test]
+fn simulation_checker_wants_no_release_before_every_promise_and_scope_has_ended() {
+    // u0 holds term 5 from 0; its ticket at 1 s promises until 3 s (d = 2 s).
+    let world = |at: u64, scopes: Vec<Scope>| Run {
+        leaves: vec![left(0, at, None, 1)],
+        scopes,
+        ..promised_run(vec![promise(0, 1_000, 5, 3_998)], vec![granted(0, 0, 5)])
+    };
+    assert!(
+        check(&world(3_000, vec![])).is_ok(),
+        "released as the promise ends"
+    );
+    let early = check(&world(2_999, vec![]));
+    assert!(
+        matches!(&early.left_early[..], [LeftEarly { owed: Owed::Promise(p), .. }] if p.term == 5),
+        "{early:?}"
+    );
+    // A true ticket after the release is outside every lease: the release ended it.
+    let after = Run {
+        leaves: vec![left(0, 3_000, None, 1)],
+        ..promised_run(
+            vec![promise(0, 1_000, 5, 3_998), promise(0, 3_000, 5, 3_998)],
+            vec![granted(0, 0, 5)],
+        )
+    };
+    assert_eq!(check(&after).uncovered.len(), 1);
+    // A lead scope still running when the lease is released.
+    let scoped = check(&world(3_000, vec![scope(0, 2_000, 3_500, 5)]));
+    assert!(
+        matches!(
+            &scoped.left_early[..],
+            [LeftEarly {
+                owed: Owed::Scope(_),
+                ..
+            }]
+        ),
+        "{scoped:?}"
+    );
+    // A hand-over ends u0's lease and starts u1's under a greater term at that instant.
+    let handed = Run {
+        leaves: vec![left(0, 3_000, Some(1), 1)],
+        ..promised_run(
+            vec![promise(0, 1_000, 5, 3_998), promise(1, 3_000, 6, 5_000)],
+            vec![
+                granted(0, 0, 5),
+                Grant {
+                    slot: 1,
+                    from: Duration::from_millis(3_000),
+                    until: Duration::from_millis(5_000),
+                    term: 6,
+                },
+            ],
+        )
+    };
+    assert!(check(&handed).is_ok(), "{:?}", check(&handed));
+}
+
+#[test]
+fn simulation_checker_wants_lead_scopes_inside_their_lease_and_alone() {
+    let grants = vec![granted(0, 0, 5), granted(1, 4_000, 6)];
+    let world = |scopes, promises| Run {
+        scopes,
+        ..promised_run(promises, grants.clone())
+    };
+    // Inside u0's lease [0, 4 s], then u1's from 4 s, touching: fine.
+    let good = world(
+        vec![scope(0, 100, 4_000, 5), scope(1, 4_000, 5_000, 6)],
+        vec![promise(1, 4_000, 6, 7_998)],
+    );
+    assert!(check(&good).is_ok(), "{:?}", check(&good));
+    // Past the lease, or under another term.
+    let late = check(&world(vec![scope(0, 100, 4_001, 5)], vec![]));
+    assert_eq!(late.scopes_outside.len(), 1, "{late:?}");
+    let wrong = check(&world(vec![scope(0, 100, 1_000, 4)], vec![]));
+    assert_eq!(wrong.scopes_outside.len(), 1, "{wrong:?}");
+    // Beside another unit's true ticket or scope (each inside its own lease).
+    let beside = check(&world(
+        vec![scope(0, 100, 1_000, 5)],
+        vec![promise(1, 900, 6, 2_900)],
+    ));
+    assert!(
+        matches!(&beside.scopes_shared[..], [(_, Owed::Promise(_))]),
+        "{beside:?}"
+    );
+    let two = check(&world(
+        vec![scope(0, 3_000, 4_000, 5), scope(1, 3_999, 4_500, 6)],
+        vec![],
+    ));
+    assert!(
+        matches!(&two.scopes_shared[..], [(_, Owed::Scope(_))]),
+        "{two:?}"
     );
 }

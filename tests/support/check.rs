@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use leadership::{Fence, StaleTerm};
 
-use super::proxy::Grant;
-use super::sim::{Interval, MinionWatch, Promise, Run};
+use super::proxy::{Grant, Left};
+use super::sim::{Interval, MinionWatch, Promise, Run, Scope};
 use super::trace::{Event, Request, Secs, What};
 
 /// Two intervals of different units that overlap.
@@ -76,8 +76,10 @@ pub struct Tenure {
     pub term: u64,
     /// When the first grant of the lease was made.
     pub from: Duration,
-    /// When the lease ends (the latest end of its grants).
+    /// When the lease ends: the latest end of its grants, or its release or hand-over.
     pub until: Duration,
+    /// When it would have ended but for a release or hand-over.
+    pub granted: Duration,
 }
 
 /// A grant whose term breaks the order of terms.
@@ -101,7 +103,7 @@ pub enum GuaranteeFinding {
     },
     /// `until < r + d`: less than `d` promised from the answer.
     TooShort { promise: Promise },
-    /// `until` after the end of the lease of its term.
+    /// `until` after the end of the lease of its term as granted.
     PastLease { promise: Promise, lease: Tenure },
 }
 
@@ -129,6 +131,26 @@ pub struct StaleWrite {
     pub fenced: Result<(), StaleTerm>,
 }
 
+/// What a leaving incarnation still owed when its release or hand-over took effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owed {
+    /// A `true` ticket whose `[r, r + d]` had not ended.
+    Promise(Promise),
+    /// A lead scope still running.
+    Scope(Scope),
+}
+
+/// A release or hand-over the manager accepted before every promise and lead scope of
+/// the leaving incarnation had ended (contract §6: the tracker keeps its lease until
+/// then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftEarly {
+    /// The release or hand-over.
+    pub left: Left,
+    /// What was still owed.
+    pub owed: Owed,
+}
+
 /// The checker's findings for one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -151,6 +173,16 @@ pub struct Verdict {
     pub fenced_out: Vec<(Promise, StaleTerm)>,
     /// Every stalled leader's write (see [`StaleWrite`]); unsafe if one was admitted.
     pub stale_writes: Vec<StaleWrite>,
+    /// Releases and hand-overs that came before the leaver's promises ended.
+    pub left_early: Vec<LeftEarly>,
+    /// Not a safety finding: `true` tickets whose `[r, r + d]` had ended when their
+    /// incarnation released or handed over its lease, but whose guarantee's `until` had
+    /// not — contract §6 lets a resign end leadership before `until`.
+    pub cut_short: Vec<(Left, Promise)>,
+    /// Lead scopes that ran outside a lease of their unit under their term.
+    pub scopes_outside: Vec<Scope>,
+    /// Lead scopes that ran while another unit held a `true` ticket or ran a scope.
+    pub scopes_shared: Vec<(Scope, Owed)>,
     /// Why liveness failed, if it did.
     pub liveness_failure: Option<String>,
 }
@@ -169,6 +201,9 @@ impl Verdict {
             && self.stale.is_empty()
             && self.after_stop.is_empty()
             && self.term_safe()
+            && self.left_early.is_empty()
+            && self.scopes_outside.is_empty()
+            && self.scopes_shared.is_empty()
     }
 
     /// The kinds of safety finding in this run, by the names the report uses.
@@ -205,6 +240,23 @@ impl Verdict {
             (
                 "stale write admitted",
                 self.stale_writes.iter().any(|w| w.fenced.is_ok()),
+            ),
+            (
+                "left before a promise ended",
+                self.left_early
+                    .iter()
+                    .any(|e| matches!(e.owed, Owed::Promise(_))),
+            ),
+            (
+                "left while a scope ran",
+                self.left_early
+                    .iter()
+                    .any(|e| matches!(e.owed, Owed::Scope(_))),
+            ),
+            ("scope outside its lease", !self.scopes_outside.is_empty()),
+            (
+                "scope beside another leader",
+                !self.scopes_shared.is_empty(),
             ),
         ]
         .into_iter()
@@ -252,16 +304,28 @@ pub fn overlapping(intervals: &[Interval]) -> Vec<Violation> {
 pub fn check(run: &Run) -> Verdict {
     let intervals = run.intervals();
     let violations = overlapping(&intervals);
-    let held = held(&run.grants);
+    let held = held(&run.grants, &run.leaves);
     let uncovered = intervals
         .iter()
         .filter(|i| !held.iter().any(|h| h.slot == i.slot && within(i, h)))
         .cloned()
         .collect();
-    let (tenures, terms) = tenures(&run.grants);
+    let (tenures, terms) = tenures(&run.grants, &run.leaves);
     let guarantees = guarantee_findings(run, &tenures);
     let fenced_out = fenced_out(&run.promises);
     let stale_writes = stale_writes(run, &held);
+    let (left_early, cut_short) = left_early(run);
+    let scopes_outside = run
+        .scopes
+        .iter()
+        .filter(|c| {
+            !tenures.iter().any(|t| {
+                t.slot == c.slot && t.term == c.term && t.from <= c.started && c.ended <= t.until
+            })
+        })
+        .cloned()
+        .collect();
+    let scopes_shared = scopes_shared(run);
     let mut shared_leases = Vec::new();
     for (n, a) in held.iter().enumerate() {
         for b in held[n + 1..].iter().take_while(|b| b.from < a.until) {
@@ -311,8 +375,82 @@ pub fn check(run: &Run) -> Verdict {
         terms,
         fenced_out,
         stale_writes,
+        left_early,
+        cut_short,
+        scopes_outside,
+        scopes_shared,
         liveness_failure,
     }
+}
+
+/// Lead scopes that ran, for more than an instant, while another unit held a `true`
+/// ticket's interval or ran a scope of its own.
+fn scopes_shared(run: &Run) -> Vec<(Scope, Owed)> {
+    let apart = |a: (Duration, Duration), b: (Duration, Duration)| a.0.max(b.0) >= a.1.min(b.1);
+    let mut found = Vec::new();
+    for (n, c) in run.scopes.iter().enumerate() {
+        let span = (c.started, c.ended);
+        for p in &run.promises {
+            let i = &p.interval;
+            if i.slot != c.slot && !apart(span, (i.start, i.end)) {
+                found.push((c.clone(), Owed::Promise(p.clone())));
+            }
+        }
+        for other in &run.scopes[n + 1..] {
+            if other.slot != c.slot && !apart(span, (other.started, other.ended)) {
+                found.push((c.clone(), Owed::Scope(other.clone())));
+            }
+        }
+    }
+    found
+}
+
+/// The incarnation of `slot` running at `at`, from the trace; `None` (any) for a
+/// hand-made run whose trace does not say.
+fn life_at(trace: &[Event], slot: usize, at: Duration) -> Option<u32> {
+    trace
+        .iter()
+        .take_while(|e| e.at <= at)
+        .filter_map(|e| match e.what {
+            What::TrackerStarted { slot: s, life, .. } if s == slot => Some(life),
+            _ => None,
+        })
+        .last()
+}
+
+/// Releases and hand-overs that took effect while a promise (`[r, r + d]`) or a lead
+/// scope of the leaving incarnation was still running. A restarted incarnation cannot
+/// know its predecessor's promises, so only the leaver's own count (the driver does not
+/// make a unit leave within `d` of a kill; see `sim.rs`).
+///
+/// Also returns the promises that had ended but whose guarantee's `until` had not.
+fn left_early(run: &Run) -> (Vec<LeftEarly>, Vec<(Left, Promise)>) {
+    let mut found = Vec::new();
+    let mut cut_short = Vec::new();
+    for &left in &run.leaves {
+        let life = life_at(&run.trace, left.slot, left.at);
+        let ours = |slot: usize, l: u32| slot == left.slot && life.is_none_or(|life| life == l);
+        for p in &run.promises {
+            let i = &p.interval;
+            if ours(i.slot, i.life) && i.start <= left.at && left.at < i.end {
+                found.push(LeftEarly {
+                    left,
+                    owed: Owed::Promise(p.clone()),
+                });
+            } else if ours(i.slot, i.life) && i.end <= left.at && left.at < p.until {
+                cut_short.push((left, p.clone()));
+            }
+        }
+        for scope in &run.scopes {
+            if ours(scope.slot, scope.life) && scope.started <= left.at && left.at < scope.ended {
+                found.push(LeftEarly {
+                    left,
+                    owed: Owed::Scope(scope.clone()),
+                });
+            }
+        }
+    }
+    (found, cut_short)
 }
 
 /// Whether interval `i` lies inside the lease stretch `h` (of any unit).
@@ -323,23 +461,39 @@ fn within(i: &Interval, h: &Held) -> bool {
 /// The leases under each term, in the order of their first grant, and the grants that
 /// break the order of terms. Grants come in the order the proxies saw the manager's
 /// answers, i.e. the order it handled them.
-pub fn tenures(grants: &[Grant]) -> (Vec<Tenure>, Vec<TermFinding>) {
+pub fn tenures(grants: &[Grant], leaves: &[Left]) -> (Vec<Tenure>, Vec<TermFinding>) {
     let mut tenures: Vec<Tenure> = Vec::new();
     // The latest tenure of each term.
     let mut by_term: HashMap<u64, usize> = HashMap::new();
     let mut findings = Vec::new();
     let mut greatest: Option<u64> = None;
-    for &grant in grants {
+    for event in wire(grants, leaves) {
+        let grant = match event {
+            Wire::Grant(grant) => grant,
+            Wire::Left(l) => {
+                // The leaver's live lease ends here.
+                let live = tenures
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.slot == l.slot && t.from <= l.at && l.at < t.until);
+                if let Some(t) = live {
+                    t.until = l.at;
+                }
+                continue;
+            }
+        };
         let fresh = Tenure {
             slot: grant.slot,
             term: grant.term,
             from: grant.from,
             until: grant.until,
+            granted: grant.until,
         };
         match by_term.get(&grant.term).map(|&n| &mut tenures[n]) {
             // An extension of the live lease: the manager keeps its term.
             Some(t) if t.slot == grant.slot && grant.from < t.until => {
                 t.until = t.until.max(grant.until);
+                t.granted = t.until;
                 continue;
             }
             Some(t) => findings.push(TermFinding::Reused { grant, earlier: *t }),
@@ -367,7 +521,9 @@ fn guarantee_findings(run: &Run, tenures: &[Tenure]) -> Vec<GuaranteeFinding> {
                 promise: p.clone(),
                 covering: tenures.iter().find(covers).copied(),
             }),
-            Some(lease) if p.until > lease.until => {
+            // A resign may end the lease before `until` (contract §6 waits for
+            // `handled_at + d` only): see `Verdict::cut_short`.
+            Some(lease) if p.until > lease.granted => {
                 findings.push(GuaranteeFinding::PastLease {
                     promise: p.clone(),
                     lease: *lease,
@@ -469,22 +625,58 @@ fn requests_after_stop(trace: &[Event]) -> Vec<(usize, Duration, Request, Durati
 
 /// The stretches each unit held a lease, sorted by start: grants of one unit that
 /// overlap or touch are merged (an extension continues the lease it extends).
-pub fn held(grants: &[Grant]) -> Vec<Held> {
-    let mut grants = grants.to_vec();
-    grants.sort_by_key(|g| (g.slot, g.from));
+/// A release or hand-over ends the leaver's stretch at that instant; a later grant to it
+/// starts a new one.
+pub fn held(grants: &[Grant], leaves: &[Left]) -> Vec<Held> {
     let mut held: Vec<Held> = Vec::new();
-    for g in grants {
-        match held.last_mut() {
-            Some(h) if h.slot == g.slot && g.from <= h.until => h.until = h.until.max(g.until),
-            _ => held.push(Held {
-                slot: g.slot,
-                from: g.from,
-                until: g.until,
-            }),
+    // The stretch each slot may still extend.
+    let mut open: HashMap<usize, usize> = HashMap::new();
+    for event in wire(grants, leaves) {
+        match event {
+            Wire::Grant(g) => match open.get(&g.slot).map(|&n| &mut held[n]) {
+                Some(h) if g.from <= h.until => h.until = h.until.max(g.until),
+                _ => {
+                    open.insert(g.slot, held.len());
+                    held.push(Held {
+                        slot: g.slot,
+                        from: g.from,
+                        until: g.until,
+                    });
+                }
+            },
+            Wire::Left(l) => {
+                if let Some(n) = open.remove(&l.slot) {
+                    let h = &mut held[n];
+                    h.until = h.until.min(l.at.max(h.from));
+                }
+            }
         }
     }
     held.sort_by_key(|h| (h.from, h.slot));
     held
+}
+
+/// What the manager did, as the proxies saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// A claim granted (or a hand-over's successor given the lease).
+    Grant(Grant),
+    /// A release or hand-over accepted.
+    Left(Left),
+}
+
+/// Grants and leaves merged in the order the manager handled them.
+pub fn wire(grants: &[Grant], leaves: &[Left]) -> Vec<Wire> {
+    let mut events = Vec::with_capacity(grants.len() + leaves.len());
+    let mut leaves = leaves.iter().peekable();
+    for (n, g) in grants.iter().enumerate() {
+        while let Some(l) = leaves.next_if(|l| l.grants_before <= n) {
+            events.push(Wire::Left(*l));
+        }
+        events.push(Wire::Grant(*g));
+    }
+    events.extend(leaves.map(|l| Wire::Left(*l)));
+    events
 }
 
 /// How many findings about `true` tickets a report lists of each kind (a tracker with a
@@ -670,9 +862,57 @@ pub fn report(seed: Option<u64>, run: &Run, verdict: &Verdict) -> String {
             w.newer.term
         );
     }
+    for early in verdict.left_early.iter().take(SHOWN) {
+        let l = &early.left;
+        let how = l.to.map_or("released its lease".to_owned(), |to| {
+            format!("handed its lease over to u{to}")
+        });
+        let _ = match &early.owed {
+            Owed::Promise(p) => writeln!(
+                out,
+                "LEFT EARLY: u{} {how} at {} while {} still ran (to {})",
+                l.slot,
+                Secs(l.at),
+                promised(p),
+                Secs(p.interval.end)
+            ),
+            Owed::Scope(scope) => writeln!(
+                out,
+                "LEFT EARLY: u{} {how} at {} while its lead scope [{}, {}] ran",
+                l.slot,
+                Secs(l.at),
+                Secs(scope.started),
+                Secs(scope.ended)
+            ),
+        };
+    }
+    more(&mut out, verdict.left_early.len());
+    let scope = |c: &Scope| {
+        format!(
+            "u{}#{} lead scope [{}, {}] (term {}, until {})",
+            c.slot,
+            c.life,
+            Secs(c.started),
+            Secs(c.ended),
+            c.term,
+            Secs(c.until)
+        )
+    };
+    for c in verdict.scopes_outside.iter().take(SHOWN) {
+        let _ = writeln!(out, "SCOPE: {} ran outside its lease", scope(c));
+    }
+    more(&mut out, verdict.scopes_outside.len());
+    for (c, other) in verdict.scopes_shared.iter().take(SHOWN) {
+        let other = match other {
+            Owed::Promise(p) => promised(p),
+            Owed::Scope(o) => scope(o),
+        };
+        let _ = writeln!(out, "SCOPE: {} ran beside {other}", scope(c));
+    }
+    more(&mut out, verdict.scopes_shared.len());
     if !verdict.term_safe() {
         let _ = writeln!(out, "leases by term (the trace leaves terms out):");
-        for t in tenures(&run.grants).0 {
+        for t in tenures(&run.grants, &run.leaves).0 {
             let _ = writeln!(out, "  {}", tenure(&t));
         }
     }

@@ -348,6 +348,8 @@ pub struct Left {
     pub at: Duration,
     /// The successor's slot for a hand-over; `None` for a release.
     pub to: Option<usize>,
+    /// How many grants the proxies had recorded before it: its place among them.
+    pub grants_before: usize,
 }
 
 /// The slot of unit `sim/<n>`, if `unit` is one.
@@ -472,7 +474,13 @@ async fn left(
     {
         let mut net = net.borrow_mut();
         let at = net.trace.offset(tokio::time::Instant::now());
-        net.leaves.push(Left { slot, at, to });
+        let grants_before = net.grants.len();
+        net.leaves.push(Left {
+            slot,
+            at,
+            to,
+            grants_before,
+        });
         net.trace.log(What::Left { slot, to });
     }
     let Some(to) = to else { return };

@@ -199,6 +199,27 @@ pub struct Promise {
     pub until: Duration,
 }
 
+/// A lead scope (`Tracker::lead`) whose work started: when, under which guarantee, and
+/// when its future finished or was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The tracker slot.
+    pub slot: usize,
+    /// Its incarnation.
+    pub life: u32,
+    /// When `lead` was called.
+    pub asked: Duration,
+    /// When the work started.
+    pub started: Duration,
+    /// When the work's future completed or was dropped (cancelled).
+    pub ended: Duration,
+    /// Whether it completed (`lead` gave `Some`) rather than being cancelled.
+    pub finished: bool,
+    /// The guarantee the work was given: term and `until`.
+    pub term: u64,
+    pub until: Duration,
+}
+
 /// A `WaitMinion` asked of a tracker that was leading (its `ClaimLeader` had just
 /// answered `true` at once), and when it resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +270,8 @@ pub struct Run {
     pub grants: Vec<Grant>,
     /// Every release and hand-over the manager(s) accepted.
     pub leaves: Vec<Left>,
+    /// Every lead scope whose work started.
+    pub scopes: Vec<Scope>,
     /// Every `WaitMinion` asked of a leading tracker that resolved.
     pub minion_watches: Vec<MinionWatch>,
     /// The process stalls, as `[from, to]`: timers due inside one fire late.
@@ -377,6 +400,7 @@ impl Driver {
             promises: self.prober.promises.borrow().clone(),
             grants: self.net.borrow().grants(),
             leaves: self.net.borrow().leaves(),
+            scopes: Vec::new(),
             minion_watches: self.prober.minion_watches.borrow().clone(),
             stalls: self.stalls.clone(),
             liveness,
