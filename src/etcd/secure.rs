@@ -358,8 +358,19 @@ fn timed_out(during: &str, timeout: Duration) -> LeaseError {
 /// An error and its sources, each once: the cause of a failed handshake is several
 /// levels down (transport, connection, rustls).
 fn chain(e: &etcd_client::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = std::error::Error::source(e);
+    use std::error::Error as _;
+    let mut parts: Vec<String> = vec![match e {
+        // Its display repeats the wrapped error's: "transport error: transport error".
+        etcd_client::Error::TransportError(inner) => inner.to_string(),
+        _ => e.to_string(),
+    }];
+    // etcd_client::Error reports no source; the errors it wraps do.
+    let mut source = match e {
+        etcd_client::Error::TransportError(inner) => inner.source(),
+        etcd_client::Error::GRpcStatus(inner) => inner.source(),
+        etcd_client::Error::IoError(inner) => inner.source(),
+        _ => None,
+    };
     while let Some(cause) = source {
         let text = cause.to_string();
         if !parts.iter().any(|p| p.contains(&text)) {
@@ -519,4 +530,195 @@ fn explain(
         ));
     }
     LeaseError::Failed(format!("{during}: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory for one test, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir = std::env::temp_dir().join(format!(
+                "leadership-options-{name}-{}-{nanos}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A self-signed certificate and its key, as PEM.
+    fn cert_and_key(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn config(endpoint: &str) -> EtcdConfig {
+        EtcdConfig::new(vec![endpoint.to_owned()], "/p")
+    }
+
+    /// Connects to a port nothing listens on: every error expected here comes before
+    /// any I/O.
+    async fn invalid(endpoint: &str, options: EtcdOptions) -> String {
+        match open(&config(endpoint), &options).await {
+            Err(LeaseError::Invalid(message)) => message,
+            other => panic!("expected Invalid, got {:?}", other.map(|_| "a client")),
+        }
+    }
+
+    const TLS_ENDPOINT: &str = "https://127.0.0.1:1";
+
+    #[actix_rt::test]
+    async fn a_missing_ca_file_is_named() {
+        let message = invalid(
+            TLS_ENDPOINT,
+            EtcdOptions::new().ca_file("/nonexistent/ca.pem"),
+        )
+        .await;
+        assert!(
+            message.contains("cannot read the CA certificate file /nonexistent/ca.pem"),
+            "{message}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn files_without_the_right_pem_block_are_named() {
+        let scratch = Scratch::new("pem");
+        let (cert, key) = cert_and_key("client");
+        let ca = scratch.file("ca.pem", &cert);
+        let cert_file = scratch.file("client.pem", &cert);
+        let key_file = scratch.file("client-key.pem", &key);
+        let garbage = scratch.file("garbage.pem", "not a certificate\n");
+
+        let message = invalid(TLS_ENDPOINT, EtcdOptions::new().ca_file(&garbage)).await;
+        assert!(message.contains("CA certificate file"), "{message}");
+        assert!(message.contains("garbage.pem"), "{message}");
+        assert!(message.contains("no PEM certificate"), "{message}");
+
+        // The key given where the certificate belongs, and the other way round.
+        let swapped = EtcdOptions::new()
+            .ca_file(&ca)
+            .client_cert_files(&key_file, &cert_file);
+        let message = invalid(TLS_ENDPOINT, swapped).await;
+        assert!(
+            message.contains("client certificate file") && message.contains("client-key.pem"),
+            "{message}"
+        );
+        let key_is_a_cert = EtcdOptions::new()
+            .ca_file(&ca)
+            .client_cert_files(&cert_file, &cert_file);
+        let message = invalid(TLS_ENDPOINT, key_is_a_cert).await;
+        assert!(
+            message.contains("client key file") && message.contains("no PEM private key"),
+            "{message}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_key_that_does_not_match_its_certificate_is_named() {
+        let scratch = Scratch::new("mismatch");
+        let (cert, _) = cert_and_key("client");
+        let (_, other_key) = cert_and_key("other");
+        let ca = scratch.file("ca.pem", &cert);
+        let cert_file = scratch.file("client.pem", &cert);
+        let key_file = scratch.file("other-key.pem", &other_key);
+        let options = EtcdOptions::new()
+            .ca_file(&ca)
+            .client_cert_files(&cert_file, &key_file);
+        let message = invalid(TLS_ENDPOINT, options).await;
+        assert!(message.contains("do not match"), "{message}");
+        assert!(message.contains("other-key.pem"), "{message}");
+        assert!(message.contains("client.pem"), "{message}");
+
+        // The same in memory; and a matching pair passes the check (and then fails to
+        // connect, which is not `Invalid`).
+        let (cert, key) = cert_and_key("client");
+        let message = invalid(
+            TLS_ENDPOINT,
+            EtcdOptions::new()
+                .ca_pem(cert.clone())
+                .client_cert_pem(cert.clone(), other_key),
+        )
+        .await;
+        assert!(message.contains("given in memory"), "{message}");
+        let matching = EtcdOptions::new()
+            .request_timeout(Duration::from_millis(500))
+            .ca_pem(cert.clone())
+            .client_cert_pem(cert, key);
+        let result = open(&config(TLS_ENDPOINT), &matching).await;
+        assert!(
+            matches!(result, Err(LeaseError::Failed(_))),
+            "{:?}",
+            result.err()
+        );
+    }
+
+    #[actix_rt::test]
+    async fn tls_options_and_url_schemes_must_agree() {
+        let (cert, key) = cert_and_key("client");
+        let message = invalid(TLS_ENDPOINT, EtcdOptions::new()).await;
+        assert!(
+            message.contains("HTTPS") && message.contains("CA"),
+            "{message}"
+        );
+
+        let message = invalid(
+            "http://127.0.0.1:1",
+            EtcdOptions::new().ca_pem(cert.clone()),
+        )
+        .await;
+        assert!(message.contains("plain HTTP"), "{message}");
+
+        let no_ca = EtcdOptions::new().client_cert_pem(cert, key);
+        let message = invalid(TLS_ENDPOINT, no_ca).await;
+        assert!(message.contains("needs TLS"), "{message}");
+        let message = invalid(TLS_ENDPOINT, EtcdOptions::new().domain_name("etcd")).await;
+        assert!(message.contains("needs TLS"), "{message}");
+    }
+
+    #[actix_rt::test]
+    async fn endpoints_and_timeout_are_checked() {
+        let empty = EtcdConfig::new(vec![], "/p");
+        assert!(matches!(
+            open(&empty, &EtcdOptions::new()).await,
+            Err(LeaseError::Invalid(_))
+        ));
+        let zero = EtcdOptions::new().request_timeout(Duration::ZERO);
+        let message = invalid("http://127.0.0.1:1", zero).await;
+        assert!(message.contains("timeout"), "{message}");
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let options = EtcdOptions::new()
+            .ca_file("/etc/ca.pem")
+            .client_cert_pem("CERT-TEXT", "KEY-TEXT")
+            .user("app", "hunter2");
+        let shown = format!("{options:?}");
+        assert!(
+            shown.contains("/etc/ca.pem") && shown.contains("\"app\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("KEY-TEXT"), "{shown}");
+    }
 }
