@@ -17,9 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use etcd_support::{free_port, within};
+use etcd_support::{free_port, poll_until, within};
 use leadership::etcd::{EtcdConfig, EtcdManager, EtcdOptions};
-use leadership::{Claimer, Leader, LeaseError, Tracker, UnitName};
+use leadership::{Claimer, Leader, LeaseError, ReleaseLeadership, Tracker, UnitName};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -143,6 +143,13 @@ impl SecureEtcd {
     /// Starts it (with `--auth-token-ttl` when given) and sets up auth; panics with the
     /// reason if it cannot.
     fn start(name: &str, auth_token_ttl: Option<u32>) -> SecureEtcd {
+        let etcd = SecureEtcd::start_without_auth(name, auth_token_ttl);
+        etcd.set_up_auth();
+        etcd
+    }
+
+    /// Starts it with TLS and `--client-cert-auth` but authentication still disabled.
+    fn start_without_auth(name: &str, auth_token_ttl: Option<u32>) -> SecureEtcd {
         let dir = std::env::temp_dir().join(format!(
             "leadership-secure-{name}-{}-{}",
             std::process::id(),
@@ -186,14 +193,12 @@ impl SecureEtcd {
                 .spawn()
                 .expect("spawn etcd (is etcd-server installed? run under .ci/with-etcd)");
             if wait_healthy(&mut child, &endpoint, &pki, Duration::from_secs(20)) {
-                let etcd = SecureEtcd {
+                return SecureEtcd {
                     child,
                     dir,
                     endpoint,
                     pki,
                 };
-                etcd.set_up_auth();
-                return etcd;
             }
             // Probably lost a port race: kill it and try other ports.
             let _ = child.kill();
@@ -308,6 +313,21 @@ fn wait_healthy(child: &mut Child, endpoint: &str, pki: &Pki, deadline: Duration
     false
 }
 
+impl SecureEtcd {
+    /// The ids of the live leases, as root sees them.
+    fn leases(&self) -> Vec<String> {
+        let out = self.etcdctl(&["lease", "list"]);
+        assert!(out.status.success(), "{out:?}");
+        // "found N leases" and then one id per line.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+}
+
 impl Drop for SecureEtcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -378,6 +398,23 @@ async fn a_tracker_leads_through_tls_a_client_certificate_and_a_user() {
     assert!(etcd.keys().contains("/app/web"), "{}", etcd.keys());
     tracker.kill();
     assert_eq!(tracker.wait().await, Ok(()));
+
+    // Releasing deletes the key and revokes its lease: the role's readwrite on the
+    // prefix is all that takes.
+    assert_eq!(etcd.leases().len(), 1, "the key's lease");
+    let released = manager
+        .send(ReleaseLeadership {
+            service: "web".into(),
+            unit: "web/0".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(released, Ok(()));
+    assert_eq!(etcd.keys(), "");
+    poll_until(secs(5.0), "the released lease to be revoked", || async {
+        etcd.leases().is_empty()
+    })
+    .await;
 }
 
 #[actix_rt::test]
@@ -388,6 +425,21 @@ async fn a_wrong_password_fails_as_authentication() {
     let message = refused(etcd.config(PREFIX), options).await;
     assert!(message.contains("authentication"), "{message}");
     assert!(message.contains("\"app\""), "names the user: {message}");
+}
+
+#[actix_rt::test]
+#[ignore = "needs the etcd binary: .ci/with-etcd cargo test --all-features --test etcd_secure -- --include-ignored"]
+async fn a_user_for_a_server_without_authentication_fails_as_authentication() {
+    let etcd = SecureEtcd::start_without_auth("no-auth", None);
+    let message = refused(etcd.config(PREFIX), etcd.app_options()).await;
+    assert!(message.contains("authentication disabled"), "{message}");
+    // Without the user it connects: TLS and the client certificate are enough.
+    let options = EtcdOptions::new()
+        .ca_file(&etcd.pki.ca)
+        .client_cert_files(&etcd.pki.app.cert, &etcd.pki.app.key);
+    EtcdManager::connect_with(etcd.config(PREFIX), options)
+        .await
+        .expect("no auth: anyone with a trusted certificate may write");
 }
 
 #[actix_rt::test]
