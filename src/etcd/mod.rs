@@ -67,11 +67,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchFilterType, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchFilterType, WatchOptions,
 };
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::protocol::{check_claim, check_service, check_unit};
 use crate::{
@@ -88,11 +88,14 @@ const CLAIM_ATTEMPTS: usize = 4;
 /// How many consecutive broken watches a block re-establishes before it gives up.
 const WATCH_RETRIES: usize = 3;
 
+mod secure;
+pub use secure::EtcdOptions;
+
 /// Where an [`EtcdManager`] finds etcd and its keys.
 ///
 /// Exactly the two fields the contract names, so it can be written as a literal; the
-/// request timeout, if the default does not suit, is given to
-/// [`EtcdManager::connect_with_timeout`].
+/// request timeout, TLS and credentials are given to [`EtcdManager::connect_with`] as
+/// [`EtcdOptions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// Client URLs of the etcd cluster, e.g. `["http://127.0.0.1:2379"]`.
@@ -151,68 +154,62 @@ impl EtcdManager {
     /// [`connect`](EtcdManager::connect).
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-    /// Connects to etcd and proves the server answers (a bounded `status` call), with
-    /// [`DEFAULT_REQUEST_TIMEOUT`](EtcdManager::DEFAULT_REQUEST_TIMEOUT).
+    /// Connects to etcd over plain HTTP, with
+    /// [`DEFAULT_REQUEST_TIMEOUT`](EtcdManager::DEFAULT_REQUEST_TIMEOUT); the same as
+    /// [`connect_with`](EtcdManager::connect_with) with [`EtcdOptions::new`].
     ///
-    /// Errors: [`LeaseError::Invalid`] for an empty endpoint list or a malformed URL,
-    /// [`LeaseError::Failed`] when no server answers in time.
+    /// # Errors
+    ///
+    /// As [`connect_with`](EtcdManager::connect_with).
     pub async fn connect(config: EtcdConfig) -> Result<EtcdManager, LeaseError> {
-        EtcdManager::connect_with_timeout(config, EtcdManager::DEFAULT_REQUEST_TIMEOUT).await
+        EtcdManager::connect_with(config, EtcdOptions::new()).await
     }
 
     /// Like [`connect`](EtcdManager::connect), with another bound on each request to
-    /// etcd. A claim is further bounded by a quarter of its duration (see the
-    /// [module documentation](self)); a zero timeout is `Invalid`.
+    /// etcd: the same as [`connect_with`](EtcdManager::connect_with) with
+    /// `EtcdOptions::new().request_timeout(request_timeout)`, which also takes TLS and a
+    /// user.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_with`](EtcdManager::connect_with).
     pub async fn connect_with_timeout(
         config: EtcdConfig,
         request_timeout: Duration,
     ) -> Result<EtcdManager, LeaseError> {
-        if config.endpoints.is_empty() {
-            return Err(LeaseError::Invalid("no etcd endpoints given".into()));
-        }
-        if request_timeout.is_zero() {
-            return Err(LeaseError::Invalid(
-                "etcd request timeout must be positive".into(),
-            ));
-        }
-        // HTTP/2 pings only while a stream (a watch) is open, and no more often than
-        // etcd's default keep-alive policy accepts (every 5 s): a dead connection under a
-        // pending block is then noticed within 15 s.
-        let options = ConnectOptions::new()
-            .with_connect_timeout(request_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(false);
-        // One deadline for the whole of `connect`.
-        let deadline = Instant::now()
-            .checked_add(request_timeout)
-            .ok_or_else(|| LeaseError::Invalid("etcd request timeout is too long".into()))?;
-        let connecting = Client::connect(&config.endpoints, Some(options));
-        let mut client = match tokio::time::timeout_at(deadline, connecting).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(
-                e @ (etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)),
-            )) => return Err(LeaseError::Invalid(format!("etcd endpoints: {e}"))),
-            Ok(Err(e)) => return Err(LeaseError::Failed(format!("connecting to etcd: {e}"))),
-            Err(_) => {
-                return Err(LeaseError::Failed(format!(
-                    "connecting to etcd: timed out after {:?}",
-                    request_timeout
-                )))
-            }
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let status = bounded(left, "etcd status", client.status()).await?;
-        info!(
-            endpoints = ?config.endpoints,
-            version = status.version(),
-            "connected to etcd"
-        );
+        EtcdManager::connect_with(config, EtcdOptions::new().request_timeout(request_timeout)).await
+    }
+
+    /// Connects to etcd as `options` say (request timeout, TLS, client certificate,
+    /// user) and proves the whole chain before returning: the TLS handshake, the login,
+    /// and read and write permission on [`EtcdConfig::prefix`] (a transaction that etcd
+    /// permits only to a user who may write under the prefix, and that writes nothing).
+    /// The whole takes at most the request timeout.
+    ///
+    /// # Errors
+    ///
+    /// - [`LeaseError::Invalid`]: bad options, found before any I/O — no endpoints, a
+    ///   malformed URL, a zero timeout, `https://` endpoints without a CA (or `http://`
+    ///   ones with TLS options), a certificate or key file that cannot be read or holds
+    ///   no PEM certificate or key (the message names the file), a client key that does
+    ///   not match its certificate.
+    /// - [`LeaseError::Failed`], the message saying which: "TLS" and "certificate" when
+    ///   the handshake fails (the server's certificate is not signed by the given CA or
+    ///   not valid for its name, or the server refused the client certificate);
+    ///   "authentication" for a wrong user or password, or a server demanding a login
+    ///   none was given for; "permission denied" when the user may not read and write
+    ///   under the prefix; "timed out" only when no server answered in time.
+    pub async fn connect_with(
+        config: EtcdConfig,
+        options: EtcdOptions,
+    ) -> Result<EtcdManager, LeaseError> {
+        let client = secure::open(&config, &options).await?;
         let (stop, stopped) = tokio::sync::watch::channel(());
         Ok(EtcdManager {
             store: Store {
                 client,
                 prefix: config.prefix,
-                timeout: request_timeout,
+                timeout: options.timeout(),
             },
             locks: HashMap::new(),
             stop: Some(stop),
