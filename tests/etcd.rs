@@ -1177,3 +1177,76 @@ async fn watch_leader_follows_grants_hand_overs_releases_and_expiry() {
     );
     assert!(granted_at.elapsed() >= secs(1.9));
 }
+
+/// Checks for `period` that the receiver still shows `expected` (etcd unreachable:
+/// nothing may be published, `None` least of all).
+async fn holds_for(
+    rx: &tokio::sync::watch::Receiver<Option<LeaseInfo>>,
+    expected: &Option<(String, u64)>,
+    period: Duration,
+    why: &str,
+) {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        assert_eq!(&holder_and_term(&rx.borrow()), expected, "{why}");
+        tokio::time::sleep(secs(0.05)).await;
+    }
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --test etcd -- --include-ignored"]
+async fn watch_leader_keeps_its_value_while_etcd_is_gone_and_resumes() {
+    let mut etcd = EtcdProcess::start("watch-resume");
+    let prefix = unique_prefix("watch-resume");
+    let config = EtcdConfig::new(vec![etcd.endpoint.clone()], prefix.as_str());
+    let m = EtcdManager::connect_with_timeout(config, secs(1.0))
+        .await
+        .unwrap()
+        .start();
+    let term = granted(&m, "web/0", secs(60.0)).await;
+    let mut rx = m
+        .send(WatchLeader {
+            service: SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .expect("a watch");
+    let held = Some(("web/0".to_owned(), term));
+    assert_eq!(holder_and_term(&rx.borrow_and_update()), held);
+
+    etcd.pause();
+    holds_for(&rx, &held, secs(3.0), "etcd frozen").await;
+    etcd.resume();
+    etcd.restart(); // every connection breaks; keys and leases survive
+    holds_for(&rx, &held, secs(1.0), "etcd restarted").await;
+
+    // A change made through another connection after the restart reaches the receiver:
+    // the watch resumed.
+    let other = connect(&[etcd.endpoint.clone()], &prefix).await;
+    assert_eq!(
+        other.send(hand_over("web/0", "web/1")).await.unwrap(),
+        Ok(())
+    );
+    let seen = within(secs(10.0), "the hand-over after the restart", async {
+        loop {
+            rx.changed().await.expect("the watch is alive");
+            let seen = holder_and_term(&rx.borrow_and_update());
+            if seen != held {
+                return seen;
+            }
+        }
+    })
+    .await;
+    let (holder, new_term) = seen.expect("held by the successor");
+    assert_eq!(holder, "web/1");
+    assert!(new_term > term);
+
+    etcd.kill();
+    holds_for(
+        &rx,
+        &Some(("web/1".into(), new_term)),
+        secs(2.0),
+        "etcd dead",
+    )
+    .await;
+}

@@ -343,3 +343,6 @@ mod tests {
         assert!(why.contains("floor of 2s"), "{why}");
     }
 }
+
+#[cfg(test)]
+mod server_tests;

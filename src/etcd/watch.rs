@@ -94,6 +94,12 @@ impl Upstream {
         (!*closing).then(|| self.sender.subscribe())
     }
 
+    /// How many receivers share this upstream.
+    #[cfg(test)]
+    pub(super) fn receivers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
     /// Whether the task may end: no receiver left. Decided once, under the lock.
     fn close_if_unused(&self) -> bool {
         let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -71,12 +71,29 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Starts `etcd` with its data in `dir`, serving clients on `endpoint`.
+fn spawn_etcd(dir: &Path, endpoint: &str, peer_url: &str) -> Child {
+    Command::new("etcd")
+        .args(["--name", "t", "--data-dir"])
+        .arg(dir)
+        .args(["--listen-client-urls", endpoint])
+        .args(["--advertise-client-urls", endpoint])
+        .args(["--listen-peer-urls", peer_url])
+        .args(["--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster", &format!("t={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn etcd (is etcd-server installed? run under .ci/with-etcd)")
+}
+
 /// A private etcd process (the `etcd` found on PATH) on free loopback ports with its
 /// own data directory; killed, resumed first if paused, and cleaned up on drop.
 #[derive(Debug)]
 pub struct EtcdProcess {
     child: Child,
     dir: PathBuf,
+    peer_url: String,
     /// Its client URL, e.g. `http://127.0.0.1:23456`.
     pub endpoint: String,
 }
@@ -99,21 +116,11 @@ impl EtcdProcess {
             ));
             let endpoint = format!("http://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
-            let child = Command::new("etcd")
-                .args(["--name", "t", "--data-dir"])
-                .arg(&dir)
-                .args(["--listen-client-urls", &endpoint])
-                .args(["--advertise-client-urls", &endpoint])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("t={peer_url}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn etcd (is etcd-server installed? run under .ci/with-etcd)");
+            let child = spawn_etcd(&dir, &endpoint, &peer_url);
             let mut process = EtcdProcess {
                 child,
                 dir,
+                peer_url,
                 endpoint,
             };
             if process.wait_healthy(Duration::from_secs(20)) {
@@ -122,6 +129,18 @@ impl EtcdProcess {
             // Probably lost a port race: `process` is dropped (killed) and we retry.
         }
         panic!("could not start a private etcd");
+    }
+
+    /// Kills the server and starts it again on the same ports and data: its keys and
+    /// leases survive, its connections do not. Waits (up to 20 s) until it is healthy.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_etcd(&self.dir, &self.endpoint, &self.peer_url);
+        assert!(
+            self.wait_healthy(Duration::from_secs(20)),
+            "etcd did not come back on {}",
+            self.endpoint
+        );
     }
 
     fn wait_healthy(&mut self, deadline: Duration) -> bool {
