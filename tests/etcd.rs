@@ -1250,3 +1250,20 @@ async fn watch_leader_keeps_its_value_while_etcd_is_gone_and_resumes() {
     )
     .await;
 }
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --test etcd -- --include-ignored"]
+async fn a_tracker_below_the_floor_fails_at_once_naming_it() {
+    let endpoints = shared_endpoints("a_tracker_below_the_floor_fails_at_once_naming_it");
+    let m = connect(&endpoints, &unique_prefix("floor")).await;
+    // d = 0.9 s claims 1.8 s: below etcd's 2 s minimum lease.
+    let tracker = Tracker::start(unit("web/0"), Claimer::new(&m), secs(0.9)).unwrap();
+    assert!(!tracker.wait_leader().await, "it never leads");
+    match within(secs(2.0), "the tracker to stop", tracker.wait()).await {
+        Err(leadership::TrackerError::LeadershipFailure(LeaseError::Invalid(why))) => {
+            assert!(why.contains("floor of 2s"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(leader_of(&m).await, None, "nothing was written");
+}
