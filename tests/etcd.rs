@@ -1038,20 +1038,36 @@ async fn fenced_writes_commit_only_under_the_current_term() {
     );
 }
 
+/// How a racing failover moves the lease from web/0 to web/1.
+#[derive(Debug, Clone, Copy)]
+enum Failover {
+    /// web/0 releases, web/1 claims through another manager: a new holder key.
+    ReleaseAndClaim,
+    /// web/0 hands over: the holder key keeps its create revision, only the term key
+    /// tells the terms apart.
+    HandOver,
+}
+
 #[actix_rt::test]
 #[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --test etcd -- --include-ignored"]
 async fn stale_fenced_writes_never_land_even_racing_the_failover() {
     let endpoints = shared_endpoints("stale_fenced_writes_never_land_even_racing_the_failover");
+    for how in [Failover::ReleaseAndClaim, Failover::HandOver] {
+        stale_writes_race(&endpoints, how).await;
+    }
+}
+
+/// 400 writes under web/0's term, sent in waves while the lease moves to web/1: every
+/// one that landed committed before web/1's term began, and the store agrees.
+async fn stale_writes_race(endpoints: &[String], how: Failover) {
     let prefix = unique_prefix("fenced-race");
     let (m0, m1) = (
-        connect(&endpoints, &prefix).await,
-        connect(&endpoints, &prefix).await,
+        connect(endpoints, &prefix).await,
+        connect(endpoints, &prefix).await,
     );
     let data = format!("{prefix}-data/");
     let old_term = granted(&m0, "web/0", secs(30.0)).await;
 
-    // 400 writes under the old term, sent in waves while the lease is released and
-    // web/1 claims it through another manager.
     let mut writes = Vec::new();
     let mut failover = None;
     for i in 0..400 {
@@ -1060,7 +1076,14 @@ async fn stale_fenced_writes_never_land_even_racing_the_failover() {
         if i == 100 {
             let (m0, m1) = (m0.clone(), m1.clone());
             failover = Some(actix_rt::spawn(async move {
-                assert_eq!(m0.send(release("web/0")).await.unwrap(), Ok(()));
+                match how {
+                    Failover::ReleaseAndClaim => {
+                        assert_eq!(m0.send(release("web/0")).await.unwrap(), Ok(()));
+                    }
+                    Failover::HandOver => {
+                        assert_eq!(m1.send(hand_over("web/0", "web/1")).await.unwrap(), Ok(()));
+                    }
+                }
                 m1.send(claim("web/1", secs(30.0))).await.unwrap()
             }));
         }
@@ -1075,7 +1098,7 @@ async fn stale_fenced_writes_never_land_even_racing_the_failover() {
         .unwrap()
         .expect("web/1's claim")
         .term;
-    assert!(new_term > old_term);
+    assert!(new_term > old_term, "{how:?}");
 
     let mut landed = Vec::new();
     let mut refused = 0;
@@ -1083,24 +1106,24 @@ async fn stale_fenced_writes_never_land_even_racing_the_failover() {
         match answer.unwrap() {
             Ok(resp) => landed.push(resp.header().expect("header").revision()),
             Err(FencedTxnError::StaleTerm { .. }) => refused += 1,
-            Err(e) => panic!("{e}"),
+            Err(e) => panic!("{how:?}: {e}"),
         }
     }
     println!(
-        "{} stale-term writes landed before the failover, {refused} refused",
+        "{how:?}: {} stale-term writes landed before the failover, {refused} refused",
         landed.len()
     );
     assert!(
         !landed.is_empty() && refused > 0,
-        "the writes raced the failover"
+        "{how:?}: the writes raced the failover"
     );
     let new_term = i64::try_from(new_term).unwrap();
     assert!(
         landed.iter().all(|&rev| rev < new_term),
-        "a write under term {old_term} committed after term {new_term} began"
+        "{how:?}: a write under term {old_term} committed after term {new_term} began"
     );
     // The store agrees: every key written under the old term predates the new term.
-    let mut raw = raw_client(&endpoints).await;
+    let mut raw = raw_client(endpoints).await;
     let kept = raw
         .get(
             data.as_str(),
@@ -1108,8 +1131,11 @@ async fn stale_fenced_writes_never_land_even_racing_the_failover() {
         )
         .await
         .unwrap();
-    assert_eq!(kept.kvs().len(), landed.len());
-    assert!(kept.kvs().iter().all(|kv| kv.mod_revision() < new_term));
+    assert_eq!(kept.kvs().len(), landed.len(), "{how:?}");
+    assert!(
+        kept.kvs().iter().all(|kv| kv.mod_revision() < new_term),
+        "{how:?}"
+    );
 }
 
 /// Waits for the receiver's next value.
