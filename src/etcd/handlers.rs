@@ -11,9 +11,10 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::fenced::{check_term, FencedTxn, FencedTxnError};
-use super::services::{lock, prune};
+use super::services::{entry, lock, prune};
 use super::watch::{block, follow, Upstream, UpstreamEnded};
 use super::{ttl_secs, EtcdManager};
+use crate::names::validate_service;
 use crate::protocol::{check_claim, check_hand_over, check_service, check_unit};
 use crate::{
     BlockUntilLeadershipReleased, ClaimLeadership, Grant, HandOverLeadership, Leader, LeaseError,
@@ -210,10 +211,7 @@ impl Handler<WatchLeader> for EtcdManager {
             }
             let upstream = Upstream::new(info);
             let receiver = upstream.subscribe().expect("a new upstream is not closing");
-            drop(lock(&mut act.locks, &service)); // creates the entry
-            if let Some(entry) = act.locks.get_mut(&service) {
-                entry.watch = Some(upstream.clone());
-            }
+            entry(&mut act.locks, &service).watch = Some(upstream.clone());
             actix_rt::spawn(follow(
                 act.store.clone(),
                 service,
@@ -258,11 +256,8 @@ impl Handler<FencedTxn> for EtcdManager {
     type Result = ResponseFuture<Result<TxnResponse, FencedTxnError>>;
 
     fn handle(&mut self, msg: FencedTxn, _: &mut Context<Self>) -> Self::Result {
-        let checked = check_service(&msg.service)
-            .map_err(|e| match e {
-                LeaseError::Invalid(why) => FencedTxnError::Invalid(why),
-                other => FencedTxnError::Invalid(other.to_string()),
-            })
+        let checked = validate_service(&msg.service)
+            .map_err(|e| FencedTxnError::Invalid(e.to_string()))
             .and_then(|()| check_term(msg.term));
         let term = match checked {
             Ok(term) => term,

@@ -25,16 +25,24 @@ impl ServiceEntry {
     }
 }
 
+/// The service's entry, created if needed (without allocating the name when it exists).
+pub(super) fn entry<'a>(
+    map: &'a mut HashMap<String, ServiceEntry>,
+    service: &str,
+) -> &'a mut ServiceEntry {
+    if !map.contains_key(service) {
+        map.insert(service.to_owned(), ServiceEntry::default());
+    }
+    map.get_mut(service).expect("inserted above")
+}
+
 /// The service's lock, creating its entry if needed. Call [`prune`] once the request
 /// that took it has finished.
 pub(super) fn lock(
     map: &mut HashMap<String, ServiceEntry>,
     service: &str,
 ) -> Arc<tokio::sync::Mutex<()>> {
-    match map.get(service) {
-        Some(entry) => entry.lock.clone(),
-        None => map.entry(service.to_owned()).or_default().lock.clone(),
-    }
+    entry(map, service).lock.clone()
 }
 
 /// Drops the service's entry if it is idle: the pruning rule that bounds the map.
@@ -73,9 +81,7 @@ mod tests {
     #[test]
     fn an_entry_with_a_watch_stays() {
         let mut map = HashMap::new();
-        drop(lock(&mut map, "web"));
-        let watch = Upstream::new(None);
-        map.get_mut("web").unwrap().watch = Some(watch);
+        entry(&mut map, "web").watch = Some(Upstream::new(None));
         prune(&mut map, "web");
         assert_eq!(map.len(), 1);
         map.get_mut("web").unwrap().watch = None;

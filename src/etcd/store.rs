@@ -367,10 +367,8 @@ impl Store {
         let mut client = self.client.clone();
         let resp = bounded(self.timeout, "etcd fenced txn", client.txn(txn))
             .await
-            .map_err(|e| match e {
-                LeaseError::Failed(why) => FencedTxnError::Failed(why),
-                other => FencedTxnError::Failed(other.to_string()),
-            })?;
+            // `bounded` fails only with `Failed`, whose message is the cause.
+            .map_err(|e| FencedTxnError::Failed(e.to_string()))?;
         if resp.succeeded() {
             return Ok(resp);
         }

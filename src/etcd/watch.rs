@@ -221,6 +221,7 @@ pub(super) async fn follow(
             match store.snapshot(&service).await {
                 Ok(found) => match store.info(&found).await {
                     Ok(info) => {
+                        wait = RETRY_FIRST;
                         revision = revision.max(found.revision);
                         upstream.publish(info);
                         break;
