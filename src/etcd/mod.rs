@@ -28,6 +28,8 @@
 //! first revision with data). A holder key written without its term key (by version 0.1
 //! of this crate, whose term was the key's create revision) reports its create revision,
 //! which is never smaller; its holder's next claim starts a term in place.
+//! Terms last as long as etcd's history: a cluster wiped or restored from an older backup
+//! starts again from a smaller revision (restore with the revision bumped past the old).
 //!
 //! - [`ClaimLeadership`]: one read of both keys (one revision), then, decided by a pure
 //!   function: key absent → a new lease, and both keys written in a transaction guarded
