@@ -20,7 +20,7 @@ use etcd_client::{TxnOp, TxnResponse};
 /// ```no_run
 /// # async fn demo(manager: actix::Addr<leadership::etcd::EtcdManager>, term: u64)
 /// # -> Result<(), Box<dyn std::error::Error>> {
-/// use etcd_client::TxnOp;
+/// use leadership::etcd::etcd_client::TxnOp;
 /// use leadership::etcd::{FencedTxn, FencedTxnError};
 ///
 /// let write = FencedTxn::new("web", term, vec![TxnOp::put("/app/web/config", "v2", None)]);
