@@ -155,7 +155,6 @@ pub(super) async fn follow(
     let mut client = store.client.clone();
     let mut wait = RETRY_FIRST;
     let mut stream: Option<WatchStream> = None;
-    // `None` from a step: the task ends.
     loop {
         if stream.is_none() {
             // Start (or resume) watching after the last revision seen.
@@ -177,9 +176,7 @@ pub(super) async fn follow(
                 }
             }
         }
-        let Some(watching) = stream.as_mut() else {
-            continue;
-        };
+        let watching = stream.as_mut().expect("a watch was just established");
         let changed = tokio::select! {
             _ = upstream.sender.closed() => {
                 if upstream.close_if_unused() {
@@ -209,6 +206,11 @@ pub(super) async fn follow(
                     key,
                     "leader watch broke; resuming from the last revision seen"
                 );
+                // Not at once: a server that accepts watches and drops them must not
+                // be hammered.
+                if !pause(&mut wait, &upstream, &mut stopped).await {
+                    break;
+                }
                 true
             }
         };
