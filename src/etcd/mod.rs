@@ -69,8 +69,9 @@
 //! publishes when the holder or the term changed (extensions are not published). After a
 //! broken watch or while etcd is unreachable it keeps the last value — never `None` just
 //! because etcd cannot be asked — reads the keys again once etcd answers and watches on
-//! from that read's revision. The upstream watch ends, and its entry is dropped, once the
-//! last receiver is gone (at the next change, or at once when it is noticed idle).
+//! from that read's revision. The upstream watch ends, and its entry is dropped, as soon
+//! as its last receiver is dropped (the task waits on the channel's closing as well as on
+//! etcd).
 //!
 //! # Timing, faults and clocks
 //!
