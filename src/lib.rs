@@ -43,4 +43,7 @@ pub use protocol::{
     LeaseError, LeaseInfo, ReleaseLeadership, WatchLeader,
 };
 pub use ticket::{Guarantee, Ticket, TicketFuture};
-pub use tracker::{ClaimLeader, Tracker, TrackerActor, TrackerError, WaitLeader, WaitMinion};
+pub use tracker::{
+    ClaimLeader, Resign, Status, StopTracker, Tracker, TrackerActor, TrackerError, WaitLeader,
+    WaitMinion,
+};

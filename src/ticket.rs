@@ -143,6 +143,13 @@ impl TicketSender {
     }
 }
 
+/// A parked ticket whose every clone (and future) was dropped can be dropped unanswered.
+impl crate::tracker::machine::Readable for TicketSender {
+    fn readable(&self) -> bool {
+        self.setter.has_readers()
+    }
+}
+
 impl std::fmt::Debug for TicketSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TicketSender")
