@@ -1177,4 +1177,330 @@ mod tests {
         assert_eq!(h.guarantees.len(), 4);
         assert_eq!(h.machine.guarantee(), None);
     }
+
+    // Resigning (contract section 6), instant by instant.
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn successor() -> UnitName {
+        UnitName::new("led-service/1").unwrap()
+    }
+
+    fn resign(h: &mut Harness, offset: Duration) -> Vec<Fx> {
+        h.event(offset, Event::Resign(Leave::Release))
+    }
+
+    #[test]
+    fn resign_with_nothing_promised_releases_at_once_and_stops_when_answered() {
+        let mut h = Harness::leader();
+        assert_eq!(resign(&mut h, D / 2), vec![Fx::SendLeave(None)]);
+        assert_eq!(h.machine.status(), Status::Resigning);
+        assert_eq!(h.machine.next_deadline(), Some(h.at(D / 2 + D)), "release timeout");
+        assert_eq!(h.ticket(D / 2, WaitLeader, 1), vec![Resolve(1, false)]);
+        assert_eq!(h.event(D / 2, Event::Tick), vec![], "the release is sent once");
+        let fx = h.event(D / 2 + MS, Event::LeaveAnswered(Ok(())));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+        assert_eq!(h.machine.phase(), Phase::Stopped);
+        assert_eq!(h.machine.status(), Status::Stopped);
+        assert_eq!(h.machine.next_deadline(), None);
+    }
+
+    #[test]
+    fn resign_answers_every_ticket_false_then_waits_for_the_promise_horizon() {
+        let mut h = Harness::leader();
+        // Two promises: the later one, until D/4 + D, is the horizon.
+        assert_eq!(h.ticket(D / 8, WaitLeader, 1), vec![Resolve(1, true)]);
+        assert_eq!(h.ticket(D / 4, ClaimLeader, 2), vec![Resolve(2, true)]);
+        assert_eq!(h.ticket(D / 4, WaitMinion, 3), vec![]);
+        let fx = resign(&mut h, D / 2);
+        assert_eq!(fx, vec![Resolve(3, false)], "WaitMinion: stop leader work");
+        for (id, kind) in [(4, ClaimLeader), (5, WaitLeader), (6, WaitMinion)] {
+            assert_eq!(h.ticket(D / 2, kind, id), vec![Resolve(id, false)]);
+        }
+        assert_eq!(
+            h.ticket(D / 2, TicketKind::Lead(9), 7),
+            vec![Resolve(7, false)],
+            "lead starts nothing"
+        );
+        // It keeps its lease meanwhile: the renewal at D goes out as usual.
+        assert_eq!(h.machine.next_deadline(), Some(h.at(D)));
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        assert_eq!(h.event(D + MS, Event::ClaimAnswered(Ok(G))), vec![]);
+        assert!(h.machine.is_leader());
+        let horizon = D / 4 + D;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(horizon)));
+        assert_eq!(h.event(horizon - NS, Event::Tick), vec![]);
+        assert_eq!(h.event(horizon, Event::Tick), vec![Fx::SendLeave(None)]);
+        let fx = h.event(horizon, Event::LeaveAnswered(Ok(())));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+    }
+
+    #[test]
+    fn a_resign_waits_for_a_renewal_in_flight_before_releasing() {
+        let mut h = Harness::leader();
+        h.ticket(D / 2, ClaimLeader, 1);
+        resign(&mut h, D / 2);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        // The horizon (1.5·D) passes while the renewal is in flight: the release waits
+        // for its answer, so that the manager never sees the release before the claim.
+        assert_eq!(h.event(D + D / 2, Event::Tick), vec![]);
+        let fx = h.event(D + D / 2 + MS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(fx, vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn hand_over_names_the_successor() {
+        let mut h = Harness::leader();
+        let fx = h.event(D / 2, Event::Resign(Leave::HandOver(successor())));
+        assert_eq!(fx, vec![Fx::SendLeave(Some("led-service/1"))]);
+        let fx = h.event(D / 2, Event::LeaveAnswered(Ok(())));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+    }
+
+    #[test]
+    fn a_resign_drains_open_scopes_and_releases_as_the_last_one_closes() {
+        let mut h = Harness::leader();
+        assert_eq!(h.ticket(NS, TicketKind::Lead(1), 1), vec![Resolve(1, true)]);
+        assert_eq!(h.ticket(NS, TicketKind::Lead(2), 2), vec![Resolve(2, true)]);
+        assert_eq!(resign(&mut h, D / 2), vec![], "scopes are not cancelled");
+        assert_eq!(h.event(D / 2 + MS, Event::ScopeClosed(1)), vec![]);
+        // A scope promises nothing beyond its end: no horizon to wait for.
+        let fx = h.event(D / 2 + 2 * MS, Event::ScopeClosed(2));
+        assert_eq!(fx, vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn scopes_still_open_d_after_the_resign_are_ended_and_the_release_waits_for_them() {
+        let mut h = Harness::leader();
+        h.ticket(NS, TicketKind::Lead(1), 1);
+        resign(&mut h, D / 2);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim], "renews meanwhile");
+        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(G))), vec![]);
+        let cancel_at = D / 2 + D;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(cancel_at)));
+        assert_eq!(h.event(cancel_at - NS, Event::Tick), vec![]);
+        assert_eq!(h.event(cancel_at, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(cancel_at, Event::Tick), vec![], "ended once");
+        // The release waits until the scope's future is actually gone.
+        let fx = h.event(cancel_at + NS, Event::ScopeClosed(1));
+        assert_eq!(fx, vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn a_minion_or_a_tracker_whose_first_claim_is_unanswered_just_stops() {
+        let mut h = Harness::started();
+        h.ticket(NS, WaitLeader, 1);
+        let fx = resign(&mut h, MS);
+        assert_eq!(fx, vec![Resolve(1, false), Fx::Finish(Ok(()))]);
+        assert_eq!(h.event(MS, Event::ClaimAnswered(Ok(G))), vec![]);
+        assert!(!h.machine.is_leader());
+
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(h.machine.status(), Status::Minion);
+        assert_eq!(resign(&mut h, MS), vec![Fx::Finish(Ok(()))]);
+        assert_eq!(h.event(MS, Event::BlockAnswered(Ok(()))), vec![]);
+    }
+
+    #[test]
+    fn a_resign_on_a_stopped_or_resigning_machine_changes_nothing() {
+        let mut h = Harness::leader();
+        h.machine.stop(&mut h.effects);
+        assert_eq!(resign(&mut h, NS), vec![]);
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        assert_eq!(resign(&mut h, D / 2), vec![]);
+        let fx = h.event(D / 2, Event::Resign(Leave::HandOver(successor())));
+        assert_eq!(fx, vec![], "the first resign's way of leaving stands");
+        h.event(D, Event::Tick);
+        h.event(D, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(h.event(D + NS, Event::Tick), vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn a_failed_or_unanswered_release_finishes_with_a_failure() {
+        let mut h = Harness::leader();
+        resign(&mut h, NS);
+        let pow = LeaseError::Failed("pow".into());
+        let fx = h.event(MS, Event::LeaveAnswered(Err(pow.clone())));
+        assert_eq!(fx, vec![Fx::Finish(Err(pow))]);
+
+        let mut h = Harness::leader();
+        resign(&mut h, NS);
+        assert_eq!(h.event(NS + D - NS, Event::Tick), vec![]);
+        let fx = h.event(NS + D, Event::Tick);
+        assert!(
+            matches!(&fx[..], [Fx::Finish(Err(LeaseError::Failed(m)))] if m.contains("release unanswered")),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn leadership_lost_while_resigning_stops_without_a_release() {
+        // Renewal denied: someone else leads already; no block, no release.
+        let mut h = Harness::leader();
+        h.ticket(D / 2, ClaimLeader, 1);
+        resign(&mut h, D / 2);
+        h.event(D, Event::Tick);
+        let fx = h.event(D + MS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+
+        // Renewal unanswered: leadership ends by rule 8, and with it the resign.
+        let mut h = Harness::leader();
+        h.ticket(NS, TicketKind::Lead(1), 1);
+        resign(&mut h, D / 2);
+        h.event(D, Event::Tick);
+        let end = 2 * D - TIMER_LATENESS;
+        // The scope is ended at D/2 + D, before leadership ends; still open, so the
+        // tracker keeps waiting for it.
+        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::EndScope(1)]);
+        let fx = h.event(end, Event::Tick);
+        assert_eq!(fx, vec![Fx::EndScope(1), Fx::Finish(Ok(()))]);
+
+        // A claim error while resigning ends the tracker for good, not a restart.
+        let mut h = Harness::leader();
+        h.ticket(D / 2, ClaimLeader, 1);
+        resign(&mut h, D / 2);
+        h.event(D, Event::Tick);
+        let pow = LeaseError::Failed("pow".into());
+        let fx = h.event(D + MS, Event::ClaimAnswered(Err(pow.clone())));
+        assert_eq!(fx, vec![Fx::Finish(Err(pow))]);
+    }
+
+    #[test]
+    fn without_a_release_a_resign_stops_once_scopes_close_ignoring_the_horizon() {
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        h.ticket(NS, TicketKind::Lead(1), 2);
+        assert_eq!(h.event(D / 2, Event::Resign(Leave::Expire)), vec![]);
+        // The lease, left to expire, covers every promise: only the scope is waited for.
+        let fx = h.event(D / 2 + MS, Event::ScopeClosed(1));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+    }
+
+    // Lead scopes.
+
+    #[test]
+    fn lead_scopes_open_like_wait_leader_promise_nothing_and_end_with_leadership() {
+        let mut h = Harness::started();
+        assert_eq!(h.ticket(NS, TicketKind::Lead(1), 1), vec![], "parked");
+        h.event(MS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(h.guarantees.len(), 1, "opened with its guarantee");
+        assert_eq!(h.machine.horizon, None, "a scope is no promise");
+        h.ticket(MS, TicketKind::Lead(2), 2);
+        // Leadership ends (the renewal is denied): every open scope ends at once.
+        h.event(D, Event::Tick);
+        let fx = h.event(D + MS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(fx, vec![Fx::EndScope(1), Fx::EndScope(2), SendBlock]);
+        // Closing an ended scope changes nothing.
+        assert_eq!(h.event(D + MS, Event::ScopeClosed(1)), vec![]);
+    }
+
+    #[test]
+    fn a_scope_closed_while_parked_never_opens() {
+        let mut h = Harness::started();
+        h.ticket(NS, TicketKind::Lead(1), 1);
+        h.ticket(NS, WaitLeader, 2);
+        assert_eq!(h.event(NS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(h.machine.parked(), 1);
+        let fx = h.event(MS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(fx, vec![Resolve(2, true)]);
+        // Nothing open: a resign waits only for the WaitLeader promise.
+        assert_eq!(resign(&mut h, 2 * MS), vec![]);
+        assert_eq!(h.machine.horizon, Some(h.at(MS + D)));
+        h.event(D, Event::Tick);
+        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(G))), vec![]);
+        assert_eq!(h.event(MS + D, Event::Tick), vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn stop_ends_every_open_scope() {
+        let mut h = Harness::leader();
+        h.ticket(NS, TicketKind::Lead(4), 1);
+        h.machine.stop(&mut h.effects);
+        assert_eq!(h.take(), vec![Fx::EndScope(4)]);
+    }
+
+    // Status.
+
+    #[test]
+    fn status_changes_exactly_when_the_tickets_would() {
+        let mut h = Harness::started();
+        assert_eq!(h.machine.status(), Status::Claiming, "first claim in flight");
+        h.ticket(NS, WaitMinion, 1);
+        h.event(NS, Event::ClaimAnswered(Ok(Grant { term: 3 })));
+        let leader = Status::Leader(Guarantee {
+            term: 3,
+            until: h.at(2 * D - TIMER_LATENESS),
+        });
+        assert_eq!(h.machine.status(), leader, "WaitLeader would be true now");
+        // The renewal in flight: WaitMinion stays pending, so the status stays.
+        h.event(D, Event::Tick);
+        assert_eq!(h.machine.status(), leader);
+        h.event(D + MS, Event::ClaimAnswered(Ok(Grant { term: 3 })));
+        let renewed = Status::Leader(Guarantee {
+            term: 3,
+            until: h.at(3 * D - TIMER_LATENESS),
+        });
+        assert_eq!(h.machine.status(), renewed, "the latest grant's guarantee");
+        // Leadership ends at the renewal's unanswered expiry, with the WaitMinion.
+        h.event(2 * D, Event::Tick);
+        let end = 3 * D - TIMER_LATENESS;
+        assert_eq!(h.event(end - NS, Event::Tick), vec![]);
+        assert_eq!(h.machine.status(), renewed);
+        assert_eq!(h.event(end, Event::Tick), vec![Resolve(1, false)]);
+        assert_eq!(h.machine.status(), Status::Claiming);
+
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(h.machine.status(), Status::Minion);
+        h.event(D, Event::BlockAnswered(Ok(())));
+        assert_eq!(h.machine.status(), Status::Claiming, "claiming again");
+        h.event(D, Event::ClaimAnswered(Ok(G)));
+        assert!(matches!(h.machine.status(), Status::Leader(_)));
+        resign(&mut h, D);
+        assert_eq!(h.machine.status(), Status::Resigning);
+    }
+
+    // Bounds.
+
+    /// A ticket whose readers are the other clones of an `Arc`.
+    impl Readable for std::sync::Arc<()> {
+        fn readable(&self) -> bool {
+            std::sync::Arc::strong_count(self) > 1
+        }
+    }
+
+    #[test]
+    fn abandoned_parked_tickets_are_dropped_amortised() {
+        let mut machine: Machine<std::sync::Arc<()>> = Machine::new(D, Backoff::new(0, D));
+        let start = Instant::now();
+        let mut effects = Vec::new();
+        machine.handle(start, Event::Start, &mut effects);
+        machine.handle(start, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)), &mut effects);
+        let kept: Vec<_> = (0..10).map(|_| std::sync::Arc::new(())).collect();
+        for reader in &kept {
+            machine.handle(start, Event::Ticket(WaitLeader, reader.clone()), &mut effects);
+        }
+        let mut most = 0;
+        for _ in 0..1_000_000 {
+            let abandoned = std::sync::Arc::new(());
+            machine.handle(start, Event::Ticket(WaitLeader, abandoned), &mut effects);
+            most = most.max(machine.parked());
+        }
+        assert!(most <= 2 * kept.len() + PRUNE_FLOOR + 1, "{most}");
+        // The readable ones are still there, in order, and answered when it leads.
+        machine.handle(start, Event::BlockAnswered(Ok(())), &mut effects);
+        effects.clear();
+        machine.handle(start, Event::ClaimAnswered(Ok(G)), &mut effects);
+        let answered: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Resolve(t, Some(_)) => Some(std::sync::Arc::as_ptr(t)),
+                _ => None,
+            })
+            .collect();
+        let first: Vec<_> = kept.iter().map(std::sync::Arc::as_ptr).collect();
+        assert_eq!(answered[..kept.len()], first[..]);
+    }
 }
