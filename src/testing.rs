@@ -16,7 +16,8 @@
 //!   [`StubHandle::answer_hung_claims`] or [`StubHandle::stop`].
 //! - Blocks pend until [`StubHandle::release_blocks`] or [`StubHandle::fail_blocks`],
 //!   unless [`StubHandle::set_block_answer`] says to answer them at once.
-//! - Releases and hand-overs answer `Ok(())`; [`Leader`] answers what [`StubHandle::set_leader`] set
+//! - Releases and hand-overs answer `Ok(())`, or what [`StubHandle::set_leave_answer`]
+//!   set; [`Leader`] answers what [`StubHandle::set_leader`] set
 //!   (`None` by default), whatever the service.
 //! - Nothing here reads the clock except to timestamp calls, so tests under
 //!   `tokio::time::pause()` are exact.
@@ -170,6 +171,8 @@ struct State {
     term: u64,
     script: VecDeque<StubAnswer>,
     block_answer: Option<Result<(), LeaseError>>,
+    /// The answer to releases and hand-overs.
+    leave_answer: Result<(), LeaseError>,
     leader: Option<LeaseInfo>,
     calls: Vec<StubCall>,
     pending_blocks: Vec<Responder<()>>,
@@ -257,6 +260,7 @@ impl StubManager {
                 term: 1,
                 script: VecDeque::new(),
                 block_answer: None,
+                leave_answer: Ok(()),
                 leader: None,
                 calls: Vec::new(),
                 pending_blocks: Vec::new(),
@@ -371,26 +375,28 @@ impl Handler<BlockUntilLeadershipReleased> for StubManager {
 impl Handler<ReleaseLeadership> for StubManager {
     type Result = Result<(), LeaseError>;
 
-    /// Records the release and answers `Ok(())`.
+    /// Records the release and answers `Ok(())`, or what
+    /// [`StubHandle::set_leave_answer`] set.
     fn handle(&mut self, release: ReleaseLeadership, _ctx: &mut Self::Context) -> Self::Result {
         let call = StubCall::Release {
             release,
             at: Instant::now(),
         };
-        self.record(call, |_| Ok(()))
+        self.record(call, |state| state.leave_answer.clone())
     }
 }
 
 impl Handler<HandOverLeadership> for StubManager {
     type Result = Result<(), LeaseError>;
 
-    /// Records the hand-over and answers `Ok(())`.
+    /// Records the hand-over and answers `Ok(())`, or what
+    /// [`StubHandle::set_leave_answer`] set.
     fn handle(&mut self, hand_over: HandOverLeadership, _ctx: &mut Self::Context) -> Self::Result {
         let call = StubCall::HandOver {
             hand_over,
             at: Instant::now(),
         };
-        self.record(call, |_| Ok(()))
+        self.record(call, |state| state.leave_answer.clone())
     }
 }
 
@@ -550,6 +556,22 @@ impl StubHandle {
     /// at once with `reply`. Blocks already pending are not affected.
     pub fn set_block_answer(&self, answer: Option<Result<(), LeaseError>>) {
         self.shared.lock().block_answer = answer;
+    }
+
+    /// How releases and hand-overs received from now on are answered (`Ok(())` at
+    /// first), e.g. `Err(LeaseError::NotHeld { .. })` to test a failed resign.
+    pub fn set_leave_answer(&self, answer: Result<(), LeaseError>) {
+        self.shared.lock().leave_answer = answer;
+    }
+
+    /// How many releases were received so far.
+    pub fn release_count(&self) -> usize {
+        self.count(|call| matches!(call, StubCall::Release { .. }))
+    }
+
+    /// How many hand-overs were received so far.
+    pub fn hand_over_count(&self) -> usize {
+        self.count(|call| matches!(call, StubCall::HandOver { .. }))
     }
 
     /// Answers every hanging claim with `answer`; returns how many were answered.

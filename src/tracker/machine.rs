@@ -1195,9 +1195,17 @@ mod tests {
         let mut h = Harness::leader();
         assert_eq!(resign(&mut h, D / 2), vec![Fx::SendLeave(None)]);
         assert_eq!(h.machine.status(), Status::Resigning);
-        assert_eq!(h.machine.next_deadline(), Some(h.at(D / 2 + D)), "release timeout");
+        assert_eq!(
+            h.machine.next_deadline(),
+            Some(h.at(D / 2 + D)),
+            "release timeout"
+        );
         assert_eq!(h.ticket(D / 2, WaitLeader, 1), vec![Resolve(1, false)]);
-        assert_eq!(h.event(D / 2, Event::Tick), vec![], "the release is sent once");
+        assert_eq!(
+            h.event(D / 2, Event::Tick),
+            vec![],
+            "the release is sent once"
+        );
         let fx = h.event(D / 2 + MS, Event::LeaveAnswered(Ok(())));
         assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
         assert_eq!(h.machine.phase(), Phase::Stopped);
@@ -1426,7 +1434,11 @@ mod tests {
     #[test]
     fn status_changes_exactly_when_the_tickets_would() {
         let mut h = Harness::started();
-        assert_eq!(h.machine.status(), Status::Claiming, "first claim in flight");
+        assert_eq!(
+            h.machine.status(),
+            Status::Claiming,
+            "first claim in flight"
+        );
         h.ticket(NS, WaitMinion, 1);
         h.event(NS, Event::ClaimAnswered(Ok(Grant { term: 3 })));
         let leader = Status::Leader(Guarantee {
@@ -1477,10 +1489,18 @@ mod tests {
         let start = Instant::now();
         let mut effects = Vec::new();
         machine.handle(start, Event::Start, &mut effects);
-        machine.handle(start, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)), &mut effects);
+        machine.handle(
+            start,
+            Event::ClaimAnswered(Err(LeaseError::ClaimDenied)),
+            &mut effects,
+        );
         let kept: Vec<_> = (0..10).map(|_| std::sync::Arc::new(())).collect();
         for reader in &kept {
-            machine.handle(start, Event::Ticket(WaitLeader, reader.clone()), &mut effects);
+            machine.handle(
+                start,
+                Event::Ticket(WaitLeader, reader.clone()),
+                &mut effects,
+            );
         }
         let mut most = 0;
         for _ in 0..1_000_000 {
