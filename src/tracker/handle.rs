@@ -110,8 +110,9 @@ impl Tracker {
     /// waits an exponential backoff (the first wait between 0.5 s and 1 s, doubling,
     /// capped at `duration`, reset by a granted claim) and claims again. The handle
     /// stays valid across restarts, and [`wait`](Tracker::wait) resolves only after
-    /// [`kill`](Tracker::kill); a killed supervised tracker stays inert (no claims,
-    /// every ticket `false`) until its last handle drops.
+    /// [`kill`](Tracker::kill) or a [`resign`](Tracker::resign), which end it for good
+    /// (a failure during a resign too); a supervised tracker so ended stays inert (no
+    /// claims, every ticket `false`) until its last handle drops.
     pub fn start_supervised(
         unit: UnitName,
         claimer: Claimer,
