@@ -112,9 +112,6 @@ pub struct TrackerActor {
     /// never taken for an answer to the current one.
     epoch: u64,
     failure: Option<LeaseError>,
-    /// Killed or resigned: stopped for good. A supervised tracker restarted after this
-    /// stays inert (contract section 5).
-    ended: bool,
     supervised: bool,
     report: Option<LatchSetter<StopReport>>,
     stopped: Latch<StopReport>,
@@ -167,7 +164,6 @@ impl TrackerActor {
             timer: None,
             epoch: 0,
             failure: None,
-            ended: false,
             supervised: false,
             report: Some(report),
             stopped,
@@ -231,11 +227,11 @@ impl TrackerActor {
                     ctx.stop();
                 }
                 Effect::Finish(result) => {
-                    match &result {
-                        Ok(()) => tracing::info!("resigned"),
-                        Err(error) => tracing::warn!(%error, "resign failed"),
+                    // Killed or resigned: the machine has ended, so `stopped` reports
+                    // and a Supervisor's restart leaves it inert.
+                    if let Err(error) = &result {
+                        tracing::warn!(%error, "resign failed");
                     }
-                    self.ended = true;
                     self.failure = result.err();
                     ctx.stop();
                 }
@@ -386,7 +382,7 @@ impl Actor for TrackerActor {
         self.timer = None;
         // Whatever the machine still knew of, no scope outlives a stop.
         self.scopes.clear();
-        let restarting = self.supervised && !self.ended;
+        let restarting = self.supervised && !self.machine.is_ended();
         if restarting {
             return; // The Supervisor decides; `restarting` runs next if it restarts us.
         }
@@ -409,16 +405,16 @@ impl Supervised for TrackerActor {
         let _entered = self.span.clone().entered();
         self.epoch += 1;
         self.timer = None;
-        if self.ended {
-            // Killed or resigned: stay inert until the last handle drops (contract
-            // section 5).
-            return;
-        }
         let mut effects = std::mem::take(&mut self.effects);
-        let delay = self.machine.restart(Instant::now(), &mut effects);
+        let restarted = self.machine.restart(Instant::now(), &mut effects);
         resolve_tickets(&mut effects);
         self.effects = effects;
         self.scopes.clear();
+        let Some(delay) = restarted else {
+            // Killed or resigned: the machine stays ended, inert until the last handle
+            // drops (contract section 5).
+            return;
+        };
         self.publish_status();
         let cause = self
             .failure
@@ -472,10 +468,9 @@ impl Handler<StopTracker> for TrackerActor {
     type Result = ();
     fn handle(&mut self, _: StopTracker, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
-        if !self.ended {
+        if !self.machine.is_ended() {
             tracing::info!("tracker killed");
-            self.ended = true;
-            ctx.stop();
+            self.on_event(ctx, Event::Kill);
         }
     }
 }
@@ -483,7 +478,7 @@ impl Handler<StopTracker> for TrackerActor {
 impl Handler<OpenScope> for TrackerActor {
     type Result = ();
     fn handle(&mut self, open: OpenScope, ctx: &mut Context<Self>) {
-        if self.machine.phase() == Phase::Stopped {
+        if self.machine.is_stopped() {
             return; // Dropping `open` answers the ticket `false` and ends the scope.
         }
         self.scopes.insert(open.id, open.end);
@@ -495,7 +490,7 @@ impl Handler<OpenScope> for TrackerActor {
 impl Handler<CloseScope> for TrackerActor {
     type Result = ();
     fn handle(&mut self, close: CloseScope, ctx: &mut Context<Self>) {
-        if self.scopes.remove(&close.id).is_none() && self.machine.phase() == Phase::Stopped {
+        if self.scopes.remove(&close.id).is_none() && self.machine.is_stopped() {
             return;
         }
         let _entered = self.span.clone().entered();
@@ -524,8 +519,7 @@ impl Handler<Resign> for TrackerActor {
                 return Box::pin(std::future::ready(Err(error)));
             }
         }
-        let running = !self.ended && self.machine.phase() != Phase::Stopped;
-        if running && !self.machine.is_resigning() {
+        if !self.machine.is_stopped() && !self.machine.is_resigning() {
             let leave = match (resign.successor, self.claimer.can_release()) {
                 (_, false) => Leave::Expire,
                 (None, true) => Leave::Release,

@@ -88,6 +88,8 @@ pub(crate) enum Event<T> {
     Ticket(TicketKind, T),
     /// The user resigns (or hands over); ignored once resigning or stopped.
     Resign(Leave),
+    /// A clean stop at once (`kill`): no release, nothing sent.
+    Kill,
     /// The manager answered the release or hand-over in flight.
     LeaveAnswered(Result<(), LeaseError>),
     /// A lead scope finished, or its future was dropped (parked or open).
@@ -110,7 +112,7 @@ pub(crate) enum Effect<T> {
     /// Stop: a claim failed or went unanswered (contract rule 4). A supervised tracker
     /// restarts.
     Fail(LeaseError),
-    /// Stop for good, never restarted: a resign finished (`Ok`), or failed.
+    /// Stop for good, never restarted: killed or resigned (`Ok`), or a resign failed.
     Finish(Result<(), LeaseError>),
 }
 
@@ -146,8 +148,13 @@ pub(crate) enum Phase {
     BackingOff { until: Instant },
     /// Resigning, the release or hand-over is in flight (sent at `sent_at`).
     Leaving { sent_at: Instant },
-    /// Stopped (killed, failed, or resigned); every ticket answers `false`.
+    /// Stopped by a failure (rule 4); every ticket answers `false`. A supervised
+    /// tracker leaves it by [`Machine::restart`].
     Stopped,
+    /// Stopped for good: killed, or resigned (a resign that failed too). Every ticket
+    /// answers `false`, and a supervised restart leaves it here: inert, claiming
+    /// nothing, until the actor's last address drops (contract section 5).
+    Ended,
 }
 
 /// How late a tokio timer may fire (scheduling aside): the deadline is rounded up to a
@@ -284,6 +291,16 @@ impl<T: Readable> Machine<T> {
         self.grant.is_some()
     }
 
+    /// Whether the tracker has stopped, for now (a failure) or for good.
+    pub(crate) fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped | Phase::Ended)
+    }
+
+    /// Whether the tracker has stopped for good (killed or resigned).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
     /// Whether a resign is in progress.
     pub(crate) fn is_resigning(&self) -> bool {
         self.resigning.is_some()
@@ -306,7 +323,7 @@ impl<T: Readable> Machine<T> {
     /// grant gone); a resign shows as `Resigning` until the tracker stops.
     pub(crate) fn status(&self) -> Status {
         match (self.phase, self.grant) {
-            (Phase::Stopped, _) => Status::Stopped,
+            (Phase::Stopped | Phase::Ended, _) => Status::Stopped,
             _ if self.resigning.is_some() => Status::Resigning,
             (_, Some(held)) => Status::Leader(Guarantee {
                 term: held.term,
@@ -347,6 +364,8 @@ impl<T: Readable> Machine<T> {
             Event::ClaimAnswered(result) => self.on_claim_answer(result, effects),
             Event::BlockAnswered(result) => self.on_block_answer(now, result, effects),
             Event::Resign(leave) => self.on_resign(now, leave),
+            Event::Kill if !self.is_ended() => self.finish(Ok(()), effects),
+            Event::Kill => {}
             Event::LeaveAnswered(result) => {
                 if let Phase::Leaving { .. } = self.phase {
                     self.finish(result, effects);
@@ -374,10 +393,10 @@ impl<T: Readable> Machine<T> {
             }
             Phase::BackingOff { until } => Some(until),
             Phase::Leaving { sent_at } => return Some(sent_at + self.d),
-            Phase::Idle | Phase::Blocking | Phase::Stopped => None,
+            Phase::Idle | Phase::Blocking | Phase::Stopped | Phase::Ended => None,
         };
         let resign = self.resigning.as_ref().and_then(|r| {
-            if self.phase == Phase::Stopped {
+            if self.is_stopped() {
                 return None;
             }
             let horizon = self
@@ -390,24 +409,36 @@ impl<T: Readable> Machine<T> {
         [cycle, resign].into_iter().flatten().min()
     }
 
-    /// Stops for good (kill, or the actor stopping): every parked ticket answers
-    /// `false`, every open scope is ended, and every later ticket answers `false`.
+    /// Stops (the actor stopping): every parked ticket answers `false`, every open
+    /// scope is ended, and every later ticket answers `false`. A tracker that ended
+    /// stays ended.
     pub(crate) fn stop(&mut self, effects: &mut Vec<Effect<T>>) {
-        self.phase = Phase::Stopped;
+        if self.phase != Phase::Ended {
+            self.phase = Phase::Stopped;
+        }
         self.grant = None;
+        self.resigning = None;
         self.end_scopes(effects);
         self.settle(effects);
     }
 
-    /// A supervised restart after a failure: wait a backoff, then claim afresh.
-    /// Returns the wait. The first claim after a restart is a fresh claim, not a first
-    /// one: the tracker knows it holds nothing, so `WaitMinion` answers `false` at once.
-    pub(crate) fn restart(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) -> Duration {
+    /// A supervised restart: after a failure, wait a backoff, then claim afresh, and
+    /// return the wait; after a kill or a resign, stay ended (inert) and return `None`.
+    /// The first claim after a restart is a fresh claim, not a first one: the tracker
+    /// knows it holds nothing, so `WaitMinion` answers `false` at once.
+    pub(crate) fn restart(
+        &mut self,
+        now: Instant,
+        effects: &mut Vec<Effect<T>>,
+    ) -> Option<Duration> {
         self.now = self.now.max(now);
         self.stop(effects);
+        if self.is_ended() {
+            return None;
+        }
         let delay = self.backoff.next_delay();
         self.phase = Phase::BackingOff { until: now + delay };
-        delay
+        Some(delay)
     }
 
     /// When leadership from a claim granted with `t0` ends: a timer's lateness before
@@ -537,7 +568,7 @@ impl<T: Readable> Machine<T> {
     /// Contract section 6: from this instant every ticket but those already answered
     /// is `false`; a leader waits for its promises and scopes, anything else stops.
     fn on_resign(&mut self, now: Instant, leave: Leave) {
-        if self.resigning.is_some() || matches!(self.phase, Phase::Stopped | Phase::Idle) {
+        if self.resigning.is_some() || self.is_stopped() || self.phase == Phase::Idle {
             return;
         }
         self.resigning = Some(Resigning {
@@ -576,7 +607,7 @@ impl<T: Readable> Machine<T> {
             return;
         };
         match self.phase {
-            Phase::Stopped | Phase::Leaving { .. } => {}
+            Phase::Stopped | Phase::Ended | Phase::Leaving { .. } => {}
             // Not leader (a minion, a claiming tracker, or leadership lost meanwhile):
             // nothing to give up, it just stops.
             _ if self.grant.is_none() => self.finish(Ok(()), effects),
@@ -599,8 +630,9 @@ impl<T: Readable> Machine<T> {
         effects.push(Effect::SendLeave(successor));
     }
 
-    /// Ends a resign: stops for good with `result`.
+    /// Ends the tracker for good (a kill, a resign): stops with `result`.
     fn finish(&mut self, result: Result<(), LeaseError>, effects: &mut Vec<Effect<T>>) {
+        self.phase = Phase::Ended;
         self.stop(effects);
         effects.push(Effect::Finish(result));
     }
@@ -650,7 +682,7 @@ impl<T: Readable> Machine<T> {
     /// The answer to a ticket of `kind` now (`Some(None)` is `false`), or `None` if it
     /// must wait.
     fn answer(&self, kind: TicketKind) -> Option<Option<Guarantee>> {
-        if self.phase == Phase::Stopped || self.resigning.is_some() {
+        if self.is_stopped() || self.resigning.is_some() {
             // Rule 9, and section 6: a resigning tracker promises nothing more.
             return Some(None);
         }
@@ -1118,7 +1150,10 @@ mod tests {
     fn restart_backs_off_as_a_minion_then_claims() {
         let mut h = Harness::leader();
         h.ticket(NS, WaitMinion, 1);
-        let delay = h.machine.restart(h.at(D / 2), &mut h.effects);
+        let delay = h
+            .machine
+            .restart(h.at(D / 2), &mut h.effects)
+            .expect("restarts");
         assert_eq!(h.take(), vec![Resolve(1, false)]);
         assert!(!h.machine.is_leader());
         assert_eq!(h.machine.next_deadline(), Some(h.at(D / 2) + delay));
@@ -1208,7 +1243,7 @@ mod tests {
         );
         let fx = h.event(D / 2 + MS, Event::LeaveAnswered(Ok(())));
         assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
-        assert_eq!(h.machine.phase(), Phase::Stopped);
+        assert_eq!(h.machine.phase(), Phase::Ended);
         assert_eq!(h.machine.status(), Status::Stopped);
         assert_eq!(h.machine.next_deadline(), None);
     }
@@ -1522,5 +1557,55 @@ mod tests {
             .collect();
         let first: Vec<_> = kept.iter().map(std::sync::Arc::as_ptr).collect();
         assert_eq!(answered[..kept.len()], first[..]);
+    }
+
+    // The lifecycle: kill, failure, supervised restart.
+
+    #[test]
+    fn kill_ends_for_good_and_a_supervised_restart_leaves_it_inert() {
+        let mut h = Harness::leader();
+        h.ticket(NS, WaitMinion, 1);
+        h.ticket(NS, TicketKind::Lead(3), 2);
+        let fx = h.event(D / 2, Event::Kill);
+        assert_eq!(
+            fx,
+            vec![Fx::EndScope(3), Resolve(1, false), Fx::Finish(Ok(()))]
+        );
+        assert_eq!(h.machine.phase(), Phase::Ended);
+        assert_eq!(h.machine.status(), Status::Stopped);
+        assert_eq!(h.machine.restart(h.at(D / 2), &mut h.effects), None);
+        assert_eq!(h.machine.phase(), Phase::Ended, "inert");
+        for offset in [D / 2, 5 * D] {
+            assert_eq!(h.event(offset, Event::Start), vec![]);
+            assert_eq!(h.event(offset, Event::Tick), vec![]);
+            assert_eq!(h.ticket(offset, WaitLeader, 4), vec![Resolve(4, false)]);
+        }
+        assert_eq!(h.event(5 * D, Event::Kill), vec![], "killed once");
+        assert_eq!(resign(&mut h, 5 * D), vec![]);
+        assert_eq!(h.machine.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_failure_stops_for_a_restart_and_a_kill_in_the_backoff_ends_it() {
+        let mut h = Harness::started();
+        let pow = LeaseError::Failed("pow".into());
+        assert_eq!(
+            h.event(NS, Event::ClaimAnswered(Err(pow.clone()))),
+            vec![Fx::Fail(pow)]
+        );
+        assert_eq!(h.machine.phase(), Phase::Stopped, "stopped, not ended");
+        let delay = h
+            .machine
+            .restart(h.at(NS), &mut h.effects)
+            .expect("restarts");
+        assert_eq!(h.machine.status(), Status::Claiming);
+        assert_eq!(h.machine.next_deadline(), Some(h.at(NS) + delay));
+        assert_eq!(h.event(MS, Event::Kill), vec![Fx::Finish(Ok(()))]);
+        assert_eq!(
+            h.machine.next_deadline(),
+            None,
+            "no claim after the backoff"
+        );
+        assert_eq!(h.machine.restart(h.at(MS), &mut h.effects), None);
     }
 }
