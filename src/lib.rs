@@ -13,8 +13,9 @@
 //! - `manager`: [`ManagerActor`], the in-memory lease manager: leases keyed by service,
 //!   expiries in an ordered index with one timer.
 //! - `tracker`: [`TrackerActor`], its messages ([`ClaimLeader`], [`WaitLeader`],
-//!   [`WaitMinion`]), the [`Tracker`] handle, and the pure state machine that makes
-//!   every decision.
+//!   [`WaitMinion`], [`Resign`], [`StopTracker`]), the [`Tracker`] handle (tickets,
+//!   `resign`, `hand_over`, `lead` scopes), its [`Status`], and the pure state machine
+//!   that makes every decision.
 //! - `ticket`: [`Ticket`], a write-once answer that many clones can await.
 //! - [`manifold`]: [`Manifold`](manifold::Manifold) starts a supervised tracker from an
 //!   agent's named [`Resources`](manifold::Resources).
