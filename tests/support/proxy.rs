@@ -9,7 +9,8 @@
 //! Every fault that holds a request (a delay, a lost request or answer, a duplicate
 //! not yet delivered) ends when the network heals: delays end early, lost requests
 //! answer `Failed("connection reset")` as a client notices a broken connection, and
-//! pending duplicates are dropped. After healing a proxy is a wire.
+//! pending duplicates are dropped, and an answer that was to be replaced by an error
+//! passes if it comes after the heal. After healing a proxy is a wire.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+use futures::FutureExt as _;
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
     ManagerActor, ReleaseLeadership,
@@ -57,6 +59,17 @@ impl FaultRates {
         fail_after_forwarding: 6,
         duplicate: 5,
     };
+
+    /// Delays only, of requests or answers, for the hand-over phase: half the requests.
+    pub const DELAYS: FaultRates = FaultRates {
+        delay_request: 25,
+        delay_answer: 25,
+        lose_request: 0,
+        lose_answer: 0,
+        fail: 0,
+        fail_after_forwarding: 0,
+        duplicate: 0,
+    };
 }
 
 /// What all proxies share: the current manager and the fault switch.
@@ -71,6 +84,8 @@ pub struct Network {
     faults: Option<FaultRates>,
     /// Whether the network has healed.
     healed: bool,
+    /// The longest delay to draw, if shorter than the usual 1.5·d.
+    delay_cap: Option<Duration>,
     /// Faults waiting for the network to heal, woken in the order they began (a
     /// `tokio::sync::watch` would wake them in a random order, breaking replay).
     heal_waiters: Vec<oneshot::Sender<()>>,
@@ -82,6 +97,8 @@ pub struct Network {
     grants: Vec<Grant>,
     /// Every release and hand-over the manager accepted, in order.
     leaves: Vec<Left>,
+    /// How many blocks of each slot the manager holds now (forwarded, not answered).
+    blocks: std::collections::HashMap<usize, u32>,
 }
 
 impl Network {
@@ -98,12 +115,14 @@ impl Network {
             refusing_until: None,
             faults,
             healed: false,
+            delay_cap: None,
             heal_waiters: Vec::new(),
             d,
             rng,
             trace,
             grants: Vec::new(),
             leaves: Vec::new(),
+            blocks: std::collections::HashMap::new(),
         }
     }
 
@@ -124,6 +143,14 @@ impl Network {
         for waiter in self.heal_waiters.drain(..) {
             let _ = waiter.send(());
         }
+    }
+
+    /// Injects `faults` again, with delays of at most `cap`, until the next
+    /// [`heal`](Network::heal).
+    pub fn unheal(&mut self, faults: FaultRates, cap: Duration) {
+        self.faults = Some(faults);
+        self.healed = false;
+        self.delay_cap = Some(cap);
     }
 
     /// A future that resolves once the network has healed (at once if it has).
@@ -151,13 +178,16 @@ impl Network {
         // A short delay (up to d/10) half the time, otherwise one up to 1.5·d, which
         // can outlast a claim's timeout (d) or a lease's guarantee.
         let d_ms = self.d.as_millis() as u64;
+        let cap = self
+            .delay_cap
+            .map_or(u64::MAX, |cap| cap.as_millis() as u64);
         let delay = |rng: &mut Rng| {
             let max = if rng.percent(50) {
                 d_ms / 10
             } else {
                 d_ms * 3 / 2
             };
-            Duration::from_millis(rng.range(1, max.max(1)))
+            Duration::from_millis(rng.range(1, max.min(cap).max(1)))
         };
         let mut roll = self.rng.range(0, 99);
         let mut pick = |rate: u64| {
@@ -234,8 +264,13 @@ where
         }
         Fate::Fail => injected("pow"),
         Fate::ForwardThenFail => {
-            let _lost = send().await;
-            injected("pow after forwarding")
+            let answer = send().await;
+            // An answer that comes after the network healed (a block answered long
+            // after it was sent) passes: after healing a proxy is a wire.
+            match healed.now_or_never() {
+                Some(()) => answer,
+                None => injected("pow after forwarding"),
+            }
         }
         Fate::Duplicate(delay) => {
             let again = send();
@@ -350,6 +385,9 @@ pub struct Left {
     pub to: Option<usize>,
     /// How many grants the proxies had recorded before it: its place among them.
     pub grants_before: usize,
+    /// For a hand-over: whether the successor had a block at the manager, which the
+    /// hand-over wakes. (One that arrives later waits for the lease it now holds.)
+    pub successor_blocked: bool,
 }
 
 /// The slot of unit `sim/<n>`, if `unit` is one.
@@ -438,10 +476,17 @@ where
     }
     let manager = net.borrow().manager.clone();
     let leaving = msg.leaving();
+    let is_block = lease.is_none() && leaving.is_none();
+    if is_block {
+        *net.borrow_mut().blocks.entry(slot).or_default() += 1;
+    }
     let answer = manager
         .send(msg)
         .await
         .unwrap_or_else(|e| Err(LeaseError::Failed(format!("manager unreachable: {e}"))));
+    if is_block {
+        *net.borrow_mut().blocks.entry(slot).or_default() -= 1;
+    }
     if let (Some(successor), true) = (leaving, answer.is_ok()) {
         left(net, slot, successor, &manager).await;
     }
@@ -475,13 +520,15 @@ async fn left(
         let mut net = net.borrow_mut();
         let at = net.trace.offset(tokio::time::Instant::now());
         let grants_before = net.grants.len();
+        let successor_blocked = to.is_some_and(|to| net.blocks.get(&to).is_some_and(|&n| n > 0));
         net.leaves.push(Left {
             slot,
             at,
             to,
             grants_before,
+            successor_blocked,
         });
-        net.trace.log(What::Left { slot, to });
+        net.trace.log(What::Gone { slot, to });
     }
     let Some(to) = to else { return };
     // The answer comes at the instant of the hand-over: no virtual time passes while

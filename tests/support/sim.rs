@@ -1,5 +1,6 @@
 //! The simulated world and its driver: one service, 3-7 trackers behind fault-injecting
-//! proxies, one `ManagerActor`, all on one thread under a paused tokio clock.
+//! proxies, one `ManagerActor`, all on one thread under a paused tokio clock. After the
+//! faults and the liveness window comes a hand-over phase (see `Driver::hand_overs`).
 //!
 //! A run is a pure function of its [`Scenario`] (whose `fault_seed` drives the
 //! proxies): the actix `System` runs on a current-thread runtime that starts paused, so
@@ -36,7 +37,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use leadership::{Claimer, ManagerActor, StopManager, Tracker, UnitName};
+use futures::channel::oneshot;
+use leadership::{Claimer, ManagerActor, Status, StopManager, Tracker, UnitName, WaitMinion};
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::proxy::{FaultProxy, FaultRates, Grant, Left, Network};
@@ -85,6 +87,17 @@ pub enum Step {
     Restart(usize),
     /// Stop the manager (`StopManager`) and route every proxy to a new one.
     ReplaceManager,
+    /// Tracker `slot` resigns (`Tracker::resign`), if it runs and its last kill is at
+    /// least `d` ago (a new incarnation cannot know its predecessor's promises).
+    Resign(usize),
+    /// Tracker `slot` hands its lease over to unit `sim/<to>` (`Tracker::hand_over`),
+    /// under the same conditions; `to == slot` must be refused and change nothing.
+    HandOver(usize, usize),
+    /// Tracker `slot` runs a lead scope (`Tracker::lead`) whose work takes this long.
+    Lead(usize, Duration),
+    /// Every handle of tracker `slot` is dropped without `kill` (so it must resign),
+    /// under the same conditions as [`Step::Resign`].
+    DropHandles(usize),
 }
 
 /// Everything that defines a run.
@@ -113,10 +126,17 @@ impl Scenario {
     /// rounds of "advance, probe, maybe kill, restart or replace the manager". A third
     /// of the advances are short (up to 10 ms), so probes cluster densely around
     /// whatever is happening; the others are up to d/2.
+    ///
+    /// Among them, from a stream of their own (so that the other steps of a seed are
+    /// the same with or without them): lead scopes (work of 1-50 ms, or up to 1.5·d,
+    /// longer than a resign waits), resigns, hand-overs (to a random unit, now and then
+    /// itself) and dropped handles.
     pub fn random(seed: u64, replacement: Replacement) -> Scenario {
         let mut rng = Rng::new(seed);
         let mut steps_rng = rng.fork();
         let fault_seed = rng.next_u64();
+        let mut leave_rng = Rng::new(seed ^ 0x1EAF_0F7E_ACE0);
+        let leave = &mut leave_rng;
         let rng = &mut steps_rng;
         let d_ms = D.as_millis() as u64;
         let n = rng.range(3, 7) as usize;
@@ -144,6 +164,17 @@ impl Scenario {
                     let max_us = d_ms * 1_000 * 3 / 2;
                     steps.push(Step::Stall(Duration::from_micros(rng.range(1, max_us))));
                 }
+                _ => {}
+            }
+            if leave.percent(20) {
+                let max = if leave.percent(60) { 50 } else { d_ms * 3 / 2 };
+                let work = Duration::from_millis(leave.range(1, max));
+                steps.push(Step::Lead(leave.index(n), work));
+            }
+            match leave.range(0, 99) {
+                0..=3 => steps.push(Step::Resign(leave.index(n))),
+                4..=6 => steps.push(Step::HandOver(leave.index(n), leave.index(n))),
+                7..=8 => steps.push(Step::DropHandles(leave.index(n))),
                 _ => {}
             }
         }
@@ -220,6 +251,24 @@ pub struct Scope {
     pub until: Duration,
 }
 
+/// One resign or hand-over of the hand-over phase (after the liveness window), and the
+/// next leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The leaver's slot.
+    pub slot: usize,
+    /// Its incarnation.
+    pub life: u32,
+    /// The successor's slot for a hand-over, `None` for a resign.
+    pub to: Option<usize>,
+    /// When `resign`/`hand_over` was called.
+    pub asked: Duration,
+    /// The first other unit whose `WaitLeader` answered `true` afterwards, and when.
+    pub next: Option<(usize, Duration)>,
+    /// The longest delay a proxy could add to one message in the phase.
+    pub delay: Duration,
+}
+
 /// A `WaitMinion` asked of a tracker that was leading (its `ClaimLeader` had just
 /// answered `true` at once), and when it resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +321,8 @@ pub struct Run {
     pub leaves: Vec<Left>,
     /// Every lead scope whose work started.
     pub scopes: Vec<Scope>,
+    /// The hand-over phase's resigns and hand-overs.
+    pub handovers: Vec<Handover>,
     /// Every `WaitMinion` asked of a leading tracker that resolved.
     pub minion_watches: Vec<MinionWatch>,
     /// The process stalls, as `[from, to]`: timers due inside one fire late.
@@ -310,12 +361,24 @@ struct Slot {
     life: u32,
     /// Cleared when the current tracker stops for good.
     alive: Rc<Cell<bool>>,
+    /// Tells the current tracker's stop watcher to drop its handle.
+    drop_watch: Option<oneshot::Sender<()>>,
+    /// When the driver last killed this slot's tracker.
+    killed_at: Option<Instant>,
 }
 
 impl Slot {
     /// The current tracker, if it runs.
     fn running(&self) -> Option<&Tracker> {
         self.tracker.as_ref().filter(|_| self.alive.get())
+    }
+
+    /// The current tracker, if it runs and may leave: its slot's last kill is at least
+    /// `d` ago, so no earlier incarnation's promise can still run (a new tracker
+    /// cannot know them, and releasing would cut them short).
+    fn may_leave(&self, d: Duration) -> Option<&Tracker> {
+        let quiet = self.killed_at.map_or(true, |at| Instant::now() >= at + d);
+        self.running().filter(|_| quiet)
     }
 }
 
@@ -361,6 +424,8 @@ impl Driver {
                 tracker: None,
                 life: 0,
                 alive: Rc::new(Cell::new(false)),
+                drop_watch: None,
+                killed_at: None,
             })
             .collect();
         Driver {
@@ -374,6 +439,7 @@ impl Driver {
                 d: scenario.d,
                 trace,
                 promises: Rc::default(),
+                scopes: Rc::default(),
                 minion_watches: Rc::default(),
             },
             slots,
@@ -395,12 +461,25 @@ impl Driver {
             self.step(*step).await;
         }
         let liveness = self.stabilise().await;
+        let handovers = self.hand_overs(scenario.fault_seed).await;
+        // Stop every tracker before the runtime goes, so that none is torn down
+        // half-way through a supervised restart.
+        for slot in &mut self.slots {
+            if let Some(tracker) = slot.tracker.take() {
+                tracker.kill();
+            }
+            if let Some(watch) = slot.drop_watch.take() {
+                let _ = watch.send(());
+            }
+        }
+        sleep(Duration::from_millis(1)).await;
         Run {
             d: self.d,
             promises: self.prober.promises.borrow().clone(),
             grants: self.net.borrow().grants(),
             leaves: self.net.borrow().leaves(),
-            scopes: Vec::new(),
+            scopes: self.prober.scopes.borrow().clone(),
+            handovers,
             minion_watches: self.prober.minion_watches.borrow().clone(),
             stalls: self.stalls.clone(),
             liveness,
@@ -427,16 +506,14 @@ impl Driver {
             Step::WatchMinion(slot) => {
                 let s = &self.slots[slot];
                 if let Some(tracker) = s.running() {
-                    let watch = self
-                        .prober
-                        .clone()
-                        .watch_minion(slot, s.life, tracker.clone());
+                    let watch = self.prober.clone().watch_minion(slot, s.life, tracker);
                     actix_rt::spawn(watch);
                 }
             }
             Step::Kill(slot) => {
                 let slot_ref = &mut self.slots[slot];
                 if let Some(tracker) = slot_ref.tracker.take() {
+                    slot_ref.killed_at = Some(Instant::now());
                     if slot_ref.alive.get() {
                         self.trace.log(What::Killed {
                             slot,
@@ -450,12 +527,57 @@ impl Driver {
                 }
             }
             Step::Restart(slot) => {
-                if self.slots[slot].running().is_none() {
+                // Not while the last incarnation is still resigning: two trackers of
+                // one unit are not a deployment.
+                if !self.slots[slot].alive.get() {
                     self.start_tracker(slot);
                 }
             }
             Step::ReplaceManager => self.replace_manager(),
+            Step::Resign(slot) => self.leave(slot, None),
+            Step::HandOver(slot, to) => self.leave(slot, Some(to)),
+            Step::Lead(slot, work) => {
+                let s = &self.slots[slot];
+                if let Some(tracker) = s.running() {
+                    let scope = self.prober.lead(slot, s.life, tracker.clone(), work);
+                    actix_rt::spawn(scope);
+                }
+            }
+            Step::DropHandles(slot) => {
+                let d = self.d;
+                let s = &mut self.slots[slot];
+                if s.may_leave(d).is_some() {
+                    self.trace.log(What::HandlesDropped { slot, life: s.life });
+                    s.tracker = None;
+                    if let Some(watch) = s.drop_watch.take() {
+                        let _ = watch.send(());
+                    }
+                }
+            }
         }
+    }
+
+    /// Makes tracker `slot` resign, or hand over to `sim/<to>`, in a task that notes
+    /// the outcome.
+    fn leave(&mut self, slot: usize, to: Option<usize>) {
+        let s = &self.slots[slot];
+        let Some(tracker) = s.may_leave(self.d).cloned() else {
+            return;
+        };
+        let (life, trace) = (s.life, self.trace.clone());
+        let successor = to.map(|to| self.slots[to].unit.clone());
+        trace.log(What::Leaving { slot, life, to });
+        actix_rt::spawn(async move {
+            let report = match successor {
+                Some(successor) => tracker.hand_over(successor).await,
+                None => tracker.resign().await,
+            };
+            let report = match report {
+                Ok(()) => "Ok".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            trace.log(What::Left { slot, life, report });
+        });
     }
 
     /// Starts a new incarnation in `slot`, and a task that notes when it stops.
@@ -472,6 +594,8 @@ impl Driver {
         s.life += 1;
         s.alive = Rc::new(Cell::new(true));
         s.tracker = Some(tracker.clone());
+        let (drop_watch, dropped) = oneshot::channel();
+        s.drop_watch = Some(drop_watch);
         let (alive, life, trace) = (Rc::clone(&s.alive), s.life, self.trace.clone());
         trace.log(What::TrackerStarted {
             slot,
@@ -479,12 +603,28 @@ impl Driver {
             supervised: s.supervised,
         });
         actix_rt::spawn(async move {
-            let report = tracker.wait().await;
-            alive.set(false);
-            let report = match report {
-                Ok(()) => "Ok".to_owned(),
-                Err(e) => e.to_string(),
+            let mut status = tracker.status();
+            let report = tokio::select! {
+                biased;
+                report = tracker.wait() => Some(report),
+                Ok(()) = dropped => None,
             };
+            let report = match report {
+                Some(Ok(())) => "Ok".to_owned(),
+                Some(Err(e)) => e.to_string(),
+                None => {
+                    // Every handle is gone (the driver's went first): the tracker
+                    // resigns; its status says when it has stopped.
+                    drop(tracker);
+                    while !matches!(*status.borrow_and_update(), Status::Stopped) {
+                        if status.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    "stopped (every handle dropped)".to_owned()
+                }
+            };
+            alive.set(false);
             trace.log(What::TrackerStopped { slot, life, report });
         });
     }
@@ -516,8 +656,19 @@ impl Driver {
         // Let every fault the healing ends play out (a lost claim now fails, which
         // stops a plain tracker) before restarting what is not running.
         sleep(Duration::from_millis(1)).await;
+        // A tracker still resigning (its handles dropped, or a resign under way) stops
+        // within `d` of it on a healed network; restart it only then.
+        let patience = Instant::now() + 2 * self.d;
+        while Instant::now() < patience
+            && self
+                .slots
+                .iter()
+                .any(|s| s.tracker.is_none() && s.alive.get())
+        {
+            sleep(self.d / 20).await;
+        }
         for slot in 0..self.slots.len() {
-            if self.slots[slot].running().is_none() {
+            if !self.slots[slot].alive.get() {
                 self.start_tracker(slot);
             }
         }
@@ -564,16 +715,200 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// The hand-over phase: a rolling restart on a network that only delays (each
+    /// message by at most d/10). Three times: find the leader by its `status()` (which
+    /// promises nothing), maybe start a lead scope and maybe ask it a `ClaimLeader` (a
+    /// promise), make it resign or hand over to a random running unit, watch the
+    /// others' `status()` for the next leader, then restart the leaver once it has
+    /// stopped — so the next hand-over may name a unit that has only just started.
+    async fn hand_overs(&mut self, seed: u64) -> Vec<Handover> {
+        let mut rng = Rng::new(seed ^ 0x4A4D_0FE5);
+        let cap = self.d / 10;
+        self.net.borrow_mut().unheal(FaultRates::DELAYS, cap);
+        self.trace.log(What::Delaying { cap });
+        let mut handovers = Vec::new();
+        for _ in 0..3 {
+            let Some(slot) = self.find_leader().await else {
+                break;
+            };
+            if rng.percent(50) {
+                let work = Duration::from_millis(rng.range(1, 2 * self.d.as_millis() as u64));
+                self.step(Step::Lead(slot, work)).await;
+            }
+            sleep(Duration::from_millis(rng.range(1, 50))).await;
+            if rng.percent(50) {
+                self.step(Step::Probe(slot, Ask::ClaimLeader)).await;
+            }
+            sleep(Duration::from_millis(rng.range(0, 10))).await;
+            let others: Vec<usize> = (0..self.slots.len())
+                .filter(|&o| o != slot && self.slots[o].running().is_some())
+                .collect();
+            if others.is_empty() || self.slots[slot].may_leave(self.d).is_none() {
+                break;
+            }
+            let to = rng.percent(50).then(|| others[rng.index(others.len())]);
+            let asked = Instant::now();
+            let life = self.slots[slot].life;
+            let mut leaver = self.slots[slot].running().map(Tracker::status);
+            self.leave(slot, to);
+            // The horizon is at most `d` away; a successor that must wait for the
+            // handed-over lease to expire waits up to `2·d` after that.
+            let deadline = asked + 4 * self.d;
+            let next = self.first_leader(&others, deadline).await;
+            handovers.push(Handover {
+                slot,
+                life,
+                to,
+                asked: self.offset(asked),
+                next: next.map(|(o, at)| (o, self.offset(at))),
+                delay: cap,
+            });
+            if let Some(status) = &mut leaver {
+                let stopped = status.wait_for(|s| matches!(s, Status::Stopped));
+                let _ = tokio::time::timeout_at(deadline + self.d, stopped).await;
+            }
+            if !self.slots[slot].alive.get() {
+                self.start_tracker(slot);
+            }
+        }
+        self.net.borrow_mut().heal();
+        self.trace.log(What::Healed);
+        handovers
+    }
+
+    /// The running tracker whose `status()` says it leads (waiting up to 3·d for one).
+    async fn find_leader(&mut self) -> Option<usize> {
+        let running: Vec<usize> = (0..self.slots.len())
+            .filter(|&slot| self.slots[slot].running().is_some())
+            .collect();
+        let deadline = Instant::now() + 3 * self.d;
+        self.first_leader(&running, deadline)
+            .await
+            .map(|(slot, _)| slot)
+    }
+
+    /// The first of `slots` whose tracker's `status()` says it leads, and when, if one
+    /// does by `deadline`.
+    async fn first_leader(&self, slots: &[usize], deadline: Instant) -> Option<(usize, Instant)> {
+        let watches: Vec<_> = slots
+            .iter()
+            .filter_map(|&slot| {
+                let status = self.slots[slot].running()?.status();
+                Some(Box::pin(leads(slot, status)))
+            })
+            .collect();
+        if watches.is_empty() {
+            return None;
+        }
+        tokio::time::timeout_at(deadline, futures::future::select_all(watches))
+            .await
+            .ok()
+            .map(|(first, _, _)| (first, Instant::now()))
+    }
+}
+
+/// Resolves to `slot` once `status` says its tracker leads; never if it stops first.
+async fn leads(slot: usize, mut status: tokio::sync::watch::Receiver<Status>) -> usize {
+    if status
+        .wait_for(|s| matches!(s, Status::Leader(_)))
+        .await
+        .is_err()
+    {
+        futures::future::pending::<()>().await;
+    }
+    slot
+}
+
 /// Asks trackers questions and records the answers; cheap to clone into tasks.
 #[derive(Clone)]
 struct Prober {
     d: Duration,
     trace: Trace,
     promises: Rc<RefCell<Vec<Promise>>>,
+    scopes: Rc<RefCell<Vec<Scope>>>,
     minion_watches: Rc<RefCell<Vec<MinionWatch>>>,
 }
 
+/// Records a lead scope's work when it is dropped: completed, or cancelled.
+struct ScopeGuard {
+    scope: Option<Scope>,
+    done: Rc<Cell<bool>>,
+    trace: Trace,
+    scopes: Rc<RefCell<Vec<Scope>>>,
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        if let Some(mut scope) = self.scope.take() {
+            scope.ended = self.trace.offset(Instant::now());
+            scope.finished = self.done.get();
+            self.trace.log(What::ScopeEnded {
+                slot: scope.slot,
+                life: scope.life,
+                finished: scope.finished,
+            });
+            self.scopes.borrow_mut().push(scope);
+        }
+    }
+}
+
 impl Prober {
+    /// [`Step::Lead`]: runs a lead scope on `tracker` whose work takes `work`, and
+    /// records it if it starts.
+    fn lead(
+        &self,
+        slot: usize,
+        life: u32,
+        tracker: Tracker,
+        work: Duration,
+    ) -> impl Future<Output = ()> + 'static {
+        let this = self.clone();
+        let asked = self.trace.offset(Instant::now());
+        async move {
+            let done = Rc::new(Cell::new(false));
+            let started = Rc::new(Cell::new(false));
+            let worker = {
+                let (this, done, started) = (this.clone(), Rc::clone(&done), Rc::clone(&started));
+                move |g: leadership::Guarantee| async move {
+                    started.set(true);
+                    let started = this.trace.offset(Instant::now());
+                    this.trace.log(What::ScopeStarted { slot, life });
+                    let _guard = ScopeGuard {
+                        scope: Some(Scope {
+                            slot,
+                            life,
+                            asked,
+                            started,
+                            ended: started,
+                            finished: false,
+                            term: g.term,
+                            until: this.trace.offset(g.until),
+                        }),
+                        done: Rc::clone(&done),
+                        trace: this.trace.clone(),
+                        scopes: Rc::clone(&this.scopes),
+                    };
+                    sleep(work).await;
+                    done.set(true);
+                }
+            };
+            // A minion's scope waits to lead; give it up after `d` if it has not
+            // started, so that this task does not hold a handle for ever.
+            let give_up = async {
+                sleep(this.d).await;
+                if started.get() {
+                    futures::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = tracker.lead(worker) => {}
+                _ = give_up => {}
+            }
+        }
+    }
+
     /// Asks `tracker` (incarnation `life` of `slot`) one question; the returned future
     /// resolves to the answer, recording it in the trace and, if `true`, as a
     /// [`Promise`].
@@ -589,6 +924,18 @@ impl Prober {
             Ask::WaitLeader => tracker.wait_leader(),
             Ask::WaitMinion => tracker.wait_minion(),
         };
+        self.answer(slot, life, ticket, ask)
+    }
+
+    /// Awaits `ticket`, the answer to `ask` just asked of incarnation `life` of `slot`,
+    /// as [`ask`](Prober::ask) does.
+    fn answer(
+        &self,
+        slot: usize,
+        life: u32,
+        ticket: leadership::Ticket,
+        ask: Ask,
+    ) -> impl Future<Output = bool> + 'static {
         let this = self.clone();
         let asked = self.trace.offset(Instant::now());
         async move {
@@ -625,15 +972,39 @@ impl Prober {
 
     /// [`Step::WatchMinion`]: if `tracker` leads now, asks `WaitMinion` and notes when
     /// it resolves.
-    async fn watch_minion(self, slot: usize, life: u32, tracker: Tracker) {
-        let asked = Instant::now();
-        let led = self.ask(slot, life, &tracker, Ask::ClaimLeader).await;
-        // Only an answer given at once shows the tracker led at this instant.
-        if !led || Instant::now() != asked {
-            return;
+    /// It holds no handle while it waits (only the actor's address), so that dropping
+    /// every handle can end the tracker.
+    fn watch_minion(
+        self,
+        slot: usize,
+        life: u32,
+        tracker: &Tracker,
+    ) -> impl Future<Output = ()> + 'static {
+        let led = self.ask(slot, life, tracker, Ask::ClaimLeader);
+        let addr = tracker.addr();
+        async move {
+            let asked = Instant::now();
+            let led = led.await;
+            // Only an answer given at once shows the tracker led at this instant.
+            if !led || Instant::now() != asked {
+                return;
+            }
+            let Ok(ticket) = addr.send(WaitMinion).await else {
+                return;
+            };
+            self.record_minion_watch(slot, life, asked, ticket).await;
         }
+    }
+
+    async fn record_minion_watch(
+        self,
+        slot: usize,
+        life: u32,
+        asked: Instant,
+        ticket: leadership::Ticket,
+    ) {
         let asked = self.trace.offset(asked);
-        let answer = self.ask(slot, life, &tracker, Ask::WaitMinion).await;
+        let answer = self.answer(slot, life, ticket, Ask::WaitMinion).await;
         let resolved = self.trace.offset(Instant::now());
         self.minion_watches.borrow_mut().push(MinionWatch {
             slot,
@@ -656,9 +1027,17 @@ impl Prober {
         leader: Rc<Cell<Option<Instant>>>,
     ) {
         while leader.get().is_none() {
+            // The ask runs in a task of its own, so that its answer is recorded even
+            // after this watch gives up: a tracker counts every `true` it gives as a
+            // promise, and so must the checker.
+            let (answered, answer) = oneshot::channel();
+            let ask = self.ask(slot, life, &tracker, Ask::WaitLeader);
+            actix_rt::spawn(async move {
+                let _ = answered.send(ask.await);
+            });
             let led = tokio::select! {
                 biased;
-                answer = self.ask(slot, life, &tracker, Ask::WaitLeader) => answer,
+                answer = answer => answer.unwrap_or(false),
                 _ = sleep_until(deadline + Duration::from_millis(1)) => return,
             };
             if led && self.ask(slot, life, &tracker, Ask::ClaimLeader).await {

@@ -93,7 +93,7 @@ pub enum What {
     /// The manager granted slot `slot`'s claim: the lease runs until `until` at least.
     Granted { slot: usize, until: Duration },
     /// The manager accepted slot `slot`'s release (`to: None`) or hand-over to `to`.
-    Left { slot: usize, to: Option<usize> },
+    Gone { slot: usize, to: Option<usize> },
     /// A proxy delivered a duplicate of a request; its answer went nowhere.
     Duplicated {
         slot: usize,
@@ -110,10 +110,34 @@ pub enum What {
     },
     /// Faults stopped: hung requests fail, delays end, proxies forward transparently.
     Healed,
+    /// The hand-over phase begins: proxies delay messages by up to `cap`.
+    Delaying { cap: Duration },
     /// Every tracker is alive and the network healed: the liveness window opens.
     Stable { deadline: Duration },
     /// The first `true` ClaimLeader of the liveness window.
     Leader { slot: usize, life: u32 },
+    /// The driver asked a tracker to resign (`to: None`) or hand over to `to`.
+    Leaving {
+        slot: usize,
+        life: u32,
+        to: Option<usize>,
+    },
+    /// A resign or hand-over returned, with its report.
+    Left {
+        slot: usize,
+        life: u32,
+        report: String,
+    },
+    /// The driver dropped its handle of a tracker (the watcher drops the last one).
+    HandlesDropped { slot: usize, life: u32 },
+    /// A lead scope's work started.
+    ScopeStarted { slot: usize, life: u32 },
+    /// A lead scope's work completed (`finished`) or was cancelled.
+    ScopeEnded {
+        slot: usize,
+        life: u32,
+        finished: bool,
+    },
 }
 
 /// One event: virtual time since the run started, and what happened.
@@ -223,9 +247,38 @@ impl fmt::Display for Event {
             What::Granted { slot, until } => {
                 write!(f, "MANAGER grants u{slot} a lease until {}", Secs(*until))
             }
-            What::Left { slot, to: None } => write!(f, "MANAGER released u{slot}'s lease"),
-            What::Left { slot, to: Some(to) } => {
+            What::Gone { slot, to: None } => write!(f, "MANAGER released u{slot}'s lease"),
+            What::Gone { slot, to: Some(to) } => {
                 write!(f, "MANAGER handed u{slot}'s lease over to u{to}")
+            }
+            What::Leaving {
+                slot,
+                life,
+                to: None,
+            } => write!(f, "u{slot}#{life} resigns"),
+            What::Leaving {
+                slot,
+                life,
+                to: Some(to),
+            } => write!(f, "u{slot}#{life} hands over to u{to}"),
+            What::Left { slot, life, report } => {
+                write!(f, "u{slot}#{life} resign/hand-over returned: {report}")
+            }
+            What::HandlesDropped { slot, life } => {
+                write!(f, "u{slot}#{life}: every handle dropped")
+            }
+            What::ScopeStarted { slot, life } => write!(f, "u{slot}#{life} lead scope starts"),
+            What::ScopeEnded {
+                slot,
+                life,
+                finished,
+            } => {
+                let how = if *finished {
+                    "finishes"
+                } else {
+                    "is cancelled"
+                };
+                write!(f, "u{slot}#{life} lead scope {how}")
             }
             What::Duplicated {
                 slot,
@@ -249,6 +302,12 @@ impl fmt::Display for Event {
                 Secs(*asked)
             ),
             What::Healed => write!(f, "HEALED: no more faults"),
+            What::Delaying { cap } => {
+                write!(
+                    f,
+                    "HAND-OVER PHASE: proxies delay messages by up to {cap:?}"
+                )
+            }
             What::Stable { deadline } => {
                 write!(f, "STABLE: a leader is due by {}", Secs(*deadline))
             }
