@@ -4,12 +4,15 @@
 //! supervised), one `ManagerActor`, and a [`FaultProxy`](support::proxy::FaultProxy)
 //! between every tracker and the manager that forwards, delays, loses or fails
 //! requests and answers. The driver kills and restarts trackers, replaces the manager
-//! (`StopManager`, then `ManagerActor::recovering(2·d)`), probes the trackers with
+//! (`StopManager`, then `ManagerActor::recovering(2·d)`), makes trackers resign, hand
+//! over, run lead scopes and lose every handle, probes the trackers with
 //! `ClaimLeader`/`WaitLeader`, and advances a paused tokio clock. Then the network
-//! heals, and the [checker](support::check) verifies safety (no two units' true tickets
-//! overlap, each lies in a lease of its unit and carries that lease's term, terms grow
-//! with every new lease, a `Fence` turns a stalled leader's old term away) and liveness
-//! (a leader within the bound).
+//! heals, a rolling restart of resigns and hand-overs follows on a network that only
+//! delays, and the [checker](support::check) verifies safety (no two units' true
+//! tickets overlap, each lies in a lease of its unit and carries that lease's term,
+//! terms grow with every new lease, a `Fence` turns a stalled leader's old term away, no
+//! release before the leaver's promises end, scopes only inside their lease and alone)
+//! and liveness (a leader within the bound after healing and after every resign).
 //!
 //! - `cargo test --test simulation -- --nocapture` runs 1 000 seeds; the summary line
 //!   `simulation: <N> seeds, <V> safety violations, <L> liveness failures` is written
@@ -28,11 +31,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use support::check::{
-    check, overlap, report, GuaranteeFinding, LeftEarly, Owed, TermFinding, Verdict,
+    check, overlap, report, GuaranteeFinding, LeftEarly, NextLeader, Owed, TermFinding, Verdict,
 };
 use support::proxy::{Grant, Left};
 use support::sim::{
-    run, Interval, Liveness, MinionWatch, Promise, Replacement, Run, Scenario, Scope, Step, D,
+    run, Handover, Interval, Liveness, MinionWatch, Promise, Replacement, Run, Scenario, Scope,
+    Step, D,
 };
 use support::trace::Ask::{self, ClaimLeader};
 
@@ -71,6 +75,18 @@ struct Summary {
     grants: u64,
     /// Manager replacements, over all seeds.
     replacements: u64,
+    /// Releases and hand-overs the manager accepted, lead scopes run, and guarantees
+    /// a resign cut short (before their `until`), over all seeds.
+    left: u64,
+    scopes: u64,
+    cut_short: u64,
+    /// Resigns and hand-overs of the hand-over phase; the latest a next leader came
+    /// after the leaver's promise horizon, and after the manager accepted the release.
+    handovers: u64,
+    /// Of those, hand-overs whose successor led only at the lease's expiry.
+    at_expiry: u64,
+    handover_late: Duration,
+    handover_gap: Duration,
     /// The longest a leader took to appear once the network healed, and the largest
     /// share of its bound a leader took.
     slowest_leader: Duration,
@@ -124,7 +140,28 @@ impl Summary {
         self.admitting_seeds += u64::from(admitted > 0);
         self.stale_writes += writes.len() as u64;
         self.stale_writes_admitted += admitted;
-        self.dead_seeds += u64::from(verdict.liveness_failure.is_some());
+        self.dead_seeds += u64::from(!verdict.is_live());
+        for (h, horizon, next) in &verdict.handovers {
+            self.handovers += 1;
+            if *next == NextLeader::AtExpiry {
+                self.at_expiry += 1;
+                continue;
+            }
+            if let Some((_, at)) = h.next {
+                self.handover_late = self.handover_late.max(at.saturating_sub(*horizon));
+            }
+            let released = run
+                .leaves
+                .iter()
+                .find(|l| l.slot == h.slot && l.at >= h.asked)
+                .map(|l| l.at);
+            if let (Some(released), Some((_, at))) = (released, h.next) {
+                self.handover_gap = self.handover_gap.max(at.saturating_sub(released));
+            }
+        }
+        self.left += run.leaves.len() as u64;
+        self.scopes += run.scopes.len() as u64;
+        self.cut_short += verdict.cut_short.len() as u64;
         self.true_tickets += run.promises.len() as u64;
         self.replacements += u64::from(run.replacements);
         self.grants += run.grants.len() as u64;
@@ -204,6 +241,19 @@ fn simulate(seeds: u64) {
     let summary = run_seeds(seeds, Replacement::Recovering);
     let elapsed = started.elapsed();
     announce(&summary.line());
+    announce(&format!(
+        "simulation hand-overs: {} releases and hand-overs accepted, {} lead scopes, {} \
+         guarantees cut short by a resign; in the hand-over phase {} resigns and hand-overs \
+         ({} whose successor waited for the lease to expire), otherwise the next leader at \
+         most {:?} after the promise horizon and {:?} after the release",
+        summary.left,
+        summary.scopes,
+        summary.cut_short,
+        summary.handovers,
+        summary.at_expiry,
+        summary.handover_late,
+        summary.handover_gap,
+    ));
     announce(&format!(
         "simulation details: {} true tickets (with their guarantees) and {} grants checked, \
          {} manager replacements, {} stalled leaders' writes fenced off ({} admitted); \
@@ -436,6 +486,7 @@ fn promised_run(promises: Vec<Promise>, grants: Vec<Grant>) -> Run {
         grants,
         leaves: Vec::new(),
         scopes: Vec::new(),
+        handovers: Vec::new(),
         liveness: Liveness {
             stable_at: Duration::ZERO,
             deadline: 3 * D,
@@ -550,6 +601,7 @@ fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
         }],
         leaves: Vec::new(),
         scopes: Vec::new(),
+        handovers: Vec::new(),
         minion_watches: watches,
         stalls,
         liveness: Liveness {
@@ -624,6 +676,7 @@ fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
         grants: Vec::new(),
         leaves: Vec::new(),
         scopes: Vec::new(),
+        handovers: Vec::new(),
         minion_watches: Vec::new(),
         stalls: Vec::new(),
         liveness: Liveness {
@@ -880,6 +933,7 @@ fn left(slot: usize, at: u64, to: Option<usize>, grants_before: usize) -> Left {
         at: Duration::from_millis(at),
         to,
         grants_before,
+        successor_blocked: to.is_some(),
     }
 }
 
@@ -990,4 +1044,71 @@ fn simulation_checker_wants_lead_scopes_inside_their_lease_and_alone() {
         matches!(&two.scopes_shared[..], [(_, Owed::Scope(_))]),
         "{two:?}"
     );
+}
+
+#[test]
+fn simulation_checker_wants_the_next_leader_soon_after_a_resign() {
+    let ms = Duration::from_millis;
+    // u0#1 resigns at 1 s; its ticket at 0.5 s promises until 2.5 s, its scope ran to
+    // 1.2 s: the horizon is 2.5 s, and with 200 ms delays the next leader is due by
+    // 3.3 s.
+    let world = |next: Option<(usize, u64)>| Run {
+        scopes: vec![scope(0, 100, 1_200, 5)],
+        handovers: vec![Handover {
+            slot: 0,
+            life: 1,
+            to: None,
+            asked: ms(1_000),
+            next: next.map(|(slot, at)| (slot, ms(at))),
+            delay: ms(200),
+        }],
+        ..promised_run(vec![promise(0, 500, 5, 2_498)], vec![granted(0, 0, 5)])
+    };
+    let on_time = check(&world(Some((1, 3_300))));
+    assert_eq!(on_time.handovers[0].1, ms(2_500), "the horizon");
+    assert!(on_time.is_live(), "{on_time:?}");
+    assert!(!check(&world(Some((1, 3_301)))).is_live());
+    assert!(!check(&world(None)).is_live(), "no leader at all");
+}
+
+/// Two plain trackers on a clean network: u0 leads, runs a lead scope of 300 ms and
+/// answers one `ClaimLeader`, then resigns; the release waits for the promise (d from
+/// the answer), not for the lease, and u1 leads at once after it.
+#[test]
+fn simulation_a_resign_releases_at_the_promise_horizon_and_the_next_unit_leads_at_once() {
+    let ms = Duration::from_millis;
+    let scenario = Scenario {
+        d: D,
+        supervised: vec![false, false],
+        steps: vec![
+            Step::Advance(ms(100)),
+            Step::Lead(0, ms(300)),
+            Step::Advance(ms(10)),
+            Step::Probe(0, ClaimLeader),
+            Step::Advance(ms(10)),
+            Step::Resign(0),
+            Step::Probe(1, Ask::WaitLeader),
+            Step::Advance(3 * D),
+        ],
+        faults: None,
+        replacement: Replacement::Recovering,
+        fault_seed: 0,
+    };
+    let run = run(&scenario);
+    let verdict = check(&run);
+    let account = report(None, &run, &verdict);
+    assert!(verdict.is_ok(), "{account}");
+    // The first release is u0's (the hand-over phase adds more).
+    let left = run
+        .leaves
+        .first()
+        .unwrap_or_else(|| panic!("no release:\n{account}"));
+    // The promise: the ClaimLeader answered at 110 ms; the scope ended at 400 ms.
+    assert_eq!((left.slot, left.at), (0, ms(110) + D), "{account}");
+    let next = run.promises.iter().find(|p| p.interval.slot == 1);
+    assert_eq!(next.map(|p| p.interval.start), Some(left.at), "{account}");
+    assert!(next.unwrap().term > run.promises[0].term, "{account}");
+    let scope = &run.scopes[0];
+    assert_eq!((scope.slot, scope.ended), (0, ms(400)), "{account}");
+    assert!(scope.finished, "{account}");
 }
