@@ -258,7 +258,12 @@ where
             injected("connection reset")
         }
         Fate::ForwardThenLose => {
-            let _lost = send().await;
+            // The manager handles it whenever it does (a block may be held long after
+            // the heal); the client's connection resets at the heal, answered or not.
+            let forwarded = send();
+            actix_rt::spawn(async move {
+                let _lost = forwarded.await;
+            });
             healed.await;
             injected("connection reset")
         }

@@ -87,8 +87,8 @@ pub enum Step {
     Restart(usize),
     /// Stop the manager (`StopManager`) and route every proxy to a new one.
     ReplaceManager,
-    /// Tracker `slot` resigns (`Tracker::resign`), if it runs and its last kill is at
-    /// least `d` ago (a new incarnation cannot know its predecessor's promises).
+    /// Tracker `slot` resigns (`Tracker::resign`), if it runs and its predecessor
+    /// stopped at least `d` ago (a new incarnation cannot know its promises).
     Resign(usize),
     /// Tracker `slot` hands its lease over to unit `sim/<to>` (`Tracker::hand_over`),
     /// under the same conditions; `to == slot` must be refused and change nothing.
@@ -363,8 +363,8 @@ struct Slot {
     alive: Rc<Cell<bool>>,
     /// Tells the current tracker's stop watcher to drop its handle.
     drop_watch: Option<oneshot::Sender<()>>,
-    /// When the driver last killed this slot's tracker.
-    killed_at: Option<Instant>,
+    /// When an incarnation of this slot last stopped (killed, failed, resigned).
+    stopped_at: Rc<Cell<Option<Instant>>>,
 }
 
 impl Slot {
@@ -373,11 +373,14 @@ impl Slot {
         self.tracker.as_ref().filter(|_| self.alive.get())
     }
 
-    /// The current tracker, if it runs and may leave: its slot's last kill is at least
-    /// `d` ago, so no earlier incarnation's promise can still run (a new tracker
-    /// cannot know them, and releasing would cut them short).
+    /// The current tracker, if it runs and may leave: the last incarnation before it
+    /// stopped at least `d` ago, so none of its promises can still run (a new tracker
+    /// inherits the unit's lease but cannot know them; releasing would cut them short).
     fn may_leave(&self, d: Duration) -> Option<&Tracker> {
-        let quiet = self.killed_at.map_or(true, |at| Instant::now() >= at + d);
+        let quiet = self
+            .stopped_at
+            .get()
+            .map_or(true, |at| Instant::now() >= at + d);
         self.running().filter(|_| quiet)
     }
 }
@@ -425,7 +428,7 @@ impl Driver {
                 life: 0,
                 alive: Rc::new(Cell::new(false)),
                 drop_watch: None,
-                killed_at: None,
+                stopped_at: Rc::default(),
             })
             .collect();
         Driver {
@@ -513,7 +516,6 @@ impl Driver {
             Step::Kill(slot) => {
                 let slot_ref = &mut self.slots[slot];
                 if let Some(tracker) = slot_ref.tracker.take() {
-                    slot_ref.killed_at = Some(Instant::now());
                     if slot_ref.alive.get() {
                         self.trace.log(What::Killed {
                             slot,
@@ -597,6 +599,7 @@ impl Driver {
         let (drop_watch, dropped) = oneshot::channel();
         s.drop_watch = Some(drop_watch);
         let (alive, life, trace) = (Rc::clone(&s.alive), s.life, self.trace.clone());
+        let stopped_at = Rc::clone(&s.stopped_at);
         trace.log(What::TrackerStarted {
             slot,
             life,
@@ -625,6 +628,7 @@ impl Driver {
                 }
             };
             alive.set(false);
+            stopped_at.set(Some(Instant::now()));
             trace.log(What::TrackerStopped { slot, life, report });
         });
     }
