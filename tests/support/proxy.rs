@@ -99,6 +99,9 @@ pub struct Network {
     leaves: Vec<Left>,
     /// How many blocks of each slot the manager holds now (forwarded, not answered).
     blocks: std::collections::HashMap<usize, u32>,
+    /// How many releases and hand-overs of each slot are on their way (relayed, not
+    /// yet answered).
+    leaving: std::collections::HashMap<usize, u32>,
 }
 
 impl Network {
@@ -123,7 +126,15 @@ impl Network {
             grants: Vec::new(),
             leaves: Vec::new(),
             blocks: std::collections::HashMap::new(),
+            leaving: std::collections::HashMap::new(),
         }
+    }
+
+    /// Whether a release or hand-over of `slot` is still on its way. The protocol names
+    /// only the unit, so one that arrives after the unit's next incarnation has claimed
+    /// would release *its* lease: the driver restarts a unit only once none is.
+    pub fn leaving(&self, slot: usize) -> bool {
+        self.leaving.get(&slot).is_some_and(|&n| n > 0)
     }
 
     /// Every lease granted so far.
@@ -424,9 +435,19 @@ impl FaultProxy {
         ManagerActor: Handler<M>,
     {
         let slot = self.slot;
+        let leave = matches!(request, Request::Release | Request::HandOver);
         let (fate, healed, trace) = {
             let mut net = self.net.borrow_mut();
-            let fate = net.decide();
+            let fate = match net.decide() {
+                // A duplicate release names only the unit: delivered after the unit's
+                // next incarnation claimed, it would release that lease (seed 6649 of
+                // the long run). Releases and hand-overs are not retried.
+                Fate::Duplicate(_) if leave => Fate::Forward,
+                fate => fate,
+            };
+            if leave {
+                *net.leaving.entry(slot).or_default() += 1;
+            }
             (fate, net.until_healed(), net.trace.clone())
         };
         trace.log(What::Relayed {
@@ -454,6 +475,9 @@ impl FaultProxy {
         };
         async move {
             let answer = play(fate, healed, send, duplicated).await;
+            if leave {
+                *net.borrow_mut().leaving.entry(slot).or_default() -= 1;
+            }
             trace.log(What::Answered {
                 slot,
                 request,
@@ -485,6 +509,14 @@ where
     if is_block {
         *net.borrow_mut().blocks.entry(slot).or_default() += 1;
     }
+    // `send` puts the message in the manager's mailbox at once, and the manager handles
+    // its mailbox in order: a hand-over wakes the successor's block iff that block was
+    // sent (and not yet answered) before the hand-over is.
+    let successor_blocked = leaving
+        .as_ref()
+        .and_then(|to| to.as_deref())
+        .and_then(slot_of)
+        .is_some_and(|to| net.borrow().blocks.get(&to).is_some_and(|&n| n > 0));
     let answer = manager
         .send(msg)
         .await
@@ -493,7 +525,7 @@ where
         *net.borrow_mut().blocks.entry(slot).or_default() -= 1;
     }
     if let (Some(successor), true) = (leaving, answer.is_ok()) {
-        left(net, slot, successor, &manager).await;
+        left(net, slot, successor, successor_blocked, &manager).await;
     }
     if let (Some(term), Some(lease)) = (answer.as_ref().ok().and_then(M::term), lease) {
         // The answer arrives at the very instant the manager handled the claim: no
@@ -518,6 +550,7 @@ async fn left(
     net: &RefCell<Network>,
     slot: usize,
     successor: Option<String>,
+    successor_blocked: bool,
     manager: &Addr<ManagerActor>,
 ) {
     let to = successor.as_deref().and_then(slot_of);
@@ -525,7 +558,6 @@ async fn left(
         let mut net = net.borrow_mut();
         let at = net.trace.offset(tokio::time::Instant::now());
         let grants_before = net.grants.len();
-        let successor_blocked = to.is_some_and(|to| net.blocks.get(&to).is_some_and(|&n| n > 0));
         net.leaves.push(Left {
             slot,
             at,

@@ -529,9 +529,9 @@ impl Driver {
                 }
             }
             Step::Restart(slot) => {
-                // Not while the last incarnation is still resigning: two trackers of
-                // one unit are not a deployment.
-                if !self.slots[slot].alive.get() {
+                // Not while the last incarnation is still resigning (two trackers of
+                // one unit are not a deployment), nor while its release is on its way.
+                if !self.slots[slot].alive.get() && !self.net.borrow().leaving(slot) {
                     self.start_tracker(slot);
                 }
             }
