@@ -16,8 +16,9 @@
 //! - `manager`: [`ManagerActor`], the in-memory lease manager: leases keyed by service,
 //!   expiries in an ordered index with one timer.
 //! - `tracker`: [`TrackerActor`], its messages ([`ClaimLeader`], [`WaitLeader`],
-//!   [`WaitMinion`]), the [`Tracker`] handle, and the pure state machine that makes
-//!   every decision.
+//!   [`WaitMinion`], [`Resign`], [`StopTracker`]), the [`Tracker`] handle (tickets,
+//!   `resign`, `hand_over`, `lead` scopes), its [`Status`], and the pure state machine
+//!   that makes every decision.
 //! - `ticket`: [`Ticket`], a write-once answer that many clones can await, and the
 //!   [`Guarantee`] a `true` answer carries (term and end).
 //! - `fence`: [`Fence`] and [`StaleTerm`], the fencing-token check a resource makes on
@@ -49,4 +50,7 @@ pub use protocol::{
     LeaseError, LeaseInfo, ReleaseLeadership, WatchLeader,
 };
 pub use ticket::{Guarantee, Ticket, TicketFuture};
-pub use tracker::{ClaimLeader, Tracker, TrackerActor, TrackerError, WaitLeader, WaitMinion};
+pub use tracker::{
+    ClaimLeader, Resign, Status, StopTracker, Tracker, TrackerActor, TrackerError, WaitLeader,
+    WaitMinion,
+};
