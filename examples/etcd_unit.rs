@@ -14,7 +14,7 @@
 //!
 //! Options: `--unit SERVICE/N` (required), `--endpoints URL[,URL…]` (default
 //! `http://127.0.0.1:2379`, or `https://127.0.0.1:2379` with `--cacert`), `--duration D`
-//! (the guarantee d, e.g. `2s`, `500ms`; default `2s`), `--prefix P` (default
+//! (the guarantee d, e.g. `2s`, `1500ms`; at least `1s`, etcd's lease floor; default `2s`), `--prefix P` (default
 //! `/leadership`). `RUST_LOG=leadership=debug` shows each claim.
 //!
 //! For a secured etcd, etcdctl's names: `--cacert FILE` (the CA that signed the server's
