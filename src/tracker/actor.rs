@@ -142,8 +142,10 @@ impl TrackerActor {
     /// Feeds one event to the machine at the current instant and performs its effects.
     fn on_event(&mut self, ctx: &mut Context<Self>, event: Event<TicketSender>) {
         let was_leader = self.machine.is_leader();
+        let term = self.machine.guarantee().map(|g| g.term); // metrics
         let mut effects = std::mem::take(&mut self.effects);
         self.machine.handle(Instant::now(), event, &mut effects);
+        crate::metrics::leadership(&self.unit, term, self.machine.guarantee().map(|g| g.term));
         match (was_leader, self.machine.is_leader()) {
             (false, true) => tracing::info!("leadership gained"),
             (true, false) => tracing::info!("leadership lost"),
@@ -161,6 +163,7 @@ impl TrackerActor {
                 Effect::SendBlock => self.send_block(ctx),
                 Effect::Fail(error) => {
                     tracing::warn!(%error, "leadership failure");
+                    crate::metrics::failure(&self.unit, &error);
                     self.failure = Some(error);
                     ctx.stop();
                 }
@@ -176,7 +179,7 @@ impl TrackerActor {
             duration: self.lease,
         };
         tracing::debug!(lease = ?self.lease, "claiming leadership");
-        let request = self.claimer.claim.send(claim);
+        let request = crate::metrics::timed_claim(&self.unit, self.claimer.claim.send(claim));
         self.on_answer(ctx, request, Event::ClaimAnswered);
     }
 
@@ -211,6 +214,7 @@ impl TrackerActor {
             let event = event(answer);
             if let Event::BlockAnswered(Err(error)) = &event {
                 tracing::warn!(%error, "waiting for leadership release failed; backing off");
+                crate::metrics::block_failed(&act.unit);
             }
             act.on_event(ctx, event);
         }));
@@ -255,6 +259,7 @@ impl Actor for TrackerActor {
         let _entered = self.span.clone().entered();
         let event = if self.machine.phase() == Phase::Idle {
             tracing::info!(claim_duration = ?self.lease / 2, "tracker started");
+            crate::metrics::tracker_started(&self.unit);
             Event::Start
         } else {
             // Restarted by a Supervisor: a restart clears the context's timers, and a
@@ -268,7 +273,9 @@ impl Actor for TrackerActor {
         let _entered = self.span.clone().entered();
         // Rule 9: on stop, every pending ticket resolves false.
         let mut effects = std::mem::take(&mut self.effects);
+        let term = self.machine.guarantee().map(|g| g.term); // metrics
         self.machine.stop(&mut effects);
+        crate::metrics::leadership(&self.unit, term, None);
         resolve_tickets(&mut effects);
         self.effects = effects;
         self.timer = None;
