@@ -56,7 +56,12 @@ fn main() -> io::Result<()> {
                 std::future::pending::<()>().await;
             }
         };
-        run(args, |addr| println!("metrics on http://{addr}/metrics"), stop).await?;
+        run(
+            args,
+            |addr| println!("metrics on http://{addr}/metrics"),
+            stop,
+        )
+        .await?;
         Ok(())
     })
 }
@@ -125,7 +130,11 @@ pub async fn run(
                 .find(|t| t.unit_name() != from.unit_name() && !is_stopped(t))
                 .map(|t| t.unit_name().clone());
             if let Some(to) = to {
-                println!("{:>7}  {} hands over to {to}", since(started), from.unit_name());
+                println!(
+                    "{:>7}  {} hands over to {to}",
+                    since(started),
+                    from.unit_name()
+                );
                 hand_over(from, to).await;
             }
         }

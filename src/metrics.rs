@@ -48,8 +48,14 @@ pub const BLOCKED: &str = "leadership_blocked";
 pub fn describe() {
     use metrics::Unit;
     metrics::describe_gauge!(IS_LEADER, "1 while the unit leads its service, else 0");
-    metrics::describe_gauge!(TERM, "the term the unit leads under; 0 while it does not lead");
-    metrics::describe_counter!(TRANSITIONS, "leadership gained (to=leader) or lost (to=minion)");
+    metrics::describe_gauge!(
+        TERM,
+        "the term the unit leads under; 0 while it does not lead"
+    );
+    metrics::describe_counter!(
+        TRANSITIONS,
+        "leadership gained (to=leader) or lost (to=minion)"
+    );
     metrics::describe_histogram!(
         CLAIM_SECONDS,
         Unit::Seconds,
@@ -130,7 +136,11 @@ pub(crate) fn leadership(unit: &UnitName, before: Option<u64>, after: Option<u64
 /// The tracker failed with `error` (it stops, or restarts if supervised).
 pub(crate) fn failure(unit: &UnitName, error: &LeaseError) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(FAILURES, labels(unit, Some(("reason", failure_reason(error))))).increment(1);
+    metrics::counter!(
+        FAILURES,
+        labels(unit, Some(("reason", failure_reason(error))))
+    )
+    .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (unit, error);
 }
@@ -169,7 +179,10 @@ type ClaimReply = Result<Result<Grant, LeaseError>, MailboxError>;
 /// answered, or as `abandoned` when it is dropped unanswered (the tracker timed it out
 /// or stopped).
 #[cfg(feature = "metrics")]
-pub(crate) fn timed_claim<F>(unit: &UnitName, request: F) -> impl std::future::Future<Output = ClaimReply>
+pub(crate) fn timed_claim<F>(
+    unit: &UnitName,
+    request: F,
+) -> impl std::future::Future<Output = ClaimReply>
 where
     F: std::future::Future<Output = ClaimReply>,
 {

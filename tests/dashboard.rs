@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 /// One HTTP/1.1 GET over a fresh connection: (status line, body).
 async fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("the dashboard listens");
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("the dashboard listens");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut reply = String::new();
@@ -58,7 +60,10 @@ fn the_dashboard_serves_every_series_over_http_while_it_runs() {
         let body = loop {
             let (status, body) = get(addr, "/metrics").await;
             assert_eq!(status, "HTTP/1.1 200 OK");
-            let lost = value(&body, &series("leadership_transitions_total", "web/0", ",to=\"minion\""));
+            let lost = value(
+                &body,
+                &series("leadership_transitions_total", "web/0", ",to=\"minion\""),
+            );
             let leaders: Vec<f64> = ["web/1", "web/2"]
                 .iter()
                 .filter_map(|unit| value(&body, &series("leadership_is_leader", unit, "")))
@@ -78,16 +83,32 @@ fn the_dashboard_serves_every_series_over_http_while_it_runs() {
             "leadership_leases",
             "leadership_blocked",
         ] {
-            assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing:\n{body}");
+            assert!(
+                body.contains(&format!("# TYPE {name} ")),
+                "{name} missing:\n{body}"
+            );
         }
-        assert_eq!(value(&body, &series("leadership_is_leader", "web/0", "")), Some(0.0));
-        assert_eq!(value(&body, &series("leadership_term", "web/0", "")), Some(0.0));
         assert_eq!(
-            value(&body, &series("leadership_transitions_total", "web/0", ",to=\"leader\"")),
+            value(&body, &series("leadership_is_leader", "web/0", "")),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&body, &series("leadership_term", "web/0", "")),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &body,
+                &series("leadership_transitions_total", "web/0", ",to=\"leader\"")
+            ),
             Some(1.0)
         );
         assert_eq!(value(&body, "leadership_leases "), Some(1.0));
-        let granted = series("leadership_claim_seconds_count", "web/0", ",outcome=\"granted\"");
+        let granted = series(
+            "leadership_claim_seconds_count",
+            "web/0",
+            ",outcome=\"granted\"",
+        );
         assert!(value(&body, &granted).is_some_and(|n| n >= 1.0), "{body}");
         // Only /metrics is served.
         let (status, _) = get(addr, "/").await;

@@ -771,7 +771,10 @@ async fn a_watch_shows_the_lease_at_once_and_every_change_the_instant_it_happens
     assert_eq!(seen(&mut early), Some((U0.into(), first)));
     // A late watcher sees the current lease at once, expiry included.
     let mut late = watch_of(&manager, SVC).await;
-    assert_eq!(late.borrow().as_ref().map(|l| l.expires), Some(t0 + ms(500)));
+    assert_eq!(
+        late.borrow().as_ref().map(|l| l.expires),
+        Some(t0 + ms(500))
+    );
     assert_eq!(seen(&mut late), Some((U0.into(), first)));
 
     // Hand-over: the successor under a greater term.

@@ -14,17 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use leadership::metrics::{
-    BLOCKED, CLAIM_SECONDS, FAILURES, IS_LEADER, LEASES, TERM, TRANSITIONS,
-};
+use leadership::metrics::{BLOCKED, CLAIM_SECONDS, FAILURES, IS_LEADER, LEASES, TERM, TRANSITIONS};
 use leadership::testing::{StubAnswer, StubManager};
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, LeaseError, ManagerActor, ReleaseLeadership,
     Tracker, UnitName,
 };
-use metrics::{
-    Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
 use paused::PausedSystem;
 use tokio::time::Instant;

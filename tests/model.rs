@@ -165,7 +165,10 @@ struct Subject {
     watches: Vec<(tokio::sync::watch::Receiver<Option<LeaseInfo>>, u64)>,
 }
 
-async fn watch(manager: &Addr<ManagerActor>, service: usize) -> tokio::sync::watch::Receiver<Option<LeaseInfo>> {
+async fn watch(
+    manager: &Addr<ManagerActor>,
+    service: usize,
+) -> tokio::sync::watch::Receiver<Option<LeaseInfo>> {
     manager
         .send(WatchLeader {
             service: SERVICES[service].into(),
@@ -290,7 +293,13 @@ impl Subject {
             prop_assert_eq!(&shown[service], &reported, "{}: watch vs Leader", name);
             let greatest = &mut self.watches[service].1;
             if let Some((_, term)) = &reported {
-                prop_assert!(*term >= *greatest, "{}: term {} after {}", name, term, greatest);
+                prop_assert!(
+                    *term >= *greatest,
+                    "{}: term {} after {}",
+                    name,
+                    term,
+                    greatest
+                );
                 *greatest = *term;
             }
             let want = &mut model.leases[service];

@@ -238,7 +238,6 @@ fn arm_grace_timer(until: Instant, ctx: &mut Context<ManagerActor>) {
     });
 }
 
-
 impl ManagerActor {
     /// A manager with no leases that grants claims at once.
     pub fn new() -> ManagerActor {

@@ -160,7 +160,11 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
         .unwrap();
     // One asker that stays, to prove pruning never drops a live block.
     let stays = manager.send(block("svc"));
-    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
     let baseline = tasks();
     for round in 0..100 {
         // A thousand askers that give up after a millisecond each, like a tracker that
@@ -222,7 +226,11 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
     assert_eq!(manager.send(Held).await.unwrap().0, 1);
     // A dropped receiver costs nothing after the next change of its service.
     drop(shared);
-    manager.send(claim("svc", "svc/0", 1_000)).await.unwrap().unwrap();
+    manager
+        .send(claim("svc", "svc/0", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(manager.send(Held).await.unwrap().0, 0);
 
     // Watchers of ten thousand services, each dropped at once, on services that never
@@ -235,6 +243,13 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
         assert!(held <= 2 + 16, "{held} senders after {i} services");
     }
     // The live watcher is still served.
-    manager.send(claim("kept", "kept/3", 1_000)).await.unwrap().unwrap();
-    assert_eq!(live.borrow().as_ref().map(|l| l.holder.as_str()), Some("kept/3"));
+    manager
+        .send(claim("kept", "kept/3", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        live.borrow().as_ref().map(|l| l.holder.as_str()),
+        Some("kept/3")
+    );
 }

@@ -16,7 +16,6 @@
 //!   pushes. The senders it holds stay below four times the live blocks at its last
 //!   prune (and a few more), whatever the number of abandoned ones.
 
-use std::future::Future;
 use std::pin::pin;
 
 use actix::dev::{MessageResponse, OneshotSender};
@@ -124,20 +123,18 @@ where
 
 /// Answers `asker` when `woken` fires (`Ok(())`) or is dropped (the manager stopped:
 /// `BlockCancelled`), and ends at once, dropping `woken`, if the asker goes first.
-fn answer_when_woken(
+async fn answer_when_woken(
     woken: oneshot::Receiver<()>,
     mut asker: OneshotSender<Result<(), LeaseError>>,
-) -> impl Future<Output = ()> {
-    async move {
-        let answer = {
-            let gone = pin!(asker.closed());
-            match select(woken, gone).await {
-                Either::Left((woken, _)) => woken.map_err(|_| LeaseError::BlockCancelled),
-                Either::Right(_) => return,
-            }
-        };
-        let _ = asker.send(answer);
-    }
+) {
+    let answer = {
+        let gone = pin!(asker.closed());
+        match select(woken, gone).await {
+            Either::Left((woken, _)) => woken.map_err(|_| LeaseError::BlockCancelled),
+            Either::Right(_) => return,
+        }
+    };
+    let _ = asker.send(answer);
 }
 
 #[cfg(test)]
