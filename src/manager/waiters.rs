@@ -74,8 +74,9 @@ impl Waiters {
     }
 }
 
-/// The manager's response to [`BlockUntilLeadershipReleased`]: an answer now, or once
-/// the lease ends (or when the asker gives up, whichever comes first).
+/// The manager's response to a
+/// [`BlockUntilLeadershipReleased`](crate::BlockUntilLeadershipReleased): an answer
+/// now, or once the lease ends (or when the asker gives up, whichever comes first).
 ///
 /// You never build one: it is what
 /// [`ManagerActor`](crate::ManagerActor)'s block handler returns, and actix delivers it
