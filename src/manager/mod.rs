@@ -28,9 +28,8 @@
 //! - **A lease is small and a renewal touches little memory, because a process may hold
 //!   100 000 leases.** A short service name is stored inline in the map's key and in
 //!   the index entry (module `name` says why and how). The holder is stored as its unit
-//!   number alone: a unit of the service is
-//!   `"<service>/<number>"`, so the number says everything the name does, and a
-//!   renewal's name is checked against it without reading another string (with many
+//!   number alone: a unit of the service is `"<service>/<number>"`, so the number says
+//!   everything the name does, and a renewal's name is checked against it without reading another string (with many
 //!   leases, each such read is likely a cache miss).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
@@ -112,7 +111,8 @@ const TIMER_LEAD: Duration = Duration::from_millis(1);
 ///
 /// It handles [`ClaimLeadership`], [`BlockUntilLeadershipReleased`],
 /// [`ReleaseLeadership`], [`HandOverLeadership`], [`Leader`] and [`WatchLeader`] as the
-/// crate's contract describes, and [`StopManager`] to stop it. A lease is live while `now < expires` on tokio's clock.
+/// crate's contract describes, and [`StopManager`] to stop it. A lease is live while
+/// `now < expires` on tokio's clock.
 ///
 /// ```
 /// use std::time::Duration;
