@@ -29,8 +29,8 @@
 //!   100 000 leases.** A short service name is stored inline in the map's key and in
 //!   the index entry (module `name` says why and how). The holder is stored as its unit
 //!   number alone: a unit of the service is `"<service>/<number>"`, so the number says
-//!   everything the name does, and a renewal's name is checked against it without reading another string (with many
-//!   leases, each such read is likely a cache miss).
+//!   everything the name does, and a renewal's name is checked against it without
+//!   reading another string (with many leases, each such read is likely a cache miss).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
