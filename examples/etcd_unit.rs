@@ -13,28 +13,84 @@
 //! terminals, and a leader says how long after losing sight of the old leader it took over.
 //!
 //! Options: `--unit SERVICE/N` (required), `--endpoints URL[,URL…]` (default
-//! `http://127.0.0.1:2379`), `--duration D` (the guarantee d, e.g. `2s`, `500ms`; default
-//! `2s`), `--prefix P` (default `/leadership`). `RUST_LOG=leadership=debug` shows each claim.
+//! `http://127.0.0.1:2379`, or `https://127.0.0.1:2379` with `--cacert`), `--duration D`
+//! (the guarantee d, e.g. `2s`, `500ms`; default `2s`), `--prefix P` (default
+//! `/leadership`). `RUST_LOG=leadership=debug` shows each claim.
+//!
+//! For a secured etcd, etcdctl's names: `--cacert FILE` (the CA that signed the server's
+//! certificate; turns TLS on), `--cert FILE --key FILE` (a client certificate and its
+//! key, for `--client-cert-auth`), `--user NAME:PASSWORD`:
+//!
+//! ```text
+//! cargo run --features etcd --example etcd_unit -- --unit web/0 \
+//!     --endpoints https://127.0.0.1:2379 --cacert ca.pem --cert app.pem --key app-key.pem \
+//!     --user app:secret --prefix /app
+//! ```
+//!
+//! Connecting proves the TLS handshake, the login and read/write permission on the
+//! prefix; when any fails the example prints why and exits with status 1 (status 2 for
+//! bad arguments).
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use leadership::etcd::{EtcdConfig, EtcdManager};
+use leadership::etcd::{EtcdConfig, EtcdManager, EtcdOptions};
 use leadership::{Claimer, Leader, Tracker, UnitName};
 
+#[derive(Debug)]
 struct Args {
     unit: UnitName,
     endpoints: Vec<String>,
     duration: Duration,
     prefix: String,
+    security: Security,
 }
+
+/// The etcdctl-style security flags, as given.
+#[derive(Debug, Default, PartialEq)]
+struct Security {
+    cacert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    user: Option<(String, String)>,
+}
+
+impl Security {
+    /// The connect options these flags ask for; flags that need each other are named.
+    fn options(&self) -> Result<EtcdOptions, String> {
+        let mut options = EtcdOptions::new();
+        match (&self.cert, &self.key) {
+            (Some(_), None) => {
+                return Err("--cert needs --key (the certificate's private key)".into())
+            }
+            (None, Some(_)) => return Err("--key needs --cert (the client certificate)".into()),
+            (Some(cert), Some(key)) => {
+                if self.cacert.is_none() {
+                    return Err(
+                        "--cert and --key need --cacert (client certificates need TLS)".into(),
+                    );
+                }
+                options = options.client_cert_files(cert, key);
+            }
+            (None, None) => {}
+        }
+        if let Some(ca) = &self.cacert {
+            options = options.ca_file(ca);
+        }
+        if let Some((name, password)) = &self.user {
+            options = options.user(name, password);
+        }
+        Ok(options)
+    }
+}
+
+const USAGE: &str = "usage: etcd_unit --unit SERVICE/N [--endpoints URL[,URL...]] [--duration 2s] \
+     [--prefix /leadership] [--cacert FILE] [--cert FILE --key FILE] [--user NAME:PASSWORD]";
 
 fn usage(problem: &str) -> ! {
     eprintln!("etcd_unit: {problem}");
-    eprintln!(
-        "usage: etcd_unit --unit SERVICE/N [--endpoints URL[,URL...]] [--duration 2s] \
-         [--prefix /leadership]"
-    );
+    eprintln!("{USAGE}");
     std::process::exit(2)
 }
 
@@ -50,35 +106,52 @@ fn parse_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
-fn parse_args() -> Args {
+/// `NAME:PASSWORD`, split at the first colon as etcdctl does (the password may hold
+/// colons). The error never repeats the value: it may be a password.
+fn parse_user(value: &str) -> Result<(String, String), String> {
+    match value.split_once(':') {
+        Some((name, password)) if !name.is_empty() => Ok((name.to_owned(), password.to_owned())),
+        Some(_) => Err("--user NAME:PASSWORD: the name is empty".into()),
+        None => Err("--user takes NAME:PASSWORD, with a colon between the two".into()),
+    }
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut unit = None;
-    let mut endpoints = vec!["http://127.0.0.1:2379".to_owned()];
+    let mut endpoints = None;
     let mut duration = Duration::from_secs(2);
     let mut prefix = "/leadership".to_owned();
-    let mut args = std::env::args().skip(1);
+    let mut security = Security::default();
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--unit" => {
-                unit = Some(UnitName::new(&value).unwrap_or_else(|e| usage(&e.to_string())))
-            }
-            "--endpoints" => endpoints = value.split(',').map(str::to_owned).collect(),
+            "--unit" => unit = Some(UnitName::new(&value).map_err(|e| format!("--unit: {e}"))?),
+            "--endpoints" => endpoints = Some(value.split(',').map(str::to_owned).collect()),
             "--duration" => {
-                duration = parse_duration(&value)
-                    .unwrap_or_else(|| usage(&format!("bad duration {value:?}")))
+                duration =
+                    parse_duration(&value).ok_or_else(|| format!("bad duration {value:?}"))?
             }
             "--prefix" => prefix = value,
-            other => usage(&format!("unknown option {other:?}")),
+            "--cacert" => security.cacert = Some(value.into()),
+            "--cert" => security.cert = Some(value.into()),
+            "--key" => security.key = Some(value.into()),
+            "--user" => security.user = Some(parse_user(&value)?),
+            other => return Err(format!("unknown option {other:?}")),
         }
     }
-    Args {
-        unit: unit.unwrap_or_else(|| usage("--unit is required")),
-        endpoints,
+    let scheme = if security.cacert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(Args {
+        unit: unit.ok_or("--unit is required")?,
+        endpoints: endpoints.unwrap_or_else(|| vec![format!("{scheme}://127.0.0.1:2379")]),
         duration,
         prefix,
-    }
+        security,
+    })
 }
 
 /// Wall-clock time of day (UTC), only to line up the terminals of several units.
@@ -104,13 +177,17 @@ async fn main() {
                 .unwrap_or_else(|_| "leadership=warn".into()),
         )
         .init();
-    let args = parse_args();
+    let args = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| usage(&e));
+    let options = args.security.options().unwrap_or_else(|e| usage(&e));
     let unit = args.unit.clone();
     let config = EtcdConfig::new(args.endpoints.clone(), args.prefix.clone());
-    let manager = match EtcdManager::connect(config).await {
+    let manager = match EtcdManager::connect_with(config, options).await {
         Ok(manager) => manager.start(),
         Err(e) => {
-            eprintln!("etcd_unit: cannot reach etcd at {:?}: {e}", args.endpoints);
+            eprintln!(
+                "etcd_unit: cannot connect to etcd at {:?}: {e}",
+                args.endpoints
+            );
             std::process::exit(1);
         }
     };
@@ -164,5 +241,91 @@ async fn main() {
             "{} {unit}: minion — lost leadership; etcd says the leader is {holder}",
             clock()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn the_etcdctl_flags_are_taken() {
+        let args = parse(&[
+            "--unit",
+            "web/0",
+            "--cacert",
+            "ca.pem",
+            "--cert",
+            "app.pem",
+            "--key",
+            "app-key.pem",
+            "--user",
+            "app:pa:ss",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.security,
+            Security {
+                cacert: Some("ca.pem".into()),
+                cert: Some("app.pem".into()),
+                key: Some("app-key.pem".into()),
+                user: Some(("app".into(), "pa:ss".into())),
+            }
+        );
+        assert_eq!(args.endpoints, ["https://127.0.0.1:2379"], "TLS by default");
+        assert!(args.security.options().is_ok());
+        let plain = parse(&["--unit", "web/0"]).unwrap();
+        assert_eq!(plain.endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(plain.security, Security::default());
+    }
+
+    #[test]
+    fn user_without_a_colon_names_the_flag_not_the_value() {
+        let err = parse(&["--unit", "web/0", "--user", "secret"]).unwrap_err();
+        assert!(
+            err.contains("--user") && err.contains("NAME:PASSWORD"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("secret"),
+            "the value may be a password: {err}"
+        );
+        let err = parse(&["--unit", "web/0", "--user", ":pw"]).unwrap_err();
+        assert!(err.contains("name is empty"), "{err}");
+    }
+
+    #[test]
+    fn flags_that_need_each_other_are_named() {
+        let options = |args: &[&str]| parse(args).unwrap().security.options().unwrap_err();
+        let err = options(&["--unit", "web/0", "--cacert", "ca", "--cert", "c"]);
+        assert!(err.contains("--cert needs --key"), "{err}");
+        let err = options(&["--unit", "web/0", "--cacert", "ca", "--key", "k"]);
+        assert!(err.contains("--key needs --cert"), "{err}");
+        let err = options(&["--unit", "web/0", "--cert", "c", "--key", "k"]);
+        assert!(err.contains("need --cacert"), "{err}");
+        let err = parse(&["--unit", "web/0", "--cacert"]).unwrap_err();
+        assert!(err.contains("--cacert needs a value"), "{err}");
+    }
+
+    #[actix_rt::test]
+    async fn an_unreadable_file_is_named_when_connecting() {
+        let args = parse(&[
+            "--unit",
+            "web/0",
+            "--cacert",
+            "/nonexistent/ca.pem",
+            "--user",
+            "app:pw",
+        ])
+        .unwrap();
+        let config = EtcdConfig::new(args.endpoints.clone(), args.prefix.clone());
+        let err = EtcdManager::connect_with(config, args.security.options().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }

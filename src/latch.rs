@@ -102,6 +102,13 @@ pub(crate) struct LatchSetter<T> {
 }
 
 impl<T> LatchSetter<T> {
+    /// Whether anyone can still read the value: a [`Latch`] or one of its futures is
+    /// alive. (Only the setter and the readers hold the shared state, and a reader
+    /// cannot be made from the setter, so once this is `false` it stays `false`.)
+    pub(crate) fn has_readers(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
     /// Stores `value` and wakes every waiter.
     pub(crate) fn set(mut self, value: T) {
         self.fallback = None;
@@ -155,6 +162,19 @@ mod tests {
         drop(setter);
         assert_eq!(latch.get(), Some(false));
         assert_eq!(latch.wait().now_or_never(), Some(false));
+    }
+
+    #[test]
+    fn has_readers_until_every_latch_and_future_is_gone() {
+        let (setter, latch) = latch(false);
+        let future = latch.wait();
+        let clone = latch.clone();
+        drop(latch);
+        assert!(setter.has_readers());
+        drop(clone);
+        assert!(setter.has_readers(), "a future still reads");
+        drop(future);
+        assert!(!setter.has_readers());
     }
 
     #[test]

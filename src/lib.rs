@@ -2,20 +2,27 @@
 //!
 //! # Layout
 //!
-//! Users import everything from the crate root; the modules are private except
-//! [`testing`].
+//! Users import everything from the crate root. Three modules are public as such,
+//! because their items belong together: [`manifold`] (composition into an agent),
+//! [`testing`] (a stub manager for your tests) and `etcd` (feature `etcd`); the rest
+//! are private and re-exported.
 //!
 //! - `names`: [`UnitName`] (`"<service>/<number>"`), juju-style [`Tag`]s, and the
 //!   service-name rules every manager applies.
-//! - `protocol`: the manager messages ([`ClaimLeadership`],
-//!   [`BlockUntilLeadershipReleased`], [`ReleaseLeadership`], [`Leader`]), [`LeaseInfo`],
-//!   [`LeaseError`], and [`Claimer`], what a tracker talks to.
+//! - `protocol`: the manager messages ([`ClaimLeadership`] and its [`Grant`],
+//!   [`BlockUntilLeadershipReleased`], [`ReleaseLeadership`], [`HandOverLeadership`],
+//!   [`Leader`], [`WatchLeader`]), [`LeaseInfo`], [`LeaseError`], and [`Claimer`], what a
+//!   tracker talks to.
 //! - `manager`: [`ManagerActor`], the in-memory lease manager: leases keyed by service,
 //!   expiries in an ordered index with one timer.
 //! - `tracker`: [`TrackerActor`], its messages ([`ClaimLeader`], [`WaitLeader`],
-//!   [`WaitMinion`]), the [`Tracker`] handle, and the pure state machine that makes
-//!   every decision.
-//! - `ticket`: [`Ticket`], a write-once answer that many clones can await.
+//!   [`WaitMinion`], [`Resign`], [`StopTracker`]), the [`Tracker`] handle (tickets,
+//!   `resign`, `hand_over`, `lead` scopes), its [`Status`], and the pure state machine
+//!   that makes every decision.
+//! - `ticket`: [`Ticket`], a write-once answer that many clones can await, and the
+//!   [`Guarantee`] a `true` answer carries (term and end).
+//! - `fence`: [`Fence`] and [`StaleTerm`], the fencing-token check a resource makes on
+//!   every write.
 //! - [`manifold`]: [`Manifold`](manifold::Manifold) starts a supervised tracker from an
 //!   agent's named [`Resources`](manifold::Resources).
 //! - [`metrics`]: the names of the metrics trackers and the in-memory manager record
@@ -46,4 +53,7 @@ pub use protocol::{
     LeaseError, LeaseInfo, ReleaseLeadership, WatchLeader,
 };
 pub use ticket::{Guarantee, Ticket, TicketFuture};
-pub use tracker::{ClaimLeader, Tracker, TrackerActor, TrackerError, WaitLeader, WaitMinion};
+pub use tracker::{
+    ClaimLeader, Resign, Status, StopTracker, Tracker, TrackerActor, TrackerError, WaitLeader,
+    WaitMinion,
+};

@@ -25,6 +25,7 @@ use crate::names::UnitName;
 #[cfg(feature = "metrics")]
 use crate::protocol::Grant;
 use crate::protocol::LeaseError;
+use crate::tracker::Status;
 
 /// Gauge, 1 while the unit leads (a `WaitLeader` would resolve `true`), else 0.
 pub const IS_LEADER: &str = "leadership_is_leader";
@@ -108,9 +109,20 @@ pub(crate) fn tracker_started(unit: &UnitName) {
     let _ = unit;
 }
 
+/// The tracker's status went from `before` to `after`: the leadership series follow
+/// [`Status::Leader`] (a resigning unit no longer counts as leading: its tickets say
+/// `false`).
+pub(crate) fn status(unit: &UnitName, before: Status, after: Status) {
+    let term = |status| match status {
+        Status::Leader(guarantee) => Some(guarantee.term),
+        _ => None,
+    };
+    leadership(unit, term(before), term(after));
+}
+
 /// The unit's leadership went from `before` to `after` (the term it leads under, or
 /// `None`). Does nothing when they are equal.
-pub(crate) fn leadership(unit: &UnitName, before: Option<u64>, after: Option<u64>) {
+fn leadership(unit: &UnitName, before: Option<u64>, after: Option<u64>) {
     if before == after {
         return;
     }

@@ -169,7 +169,6 @@ pub struct Claimer {
 
 /// The recipients a resigning tracker uses to give its lease up early.
 #[derive(Debug)]
-#[allow(dead_code)] // read by resign and hand_over, which land next
 pub(crate) struct Leave {
     pub(crate) release: Recipient<ReleaseLeadership>,
     pub(crate) hand_over: Recipient<HandOverLeadership>,

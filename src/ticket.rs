@@ -15,7 +15,10 @@ use crate::latch::{latch, Latch, LatchFuture, LatchSetter};
 ///
 /// `until` is where this unit's leadership ends unless it is renewed — the tracker's own
 /// end, a little before the lease's — and never earlier than the moment the tracker
-/// handled the ticket plus the claim duration `d`. `term` is the term of the grant that
+/// handled the ticket plus the claim duration `d`. Only this unit itself can end it
+/// sooner, by resigning ([`Tracker::resign`](crate::Tracker::resign)): a resigning
+/// tracker keeps its lease until `handled_at + d` of every `true` answer it gave (the
+/// promise the contract makes), not necessarily until `until`. `term` is the term of the grant that
 /// made the answer true, the same term [`Leader`](crate::Leader) and
 /// [`WatchLeader`](crate::WatchLeader) report for that lease; a [`Fence`](crate::Fence)
 /// fed these terms turns a stalled former leader's writes away.
@@ -140,6 +143,13 @@ impl TicketSender {
     /// Resolves the ticket: `true` with `Some(guarantee)`, `false` with `None`.
     pub(crate) fn resolve(self, answer: Option<Guarantee>) {
         self.setter.set(answer);
+    }
+}
+
+/// A parked ticket whose every clone (and future) was dropped can be dropped unanswered.
+impl crate::tracker::machine::Readable for TicketSender {
+    fn readable(&self) -> bool {
+        self.setter.has_readers()
     }
 }
 

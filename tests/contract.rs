@@ -96,8 +96,13 @@ fn _with_addr(
     let _: Ticket = t.wait_leader();
     let _: Ticket = t.wait_minion();
     let _: Addr<TrackerActor> = t.addr();
+    let _: tokio::sync::watch::Receiver<Status> = t.status();
+    let _: TrackerError = TrackerError::InvalidSuccessor(String::new());
     t.kill();
     let _ = async move {
+        let _: Result<(), TrackerError> = t.resign().await;
+        let _: Result<(), TrackerError> = t.hand_over(UnitName::new("a/1").unwrap()).await;
+        let _: Option<u64> = t.lead(|g: Guarantee| async move { g.term }).await;
         let _: Result<(), TrackerError> = t.wait().await;
         let _: bool = tk.wait().await;
         let _: Option<bool> = tk.try_wait();
@@ -119,6 +124,15 @@ fn _with_addr(
     msg::<ClaimLeader>();
     msg::<WaitLeader>();
     msg::<WaitMinion>();
+    fn stop<M: Message<Result = ()>>() {}
+    stop::<StopTracker>();
+    fn resign<M: Message<Result = Result<(), TrackerError>>>() {}
+    resign::<Resign>();
+    let status = Status::Claiming;
+    let _ = matches!(
+        status,
+        Status::Claiming | Status::Leader(_) | Status::Minion | Status::Resigning | Status::Stopped
+    );
 }
 #[test]
 fn the_contracts_surface_compiles_as_written() {

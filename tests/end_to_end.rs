@@ -117,3 +117,58 @@ async fn killed_leader_is_replaced_exactly_at_its_lease_expiry() {
     }
     assert!(terms.windows(2).all(|w| w[0] < w[1]));
 }
+
+/// A resigning leader keeps its lease exactly until its last promise ends, then
+/// releases; another unit leads at that instant, not at the lease's expiry, and never
+/// while the promise stands.
+#[actix_rt::test]
+async fn a_resigning_leader_is_followed_at_its_promise_horizon_not_its_expiry() {
+    tokio::time::pause();
+    let manager = ManagerActor::new().start();
+    let trackers = start_units(&manager, 3);
+    let start = Instant::now();
+    let waits = trackers
+        .iter()
+        .map(|t| Box::pin(t.wait_leader().into_future()));
+    let (_, old, _) = futures::future::select_all(waits).await;
+    let promised_until = Instant::now() + D;
+    let old_term = holder(&manager).await.unwrap().term;
+    tokio::time::advance(D / 2).await;
+    let resign = actix::spawn({
+        let tracker = trackers[old].clone();
+        async move { tracker.resign().await }
+    });
+    // Sample every millisecond through statuses, which promise nothing.
+    let step = Duration::from_millis(1);
+    let took_over = loop {
+        tokio::time::advance(step).await;
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        let leading: Vec<usize> = (0..trackers.len())
+            .filter(|&i| {
+                matches!(
+                    *trackers[i].status().borrow(),
+                    leadership::Status::Leader(_)
+                )
+            })
+            .collect();
+        if let [new] = leading[..] {
+            assert_ne!(new, old, "the resigning unit shows Resigning, not Leader");
+            break Instant::now();
+        }
+        assert!(leading.is_empty(), "{leading:?}");
+        assert!(
+            Instant::now() < start + 2 * D,
+            "nobody took over before the expiry"
+        );
+    };
+    assert!(
+        took_over >= promised_until && took_over <= promised_until + 2 * step,
+        "took over {:?} after the horizon",
+        took_over - promised_until
+    );
+    assert_eq!(resign.await.unwrap(), Ok(()));
+    let lease = holder(&manager).await.unwrap();
+    assert!(lease.term > old_term);
+}

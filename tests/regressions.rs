@@ -44,3 +44,35 @@ async fn wait_minion_resolves_no_later_than_the_lease_expiry_off_the_millisecond
     );
     tracker.kill();
 }
+
+/// Found reading the code against the README (issue 12): when leadership ended because a
+/// renewal went unanswered, parked `ClaimLeader` tickets kept waiting for the claim's
+/// timeout (`d` after it was sent) instead of answering `false` when leadership ended.
+#[actix_rt::test(system = "PausedSystem")]
+async fn parked_claim_leader_answers_false_when_leadership_ends_during_a_renewal() {
+    let stub = StubManager::start();
+    stub.script([StubAnswer::Grant, StubAnswer::Hang]);
+    let unit = UnitName::new("led-service/0").expect("a valid unit name");
+    let start = Instant::now();
+    let tracker = Tracker::start(unit, stub.claimer(), D).expect("a valid duration");
+    let mut status = tracker.status();
+    status
+        .wait_for(|s| matches!(s, leadership::Status::Leader(_)))
+        .await
+        .expect("the tracker runs");
+    // Parked on the renewal sent at d.
+    tokio::time::advance(D + Duration::from_millis(1)).await;
+    let parked = tracker.claim_leader();
+    let minion = tracker.wait_minion();
+    assert!(!minion.await);
+    let ended = Instant::now();
+    assert_eq!(parked.try_wait(), Some(false), "at the same instant");
+    assert!(ended < start + 2 * D, "before the renewal's timeout at 2·d");
+    assert_eq!(
+        tracker.claim_leader().try_wait(),
+        None,
+        "a ticket not yet handled is pending"
+    );
+    assert!(!tracker.claim_leader().await, "and false once handled");
+    tracker.kill();
+}

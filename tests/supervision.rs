@@ -201,3 +201,30 @@ async fn killed_supervised_tracker_sends_nothing_to_a_live_manager() {
     assert!(matches!(stub.calls()[0], StubCall::Claim { .. }));
     assert!(!tracker.claim_leader().await);
 }
+
+/// The rule for `WaitMinion` after a restart (docs/design.md): the tracker knows it holds
+/// nothing, so `WaitMinion` is `false` at once, during the backoff and during the claim
+/// that follows it — unlike the first claim after start, which it waits for.
+#[actix_rt::test]
+async fn after_a_restart_wait_minion_is_false_at_once_even_while_the_claim_is_in_flight() {
+    tokio::time::pause();
+    let stub = StubManager::start();
+    stub.script([pow(), StubAnswer::Hang]);
+    let (tracker, _) = start_supervised(&stub).await;
+    let mut status = tracker.status();
+    assert_eq!(*status.borrow_and_update(), leadership::Status::Claiming);
+    let minion = tracker.wait_minion();
+    settle().await;
+    assert_eq!(minion.try_wait(), Some(false), "during the backoff");
+    // The claim after the backoff hangs: still false at once.
+    tokio::time::timeout(Duration::from_secs(2), stub.wait_calls(2))
+        .await
+        .expect("the claim after the backoff");
+    settle().await;
+    assert_eq!(stub.hung_claims(), 1);
+    let minion = tracker.wait_minion();
+    settle().await;
+    assert_eq!(minion.try_wait(), Some(false), "during the claim");
+    assert_eq!(*status.borrow(), leadership::Status::Claiming);
+    tracker.kill();
+}

@@ -2,18 +2,25 @@
 //! the clock, sends the machine's claims and blocks, keeps one timer armed for the
 //! machine's next deadline, and resolves tickets.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::channel::oneshot;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Span;
 
-use super::machine::{Backoff, Effect, Event, Machine, Phase, TicketKind};
+use super::machine::{Backoff, Effect, Event, Leave, Machine, Phase, ScopeId, TicketKind};
+use super::status::Status;
 use crate::latch::{latch, Latch, LatchSetter};
 use crate::names::UnitName;
-use crate::protocol::{BlockUntilLeadershipReleased, ClaimLeadership, Claimer, LeaseError};
+use crate::protocol::{
+    BlockUntilLeadershipReleased, ClaimLeadership, Claimer, HandOverLeadership, LeaseError,
+    ReleaseLeadership,
+};
 use crate::ticket::{Ticket, TicketSender};
 use crate::tracker::TrackerError;
 
@@ -44,10 +51,45 @@ pub(crate) struct Submit {
     pub(crate) sender: TicketSender,
 }
 
-/// A clean stop, from [`Tracker::kill`](crate::Tracker::kill).
+/// Stops a tracker cleanly at once, as [`Tracker::kill`](crate::Tracker::kill) does:
+/// pending tickets resolve `false`, open lead scopes end, and nothing is sent to the
+/// manager (the lease runs out on its own). For a tracker started by hand, whose only
+/// handle is its `Addr`.
+#[derive(Message, Debug, Clone, Copy, Default)]
+#[rtype(result = "()")]
+pub struct StopTracker;
+
+/// Resigns the tracker, as [`Tracker::resign`](crate::Tracker::resign) (no successor)
+/// or [`Tracker::hand_over`](crate::Tracker::hand_over) do; answers once the tracker
+/// has stopped, with what [`Tracker::wait`](crate::Tracker::wait) gives.
+///
+/// A successor of another service, or the unit itself, is refused with
+/// [`TrackerError::InvalidSuccessor`] and changes nothing. A tracker that is already
+/// stopped or resigning is not changed; the answer still comes when it stops.
+#[derive(Message, Debug, Clone, PartialEq, Eq, Default)]
+#[rtype(result = "Result<(), TrackerError>")]
+pub struct Resign {
+    /// The unit to hand the lease over to; `None` releases it.
+    pub successor: Option<UnitName>,
+}
+
+/// Opens a lead scope for [`Tracker::lead`](crate::Tracker::lead): its ticket resolves
+/// `true` (with the guarantee) when the scope opens; dropping `end`'s sender, or
+/// sending on it, tells the scope to end.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Kill;
+pub(crate) struct OpenScope {
+    pub(crate) id: ScopeId,
+    pub(crate) sender: TicketSender,
+    pub(crate) end: oneshot::Sender<()>,
+}
+
+/// A lead scope finished, or its future was dropped (sent by its guard on drop).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseScope {
+    pub(crate) id: ScopeId,
+}
 
 /// The outcome a tracker reports when it stops for good.
 pub(crate) type StopReport = Result<(), TrackerError>;
@@ -61,7 +103,6 @@ pub(crate) type StopReport = Result<(), TrackerError>;
 pub struct TrackerActor {
     unit: UnitName,
     claimer: Claimer,
-    lease: Duration,
     machine: Machine<TicketSender>,
     /// Effects buffer, reused across events to keep the ticket path allocation-free.
     effects: Vec<Effect<TicketSender>>,
@@ -71,10 +112,13 @@ pub struct TrackerActor {
     /// never taken for an answer to the current one.
     epoch: u64,
     failure: Option<LeaseError>,
-    killed: bool,
     supervised: bool,
     report: Option<LatchSetter<StopReport>>,
     stopped: Latch<StopReport>,
+    status: watch::Sender<Status>,
+    /// How to tell each open (or parked) lead scope to end: dropping the sender does.
+    /// An entry lives from `OpenScope` until the scope's `CloseScope` or its end.
+    scopes: HashMap<ScopeId, oneshot::Sender<()>>,
     span: Span,
 }
 
@@ -82,7 +126,7 @@ impl std::fmt::Debug for TrackerActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrackerActor")
             .field("unit", &self.unit.as_str())
-            .field("lease", &self.lease)
+            .field("claim_duration", &self.machine.claim_duration())
             .field("phase", &self.machine.phase())
             .field("guarantee", &self.machine.guarantee())
             .finish_non_exhaustive()
@@ -98,7 +142,7 @@ impl TrackerActor {
         claimer: Claimer,
         duration: Duration,
     ) -> Result<TrackerActor, TrackerError> {
-        let lease = duration
+        duration
             .checked_mul(2)
             .filter(|lease| !duration.is_zero() && Instant::now().checked_add(*lease).is_some())
             .ok_or(TrackerError::InvalidDuration(duration))?;
@@ -115,16 +159,16 @@ impl TrackerActor {
         Ok(TrackerActor {
             unit,
             claimer,
-            lease,
             machine: Machine::new(duration, backoff),
             effects: Vec::new(),
             timer: None,
             epoch: 0,
             failure: None,
-            killed: false,
             supervised: false,
             report: Some(report),
             stopped,
+            status: watch::Sender::new(Status::Claiming),
+            scopes: HashMap::new(),
             span,
         })
     }
@@ -139,13 +183,28 @@ impl TrackerActor {
         self.stopped.clone()
     }
 
+    /// A receiver of the tracker's [`Status`].
+    pub(crate) fn status_receiver(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Publishes the machine's status if it changed.
+    fn publish_status(&self) {
+        let status = self.machine.status();
+        let before = *self.status.borrow();
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+        crate::metrics::status(&self.unit, before, status);
+    }
+
     /// Feeds one event to the machine at the current instant and performs its effects.
     fn on_event(&mut self, ctx: &mut Context<Self>, event: Event<TicketSender>) {
         let was_leader = self.machine.is_leader();
-        let term = self.machine.guarantee().map(|g| g.term); // metrics
         let mut effects = std::mem::take(&mut self.effects);
         self.machine.handle(Instant::now(), event, &mut effects);
-        crate::metrics::leadership(&self.unit, term, self.machine.guarantee().map(|g| g.term));
         match (was_leader, self.machine.is_leader()) {
             (false, true) => tracing::info!("leadership gained"),
             (true, false) => tracing::info!("leadership lost"),
@@ -153,18 +212,30 @@ impl TrackerActor {
         }
         self.perform(ctx, &mut effects);
         self.effects = effects;
+        self.publish_status();
     }
 
     fn perform(&mut self, ctx: &mut Context<Self>, effects: &mut Vec<Effect<TicketSender>>) {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Resolve(ticket, answer) => ticket.resolve(answer),
+                Effect::EndScope(id) => self.end_scope(id),
                 Effect::SendClaim => self.send_claim(ctx),
                 Effect::SendBlock => self.send_block(ctx),
+                Effect::SendLeave(successor) => self.send_leave(ctx, successor),
                 Effect::Fail(error) => {
                     tracing::warn!(%error, "leadership failure");
                     crate::metrics::failure(&self.unit, &error);
                     self.failure = Some(error);
+                    ctx.stop();
+                }
+                Effect::Finish(result) => {
+                    // Killed or resigned: the machine has ended, so `stopped` reports
+                    // and a Supervisor's restart leaves it inert.
+                    if let Err(error) = &result {
+                        tracing::warn!(%error, "resign failed");
+                    }
+                    self.failure = result.err();
                     ctx.stop();
                 }
             }
@@ -173,12 +244,14 @@ impl TrackerActor {
     }
 
     fn send_claim(&mut self, ctx: &mut Context<Self>) {
+        // The lease claimed is 2·d (rule 1); `new` checked that it is representable.
+        let lease = 2 * self.machine.claim_duration();
         let claim = ClaimLeadership {
             service: self.unit.service().to_owned(),
             unit: self.unit.as_str().to_owned(),
-            duration: self.lease,
+            duration: lease,
         };
-        tracing::debug!(lease = ?self.lease, "claiming leadership");
+        tracing::debug!(?lease, "claiming leadership");
         let request = crate::metrics::timed_claim(&self.unit, self.claimer.claim.send(claim));
         self.on_answer(ctx, request, Event::ClaimAnswered);
     }
@@ -190,6 +263,41 @@ impl TrackerActor {
         tracing::debug!("blocking until leadership is released");
         let request = self.claimer.block.send(block);
         self.on_answer(ctx, request, Event::BlockAnswered);
+    }
+
+    /// Sends the release, or the hand-over to `successor`, of a resigning tracker.
+    fn send_leave(&mut self, ctx: &mut Context<Self>, successor: Option<UnitName>) {
+        let Some(leave) = self.claimer.leave.clone() else {
+            // The machine leaves by expiry when the claimer cannot release.
+            debug_assert!(false, "a release without the recipients to send it");
+            self.on_event(ctx, Event::LeaveAnswered(Ok(())));
+            return;
+        };
+        let service = self.unit.service().to_owned();
+        let unit = self.unit.as_str().to_owned();
+        match successor {
+            None => {
+                tracing::info!("releasing leadership");
+                let request = leave.release.send(ReleaseLeadership { service, unit });
+                self.on_answer(ctx, request, Event::LeaveAnswered);
+            }
+            Some(successor) => {
+                tracing::info!(%successor, "handing leadership over");
+                let successor = successor.as_str().to_owned();
+                let hand_over = HandOverLeadership {
+                    service,
+                    unit,
+                    successor,
+                };
+                let request = leave.hand_over.send(hand_over);
+                self.on_answer(ctx, request, Event::LeaveAnswered);
+            }
+        }
+    }
+
+    /// Tells lead scope `id` to end: dropping its sender wakes its `lead` call.
+    fn end_scope(&mut self, id: ScopeId) {
+        self.scopes.remove(&id);
     }
 
     /// Feeds the manager's answer to `request` to the machine as `event`, unless the
@@ -258,7 +366,7 @@ impl Actor for TrackerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
         let event = if self.machine.phase() == Phase::Idle {
-            tracing::info!(claim_duration = ?self.lease / 2, "tracker started");
+            tracing::info!(claim_duration = ?self.machine.claim_duration(), "tracker started");
             crate::metrics::tracker_started(&self.unit);
             Event::Start
         } else {
@@ -273,16 +381,17 @@ impl Actor for TrackerActor {
         let _entered = self.span.clone().entered();
         // Rule 9: on stop, every pending ticket resolves false.
         let mut effects = std::mem::take(&mut self.effects);
-        let term = self.machine.guarantee().map(|g| g.term); // metrics
         self.machine.stop(&mut effects);
-        crate::metrics::leadership(&self.unit, term, None);
         resolve_tickets(&mut effects);
         self.effects = effects;
         self.timer = None;
-        let restarting = self.supervised && !self.killed;
+        // Whatever the machine still knew of, no scope outlives a stop.
+        self.scopes.clear();
+        let restarting = self.supervised && !self.machine.is_ended();
         if restarting {
             return; // The Supervisor decides; `restarting` runs next if it restarts us.
         }
+        self.publish_status();
         let report = match self.failure.take() {
             Some(error) => Err(TrackerError::LeadershipFailure(error)),
             None => Ok(()),
@@ -301,14 +410,17 @@ impl Supervised for TrackerActor {
         let _entered = self.span.clone().entered();
         self.epoch += 1;
         self.timer = None;
-        if self.killed {
-            // Killed: stay inert until the last handle drops (contract section 5).
-            return;
-        }
         let mut effects = std::mem::take(&mut self.effects);
-        let delay = self.machine.restart(Instant::now(), &mut effects);
+        let restarted = self.machine.restart(Instant::now(), &mut effects);
         resolve_tickets(&mut effects);
         self.effects = effects;
+        self.scopes.clear();
+        let Some(delay) = restarted else {
+            // Killed or resigned: the machine stays ended, inert until the last handle
+            // drops (contract section 5).
+            return;
+        };
+        self.publish_status();
         let cause = self
             .failure
             .take()
@@ -317,11 +429,14 @@ impl Supervised for TrackerActor {
     }
 }
 
-/// Performs the only effects a stopping machine produces: answering its tickets.
+/// Performs the only effects a stopping machine produces that matter once stopping:
+/// answering its tickets (its scopes end as the actor clears them all).
 fn resolve_tickets(effects: &mut Vec<Effect<TicketSender>>) {
     for effect in effects.drain(..) {
-        if let Effect::Resolve(ticket, answer) = effect {
-            ticket.resolve(answer);
+        match effect {
+            Effect::Resolve(ticket, answer) => ticket.resolve(answer),
+            Effect::EndScope(_) => {}
+            other => debug_assert!(false, "a stopping machine asked for {other:?}"),
         }
     }
 }
@@ -354,14 +469,71 @@ impl Handler<Submit> for TrackerActor {
     }
 }
 
-impl Handler<Kill> for TrackerActor {
+impl Handler<StopTracker> for TrackerActor {
     type Result = ();
-    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: StopTracker, ctx: &mut Context<Self>) {
         let _entered = self.span.clone().entered();
-        if !self.killed {
+        if !self.machine.is_ended() {
             tracing::info!("tracker killed");
-            self.killed = true;
-            ctx.stop();
+            self.on_event(ctx, Event::Kill);
         }
+    }
+}
+
+impl Handler<OpenScope> for TrackerActor {
+    type Result = ();
+    fn handle(&mut self, open: OpenScope, ctx: &mut Context<Self>) {
+        if self.machine.is_stopped() {
+            return; // Dropping `open` answers the ticket `false` and ends the scope.
+        }
+        self.scopes.insert(open.id, open.end);
+        let _entered = self.span.clone().entered();
+        self.on_event(ctx, Event::Ticket(TicketKind::Lead(open.id), open.sender));
+    }
+}
+
+impl Handler<CloseScope> for TrackerActor {
+    type Result = ();
+    fn handle(&mut self, close: CloseScope, ctx: &mut Context<Self>) {
+        if self.scopes.remove(&close.id).is_none() && self.machine.is_stopped() {
+            return;
+        }
+        let _entered = self.span.clone().entered();
+        self.on_event(ctx, Event::ScopeClosed(close.id));
+    }
+}
+
+impl TrackerActor {
+    /// Checks a successor named in a [`Resign`]: a unit of the same service, not this one.
+    fn check_successor(&self, successor: &UnitName) -> Result<(), TrackerError> {
+        if successor.service() != self.unit.service() || *successor == self.unit {
+            return Err(TrackerError::InvalidSuccessor(successor.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// `ResponseFuture`: the answer waits for the stop, which the actor reaches through
+/// later events; the future itself touches no actor state.
+impl Handler<Resign> for TrackerActor {
+    type Result = ResponseFuture<Result<(), TrackerError>>;
+    fn handle(&mut self, resign: Resign, ctx: &mut Context<Self>) -> Self::Result {
+        let _entered = self.span.clone().entered();
+        if let Some(successor) = &resign.successor {
+            if let Err(error) = self.check_successor(successor) {
+                return Box::pin(std::future::ready(Err(error)));
+            }
+        }
+        if !self.machine.is_stopped() && !self.machine.is_resigning() {
+            let leave = match (resign.successor, self.claimer.can_release()) {
+                (_, false) => Leave::Expire,
+                (None, true) => Leave::Release,
+                (Some(successor), true) => Leave::HandOver(successor),
+            };
+            tracing::info!(?leave, "resigning");
+            self.on_event(ctx, Event::Resign(leave));
+        }
+        let stopped = self.stopped.clone();
+        Box::pin(async move { stopped.wait().await })
     }
 }

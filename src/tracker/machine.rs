@@ -26,14 +26,26 @@
 //! more). That instant is still noted before sending, so the argument above holds, and
 //! it keeps renewals on the grid `t0 + k·d` instead of drifting later by the timer's
 //! lateness every period.
+//!
+//! Resigning (contract section 6) changes what the tracker answers, not how it keeps its
+//! lease: a resigning tracker answers every new or parked ticket `false`, keeps its lease
+//! (renewing it) while a promise it made may still be relied on, and gives the lease up
+//! only once the *promise horizon* — the latest `handled_at + d` over its `true` answers —
+//! has passed and every open lead scope has closed. Scopes still open `d` after the
+//! resign are told to end; the release waits until they have.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::status::Status;
+use crate::names::UnitName;
 use crate::protocol::{Grant, LeaseError};
 use crate::ticket::Guarantee;
+
+/// Identifies one lead scope ([`Tracker::lead`](crate::Tracker::lead)) of a tracker.
+pub(crate) type ScopeId = u64;
 
 /// Which question a ticket asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +56,21 @@ pub(crate) enum TicketKind {
     WaitLeader,
     /// Tell me when I am no longer leader.
     WaitMinion,
+    /// Tell me when I am leader, and open a lead scope then: answered like `WaitLeader`,
+    /// but a `true` answer promises nothing beyond the scope, which stays open until it
+    /// closes ([`Event::ScopeClosed`]) or the machine ends it ([`Effect::EndScope`]).
+    Lead(ScopeId),
+}
+
+/// How a resigning tracker gives its lease up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Leave {
+    /// Send `ReleaseLeadership`.
+    Release,
+    /// Send `HandOverLeadership` to this unit (validated by the caller).
+    HandOver(UnitName),
+    /// The claimer cannot release: stop, and let the lease expire on its own.
+    Expire,
 }
 
 /// Something that happened to the tracker.
@@ -59,6 +86,14 @@ pub(crate) enum Event<T> {
     BlockAnswered(Result<(), LeaseError>),
     /// A user asked a question; `T` resolves its ticket.
     Ticket(TicketKind, T),
+    /// The user resigns (or hands over); ignored once resigning or stopped.
+    Resign(Leave),
+    /// A clean stop at once (`kill`): no release, nothing sent.
+    Kill,
+    /// The manager answered the release or hand-over in flight.
+    LeaveAnswered(Result<(), LeaseError>),
+    /// A lead scope finished, or its future was dropped (parked or open).
+    ScopeClosed(ScopeId),
 }
 
 /// Something the actor must do.
@@ -68,10 +103,28 @@ pub(crate) enum Effect<T> {
     SendClaim,
     /// Send `BlockUntilLeadershipReleased`.
     SendBlock,
+    /// Send `ReleaseLeadership` (`None`) or `HandOverLeadership` to the unit named.
+    SendLeave(Option<UnitName>),
     /// Answer a ticket: `true` with its guarantee, or `false` (`None`).
     Resolve(T, Option<Guarantee>),
-    /// Stop: a claim failed or went unanswered (contract rule 4).
+    /// Tell an open lead scope to end now (its future is dropped).
+    EndScope(ScopeId),
+    /// Stop: a claim failed or went unanswered (contract rule 4). A supervised tracker
+    /// restarts.
     Fail(LeaseError),
+    /// Stop for good, never restarted: killed or resigned (`Ok`), or a resign failed.
+    Finish(Result<(), LeaseError>),
+}
+
+/// Which claim is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimKind {
+    /// The first claim after start: the tracker does not know yet whether it leads.
+    First,
+    /// The renewal of a grant (which may have ended meanwhile, by rule 8).
+    Renewal,
+    /// A claim by a tracker without a grant: after a block, a backoff or a restart.
+    Fresh,
 }
 
 /// Where the tracker is in its cycle. Whether it is leader is `grant`, not the phase:
@@ -82,12 +135,10 @@ pub(crate) enum Phase {
     Idle,
     /// A claim is in flight. `t0` is the instant its guarantee counts from, no later
     /// than `sent_at`, when it was actually sent (its timeout counts from there).
-    /// `first` marks the first claim after a (re)start, when the tracker does not know
-    /// yet whether it is leader or minion.
     Claiming {
         t0: Instant,
         sent_at: Instant,
-        first: bool,
+        kind: ClaimKind,
     },
     /// The last claim was granted; the renewal is due at `grant + d`.
     Leader,
@@ -95,14 +146,26 @@ pub(crate) enum Phase {
     Blocking,
     /// Waiting before the next claim, after a failed block or a supervised restart.
     BackingOff { until: Instant },
-    /// Stopped (killed, or failed); every ticket answers `false`.
+    /// Resigning, the release or hand-over is in flight (sent at `sent_at`).
+    Leaving { sent_at: Instant },
+    /// Stopped by a failure (rule 4); every ticket answers `false`. A supervised
+    /// tracker leaves it by [`Machine::restart`].
     Stopped,
+    /// Stopped for good: killed, or resigned (a resign that failed too). Every ticket
+    /// answers `false`, and a supervised restart leaves it here: inert, claiming
+    /// nothing, until the actor's last address drops (contract section 5).
+    Ended,
 }
 
 /// How late a tokio timer may fire (scheduling aside): the deadline is rounded up to a
 /// millisecond tick, and the wait is counted in whole milliseconds from the current
 /// tick rounded down, so up to (not including) 2 ms.
 const TIMER_LATENESS: Duration = Duration::from_millis(2);
+
+/// The parked queue is checked for abandoned tickets once it reaches this length, and
+/// after that whenever it has doubled since the last check: amortised O(1) per ticket,
+/// and at most `2 × readable + PRUNE_FLOOR` tickets parked.
+const PRUNE_FLOOR: usize = 64;
 
 /// Exponential backoff with deterministic jitter: the first wait lies in [0.5 s, 1 s]
 /// (spread by unit, so that many units failing together do not retry in step), then
@@ -148,6 +211,30 @@ pub(crate) struct Held {
     pub(crate) term: u64,
 }
 
+/// A resign in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resigning {
+    /// When the resign was handled: scopes still open at `since + d` are ended.
+    since: Instant,
+    leave: Leave,
+    /// Whether the scopes open at `since + d` were told to end.
+    scopes_ended: bool,
+}
+
+/// Whether anyone can still read a ticket's answer. A parked ticket nobody can read
+/// is dropped instead of answered (issue: a minion looping `timeout(wait_leader())`).
+pub(crate) trait Readable {
+    /// `false` once every reader of the ticket is gone.
+    fn readable(&self) -> bool;
+}
+
+/// Test tickets (plain ids) are always read.
+impl Readable for u32 {
+    fn readable(&self) -> bool {
+        true
+    }
+}
+
 /// The tracker's state. `T` resolves a ticket: the actor's ticket sender, or a plain
 /// id in tests.
 #[derive(Debug)]
@@ -163,9 +250,17 @@ pub(crate) struct Machine<T> {
     /// them can be answered yet, so a new ticket that can be answered is answered at
     /// once without breaking the order.
     parked: VecDeque<(TicketKind, T)>,
+    /// The parked length at which abandoned tickets are next looked for.
+    prune_at: usize,
+    /// The promise horizon: the latest `handled_at + d` over the `true` answers to
+    /// `ClaimLeader` and `WaitLeader`. A resigning leader keeps its lease until then.
+    horizon: Option<Instant>,
+    /// Open lead scopes. One entry per running `lead` call, so bounded by them.
+    scopes: Vec<ScopeId>,
+    resigning: Option<Resigning>,
 }
 
-impl<T> Machine<T> {
+impl<T: Readable> Machine<T> {
     /// A machine for claim duration `d` (validated by the caller: `2·d` representable).
     pub(crate) fn new(d: Duration, backoff: Backoff) -> Machine<T> {
         Machine {
@@ -175,6 +270,10 @@ impl<T> Machine<T> {
             now: Instant::now(),
             backoff,
             parked: VecDeque::new(),
+            prune_at: PRUNE_FLOOR,
+            horizon: None,
+            scopes: Vec::new(),
+            resigning: None,
         }
     }
 
@@ -182,14 +281,57 @@ impl<T> Machine<T> {
         self.phase
     }
 
+    /// The claim duration `d`.
+    pub(crate) fn claim_duration(&self) -> Duration {
+        self.d
+    }
+
     /// Whether the tracker holds a grant whose lease has not been given up.
     pub(crate) fn is_leader(&self) -> bool {
         self.grant.is_some()
     }
 
+    /// Whether the tracker has stopped, for now (a failure) or for good.
+    pub(crate) fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped | Phase::Ended)
+    }
+
+    /// Whether the tracker has stopped for good (killed or resigned).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.phase == Phase::Ended
+    }
+
+    /// Whether a resign is in progress.
+    pub(crate) fn is_resigning(&self) -> bool {
+        self.resigning.is_some()
+    }
+
+    /// How many tickets are parked.
+    #[cfg(test)]
+    pub(crate) fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
     /// The guarantee a `true` answer given now would carry, if the tracker leads.
     pub(crate) fn guarantee(&self) -> Option<Guarantee> {
         self.grant.map(|held| self.guarantee_of(held))
+    }
+
+    /// What [`Tracker::status`](crate::Tracker::status) shows: it changes exactly when
+    /// the tickets' answers do. `Leader` from the instant a `WaitLeader` would resolve
+    /// `true` (a grant) until the instant a `WaitMinion` would resolve `false` (the
+    /// grant gone); a resign shows as `Resigning` until the tracker stops.
+    pub(crate) fn status(&self) -> Status {
+        match (self.phase, self.grant) {
+            (Phase::Stopped | Phase::Ended, _) => Status::Stopped,
+            _ if self.resigning.is_some() => Status::Resigning,
+            (_, Some(held)) => Status::Leader(Guarantee {
+                term: held.term,
+                until: self.leadership_end(held.t0),
+            }),
+            (Phase::Blocking, None) => Status::Minion,
+            (_, None) => Status::Claiming,
+        }
     }
 
     /// The guarantee of `held` for an answer given now: leadership lasts until the
@@ -209,28 +351,38 @@ impl<T> Machine<T> {
         self.catch_up(now, effects);
         match event {
             Event::Tick => {}
-            Event::Start if self.phase == Phase::Idle => self.claim(now, true, effects),
+            Event::Start if self.phase == Phase::Idle => self.claim(now, ClaimKind::First, effects),
             Event::Start => {}
             Event::Ticket(kind, ticket) => {
                 // Only the ticket is new: the catch-up above settled the queue already.
                 match self.answer(kind) {
-                    Some(answer) => effects.push(Effect::Resolve(ticket, answer)),
-                    None => self.parked.push_back((kind, ticket)),
+                    Some(answer) => self.resolve(kind, ticket, answer, effects),
+                    None => self.park(kind, ticket),
                 }
                 return;
             }
             Event::ClaimAnswered(result) => self.on_claim_answer(result, effects),
             Event::BlockAnswered(result) => self.on_block_answer(now, result, effects),
+            Event::Resign(leave) => self.on_resign(now, leave),
+            Event::Kill if !self.is_ended() => self.finish(Ok(()), effects),
+            Event::Kill => {}
+            Event::LeaveAnswered(result) => {
+                if let Phase::Leaving { .. } = self.phase {
+                    self.finish(result, effects);
+                }
+            }
+            Event::ScopeClosed(id) => self.on_scope_closed(id),
         }
         // An answer can leave a deadline already passed (a grant whose renewal is
         // already due): apply it now rather than on the next timer.
         self.catch_up(now, effects);
         self.settle(effects);
+        self.try_leave(now, effects);
     }
 
     /// The next instant at which a time-driven rule applies, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        match self.phase {
+        let cycle = match self.phase {
             Phase::Leader => self.grant.map(|held| held.t0 + self.d),
             Phase::Claiming { sent_at, .. } => {
                 let timeout = sent_at + self.d;
@@ -240,26 +392,53 @@ impl<T> Machine<T> {
                 })
             }
             Phase::BackingOff { until } => Some(until),
-            Phase::Idle | Phase::Blocking | Phase::Stopped => None,
-        }
+            Phase::Leaving { sent_at } => return Some(sent_at + self.d),
+            Phase::Idle | Phase::Blocking | Phase::Stopped | Phase::Ended => None,
+        };
+        let resign = self.resigning.as_ref().and_then(|r| {
+            if self.is_stopped() {
+                return None;
+            }
+            let horizon = self
+                .horizon
+                .filter(|h| *h > self.now && self.waits_for_horizon());
+            let scopes_end =
+                (!r.scopes_ended && !self.scopes.is_empty()).then_some(r.since + self.d);
+            [horizon, scopes_end].into_iter().flatten().min()
+        });
+        [cycle, resign].into_iter().flatten().min()
     }
 
-    /// Stops for good (kill, or the actor stopping): every parked ticket answers
-    /// `false`, and so will every later one.
+    /// Stops (the actor stopping): every parked ticket answers `false`, every open
+    /// scope is ended, and every later ticket answers `false`. A tracker that ended
+    /// stays ended.
     pub(crate) fn stop(&mut self, effects: &mut Vec<Effect<T>>) {
-        self.phase = Phase::Stopped;
+        if self.phase != Phase::Ended {
+            self.phase = Phase::Stopped;
+        }
         self.grant = None;
+        self.resigning = None;
+        self.end_scopes(effects);
         self.settle(effects);
     }
 
-    /// A supervised restart after a failure: wait a backoff, then claim afresh.
-    /// Returns the wait.
-    pub(crate) fn restart(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) -> Duration {
+    /// A supervised restart: after a failure, wait a backoff, then claim afresh, and
+    /// return the wait; after a kill or a resign, stay ended (inert) and return `None`.
+    /// The first claim after a restart is a fresh claim, not a first one: the tracker
+    /// knows it holds nothing, so `WaitMinion` answers `false` at once.
+    pub(crate) fn restart(
+        &mut self,
+        now: Instant,
+        effects: &mut Vec<Effect<T>>,
+    ) -> Option<Duration> {
         self.now = self.now.max(now);
         self.stop(effects);
+        if self.is_ended() {
+            return None;
+        }
         let delay = self.backoff.next_delay();
         self.phase = Phase::BackingOff { until: now + delay };
-        delay
+        Some(delay)
     }
 
     /// When leadership from a claim granted with `t0` ends: a timer's lateness before
@@ -275,20 +454,22 @@ impl<T> Machine<T> {
         // leadership ends a timer's lateness before, so that a late timer is on time.
         if let Some(held) = self.grant {
             if now >= self.leadership_end(held.t0) {
-                self.grant = None;
+                self.lose_grant(effects);
                 changed = true;
             }
         }
         match self.phase {
             Phase::Leader => {
                 match self.grant {
+                    // A resigning leader with nothing left to keep leaves instead.
+                    Some(_) if self.ready_to_leave(now) => {}
                     // Rule 2: renew at t0 + d, counting the new guarantee from then.
                     Some(held) if now >= held.t0 + self.d => {
                         self.renew(held.t0 + self.d, now, effects)
                     }
                     Some(_) => {}
                     // Starved past the lease's end without renewing: claim afresh.
-                    None => self.claim(now, false, effects),
+                    None => self.claim(now, ClaimKind::Fresh, effects),
                 }
                 changed |= self.phase != Phase::Leader;
             }
@@ -302,14 +483,42 @@ impl<T> Machine<T> {
                 return;
             }
             Phase::BackingOff { until } if now >= until => {
-                self.claim(now, false, effects);
+                self.claim(now, ClaimKind::Fresh, effects);
                 changed = true;
             }
+            Phase::Leaving { sent_at } if now >= sent_at + self.d => {
+                let waited = now.saturating_duration_since(sent_at);
+                let error =
+                    LeaseError::Failed(format!("leadership release unanswered after {waited:?}"));
+                self.finish(Err(error), effects);
+                return;
+            }
             _ => {}
+        }
+        // Contract section 6: a scope still open d after the resign is ended.
+        if let Some(resigning) = &mut self.resigning {
+            if !resigning.scopes_ended && now >= resigning.since + self.d {
+                resigning.scopes_ended = true;
+                for id in &self.scopes {
+                    effects.push(Effect::EndScope(*id));
+                }
+                // They stay open until they close: the release waits for that.
+            }
         }
         if changed {
             self.settle(effects);
         }
+    }
+
+    /// Leadership ends (rule 8, a denial): the grant is forgotten and every open lead
+    /// scope is told to end at this instant.
+    fn lose_grant(&mut self, effects: &mut Vec<Effect<T>>) {
+        self.grant = None;
+        self.end_scopes(effects);
+    }
+
+    fn end_scopes(&mut self, effects: &mut Vec<Effect<T>>) {
+        effects.extend(self.scopes.drain(..).map(Effect::EndScope));
     }
 
     fn on_claim_answer(&mut self, result: Result<Grant, LeaseError>, effects: &mut Vec<Effect<T>>) {
@@ -327,9 +536,11 @@ impl<T> Machine<T> {
             }
             Err(LeaseError::ClaimDenied) => {
                 // Someone else holds the lease: whatever we held before is void.
-                self.grant = None;
+                self.lose_grant(effects);
                 self.phase = Phase::Blocking;
-                effects.push(Effect::SendBlock);
+                if self.resigning.is_none() {
+                    effects.push(Effect::SendBlock);
+                }
             }
             Err(error) => self.fail(error, effects),
         }
@@ -345,7 +556,7 @@ impl<T> Machine<T> {
             return;
         }
         match result {
-            Ok(()) => self.claim(now, false, effects),
+            Ok(()) => self.claim(now, ClaimKind::Fresh, effects),
             // Rule 3: never a hot loop against a failing manager.
             Err(_) => {
                 let delay = self.backoff.next_delay();
@@ -354,11 +565,96 @@ impl<T> Machine<T> {
         }
     }
 
-    fn claim(&mut self, now: Instant, first: bool, effects: &mut Vec<Effect<T>>) {
+    /// Contract section 6: from this instant every ticket but those already answered
+    /// is `false`; a leader waits for its promises and scopes, anything else stops.
+    fn on_resign(&mut self, now: Instant, leave: Leave) {
+        if self.resigning.is_some() || self.is_stopped() || self.phase == Phase::Idle {
+            return;
+        }
+        self.resigning = Some(Resigning {
+            since: now,
+            leave,
+            scopes_ended: false,
+        });
+        // Lead tickets still parked will never open a scope now: `settle` answers them
+        // (and every other parked ticket) `false`.
+    }
+
+    /// Whether a resigning tracker waits for its promise horizon before leaving. With
+    /// a claimer that cannot release, stopping leaves the lease in place until it
+    /// expires, which covers every promise, so it need not.
+    fn waits_for_horizon(&self) -> bool {
+        matches!(
+            &self.resigning,
+            Some(Resigning {
+                leave: Leave::Release | Leave::HandOver(_),
+                ..
+            })
+        )
+    }
+
+    /// A resigning leader may give its lease up: no scope open and, if the release
+    /// would shorten the lease, every promise ended.
+    fn ready_to_leave(&self, now: Instant) -> bool {
+        self.resigning.is_some()
+            && self.scopes.is_empty()
+            && (!self.waits_for_horizon() || self.horizon.map_or(true, |h| now >= h))
+    }
+
+    /// Sends the release (or stops) once a resigning tracker may.
+    fn try_leave(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) {
+        let Some(resigning) = &self.resigning else {
+            return;
+        };
+        match self.phase {
+            Phase::Stopped | Phase::Ended | Phase::Leaving { .. } => {}
+            // Not leader (a minion, a claiming tracker, or leadership lost meanwhile):
+            // nothing to give up, it just stops.
+            _ if self.grant.is_none() => self.finish(Ok(()), effects),
+            // With a renewal in flight, the release waits for its answer, so that the
+            // manager never sees the release before the claim.
+            Phase::Leader if self.ready_to_leave(now) => match resigning.leave.clone() {
+                Leave::Expire => self.finish(Ok(()), effects),
+                Leave::Release => self.leave(now, None, effects),
+                Leave::HandOver(successor) => self.leave(now, Some(successor), effects),
+            },
+            _ if self.ready_to_leave(now) && !self.waits_for_horizon() => {
+                self.finish(Ok(()), effects)
+            }
+            _ => {}
+        }
+    }
+
+    fn leave(&mut self, now: Instant, successor: Option<UnitName>, effects: &mut Vec<Effect<T>>) {
+        self.phase = Phase::Leaving { sent_at: now };
+        effects.push(Effect::SendLeave(successor));
+    }
+
+    /// Ends the tracker for good (a kill, a resign): stops with `result`.
+    fn finish(&mut self, result: Result<(), LeaseError>, effects: &mut Vec<Effect<T>>) {
+        self.phase = Phase::Ended;
+        self.stop(effects);
+        effects.push(Effect::Finish(result));
+    }
+
+    fn on_scope_closed(&mut self, id: ScopeId) {
+        if let Some(at) = self.scopes.iter().position(|open| *open == id) {
+            self.scopes.swap_remove(at);
+        } else if let Some(at) = self
+            .parked
+            .iter()
+            .position(|(kind, _)| *kind == TicketKind::Lead(id))
+        {
+            // Closed before it opened: its ticket has no reader left.
+            self.parked.remove(at);
+        }
+    }
+
+    fn claim(&mut self, now: Instant, kind: ClaimKind, effects: &mut Vec<Effect<T>>) {
         self.phase = Phase::Claiming {
             t0: now,
             sent_at: now,
-            first,
+            kind,
         };
         effects.push(Effect::SendClaim);
     }
@@ -368,12 +664,17 @@ impl<T> Machine<T> {
         self.phase = Phase::Claiming {
             t0: due,
             sent_at: now,
-            first: false,
+            kind: ClaimKind::Renewal,
         };
         effects.push(Effect::SendClaim);
     }
 
     fn fail(&mut self, error: LeaseError, effects: &mut Vec<Effect<T>>) {
+        if self.resigning.is_some() {
+            // A resign ends the tracker for good, even supervised.
+            self.finish(Err(error), effects);
+            return;
+        }
         self.stop(effects);
         effects.push(Effect::Fail(error));
     }
@@ -381,21 +682,71 @@ impl<T> Machine<T> {
     /// The answer to a ticket of `kind` now (`Some(None)` is `false`), or `None` if it
     /// must wait.
     fn answer(&self, kind: TicketKind) -> Option<Option<Guarantee>> {
+        if self.is_stopped() || self.resigning.is_some() {
+            // Rule 9, and section 6: a resigning tracker promises nothing more.
+            return Some(None);
+        }
         let leading = match self.grant {
             Some(held) if self.phase == Phase::Leader => Some(self.guarantee_of(held)),
             _ => None,
         };
         match (kind, self.phase) {
-            (_, Phase::Stopped) => Some(None),
+            // Rule 8: leadership ended while the renewal was in flight; that claim can
+            // no longer make this answer true in time, so it is false at once.
+            (
+                TicketKind::ClaimLeader,
+                Phase::Claiming {
+                    kind: ClaimKind::Renewal,
+                    ..
+                },
+            ) if self.grant.is_none() => Some(None),
             // Rules 5 and 6: a claim due or in flight is waited for, never guessed.
             (TicketKind::ClaimLeader, Phase::Claiming { .. }) => None,
             (TicketKind::ClaimLeader, _) => Some(leading),
-            (TicketKind::WaitLeader, _) => leading.map(Some),
+            (TicketKind::WaitLeader | TicketKind::Lead(_), _) => leading.map(Some),
             // Rule 7: resolves once leadership cannot be guaranteed; while the first
             // claim is in flight the tracker does not know yet, so it waits.
-            (TicketKind::WaitMinion, Phase::Claiming { first: true, .. }) => None,
+            (
+                TicketKind::WaitMinion,
+                Phase::Claiming {
+                    kind: ClaimKind::First,
+                    ..
+                },
+            ) => None,
             (TicketKind::WaitMinion, _) => self.grant.is_none().then_some(None),
         }
+    }
+
+    /// Answers a ticket, noting what a `true` answer commits the tracker to: a promise
+    /// until `now + d`, or an open scope.
+    fn resolve(
+        &mut self,
+        kind: TicketKind,
+        ticket: T,
+        answer: Option<Guarantee>,
+        effects: &mut Vec<Effect<T>>,
+    ) {
+        if answer.is_some() {
+            match kind {
+                TicketKind::Lead(id) => self.scopes.push(id),
+                _ => {
+                    let promise = self.now + self.d;
+                    self.horizon = Some(self.horizon.map_or(promise, |h| h.max(promise)));
+                }
+            }
+        }
+        effects.push(Effect::Resolve(ticket, answer));
+    }
+
+    /// Parks a ticket. Once in a while (amortised O(1) per ticket) it first drops the
+    /// parked tickets nobody can read any more, so that abandoned tickets do not pile
+    /// up in a tracker that stays a minion for ever.
+    fn park(&mut self, kind: TicketKind, ticket: T) {
+        if self.parked.len() >= self.prune_at {
+            self.parked.retain(|(_, ticket)| ticket.readable());
+            self.prune_at = (2 * self.parked.len()).max(PRUNE_FLOOR);
+        }
+        self.parked.push_back((kind, ticket));
     }
 
     /// Answers every parked ticket that can be answered now, in the order received.
@@ -406,7 +757,7 @@ impl<T> Machine<T> {
         let parked = std::mem::take(&mut self.parked);
         for (kind, ticket) in parked {
             match self.answer(kind) {
-                Some(answer) => effects.push(Effect::Resolve(ticket, answer)),
+                Some(answer) => self.resolve(kind, ticket, answer, effects),
                 None => self.parked.push_back((kind, ticket)),
             }
         }
@@ -428,8 +779,12 @@ mod tests {
     enum Fx {
         SendClaim,
         SendBlock,
+        /// A release (`None`) or hand-over (the successor's name).
+        SendLeave(Option<&'static str>),
         Resolve(u32, bool),
+        EndScope(ScopeId),
         Fail(LeaseError),
+        Finish(Result<(), LeaseError>),
     }
 
     /// Drives a machine whose tickets are plain ids, at instants relative to `start`.
@@ -475,7 +830,13 @@ mod tests {
                 fx.push(match effect {
                     Effect::SendClaim => Fx::SendClaim,
                     Effect::SendBlock => Fx::SendBlock,
+                    Effect::SendLeave(to) => Fx::SendLeave(to.map(|unit| match unit.as_str() {
+                        "led-service/1" => "led-service/1",
+                        other => panic!("unexpected successor {other}"),
+                    })),
+                    Effect::EndScope(id) => Fx::EndScope(id),
                     Effect::Fail(e) => Fx::Fail(e),
+                    Effect::Finish(result) => Fx::Finish(result),
                     Effect::Resolve(id, answer) => {
                         if let Some(guarantee) = answer {
                             self.guarantees.push((id, guarantee));
@@ -589,13 +950,19 @@ mod tests {
         assert!(!h.machine.is_leader());
         assert_eq!(
             fx,
-            vec![Resolve(1, false)],
-            "WaitMinion resolves by the expiry"
+            vec![Resolve(1, false), Resolve(2, false)],
+            "WaitMinion resolves by the expiry, and so does the parked ClaimLeader"
         );
+        assert_eq!(
+            h.ticket(end + NS, ClaimLeader, 3),
+            vec![Resolve(3, false)],
+            "no more waiting on a renewal that cannot help in time"
+        );
+        assert_eq!(h.ticket(end + NS, WaitLeader, 4), vec![]);
         // The renewal, unanswered for d, fails at 2·D.
         assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)));
         let fx = h.event(2 * D, Event::Tick);
-        assert_eq!(fx[0], Resolve(2, false));
+        assert_eq!(fx[0], Resolve(4, false));
         assert!(matches!(fx.last(), Some(Fx::Fail(LeaseError::Failed(_)))));
         assert_eq!(h.machine.phase(), Phase::Stopped);
     }
@@ -636,7 +1003,7 @@ mod tests {
         let renewal = Phase::Claiming {
             t0: h.at(D),
             sent_at: h.at(late),
-            first: false,
+            kind: ClaimKind::Renewal,
         };
         assert_eq!(
             h.machine.phase(),
@@ -783,7 +1150,10 @@ mod tests {
     fn restart_backs_off_as_a_minion_then_claims() {
         let mut h = Harness::leader();
         h.ticket(NS, WaitMinion, 1);
-        let delay = h.machine.restart(h.at(D / 2), &mut h.effects);
+        let delay = h
+            .machine
+            .restart(h.at(D / 2), &mut h.effects)
+            .expect("restarts");
         assert_eq!(h.take(), vec![Resolve(1, false)]);
         assert!(!h.machine.is_leader());
         assert_eq!(h.machine.next_deadline(), Some(h.at(D / 2) + delay));
@@ -841,5 +1211,401 @@ mod tests {
         assert_eq!(h.ticket(3 * D, ClaimLeader, 5), vec![Resolve(5, false)]);
         assert_eq!(h.guarantees.len(), 4);
         assert_eq!(h.machine.guarantee(), None);
+    }
+
+    // Resigning (contract section 6), instant by instant.
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn successor() -> UnitName {
+        UnitName::new("led-service/1").unwrap()
+    }
+
+    fn resign(h: &mut Harness, offset: Duration) -> Vec<Fx> {
+        h.event(offset, Event::Resign(Leave::Release))
+    }
+
+    #[test]
+    fn resign_with_nothing_promised_releases_at_once_and_stops_when_answered() {
+        let mut h = Harness::leader();
+        assert_eq!(resign(&mut h, D / 2), vec![Fx::SendLeave(None)]);
+        assert_eq!(h.machine.status(), Status::Resigning);
+        assert_eq!(
+            h.machine.next_deadline(),
+            Some(h.at(D / 2 + D)),
+            "release timeout"
+        );
+        assert_eq!(h.ticket(D / 2, WaitLeader, 1), vec![Resolve(1, false)]);
+        assert_eq!(
+            h.event(D / 2, Event::Tick),
+            vec![],
+            "the release is sent once"
+        );
+        let fx = h.event(D / 2 + MS, Event::LeaveAnswered(Ok(())));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+        assert_eq!(h.machine.phase(), Phase::Ended);
+        assert_eq!(h.machine.status(), Status::Stopped);
+        assert_eq!(h.machine.next_deadline(), None);
+    }
+
+    #[test]
+    fn resign_answers_every_ticket_false_then_waits_for_the_promise_horizon() {
+        let mut h = Harness::leader();
+        // Two promises: the later one, until D/4 + D, is the horizon.
+        assert_eq!(h.ticket(D / 8, WaitLeader, 1), vec![Resolve(1, true)]);
+        assert_eq!(h.ticket(D / 4, ClaimLeader, 2), vec![Resolve(2, true)]);
+        assert_eq!(h.ticket(D / 4, WaitMinion, 3), vec![]);
+        let fx = resign(&mut h, D / 2);
+        assert_eq!(fx, vec![Resolve(3, false)], "WaitMinion: stop leader work");
+        for (id, kind) in [(4, ClaimLeader), (5, WaitLeader), (6, WaitMinion)] {
+            assert_eq!(h.ticket(D / 2, kind, id), vec![Resolve(id, false)]);
+        }
+        assert_eq!(
+            h.ticket(D / 2, TicketKind::Lead(9), 7),
+            vec![Resolve(7, false)],
+            "lead starts nothing"
+        );
+        // It keeps its lease meanwhile: the renewal at D goes out as usual.
+        assert_eq!(h.machine.next_deadline(), Some(h.at(D)));
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        assert_eq!(h.event(D + MS, Event::ClaimAnswered(Ok(G))), vec![]);
+        assert!(h.machine.is_leader());
+        let horizon = D / 4 + D;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(horizon)));
+        assert_eq!(h.event(horizon - NS, Event::Tick), vec![]);
+        assert_eq!(h.event(horizon, Event::Tick), vec![Fx::SendLeave(None)]);
+        let fx = h.event(horizon, Event::LeaveAnswered(Ok(())));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+    }
+
+    #[test]
+    fn a_resign_waits_for_a_renewal_in_flight_before_releasing() {
+        let mut h = Harness::leader();
+        h.ticket(D / 2, ClaimLeader, 1);
+        resign(&mut h, D / 2);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        // The horizon (1.5·D) passes while the renewal is in flight: the release waits
+        // for its answer, so that the manager never sees the release before the claim.
+        assert_eq!(h.event(D + D / 2, Event::Tick), vec![]);
+        let fx = h.event(D + D / 2 + MS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(fx, vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn hand_over_names_the_successor() {
+        let mut h = Harness::leader();
+        let fx = h.event(D / 2, Event::Resign(Leave::HandOver(successor())));
+        assert_eq!(fx, vec![Fx::SendLeave(Some("led-service/1"))]);
+        let fx = h.event(D / 2, Event::LeaveAnswered(Ok(())));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+    }
+
+    #[test]
+    fn a_resign_drains_open_scopes_and_releases_as_the_last_one_closes() {
+        let mut h = Harness::leader();
+        assert_eq!(h.ticket(NS, TicketKind::Lead(1), 1), vec![Resolve(1, true)]);
+        assert_eq!(h.ticket(NS, TicketKind::Lead(2), 2), vec![Resolve(2, true)]);
+        assert_eq!(resign(&mut h, D / 2), vec![], "scopes are not cancelled");
+        assert_eq!(h.event(D / 2 + MS, Event::ScopeClosed(1)), vec![]);
+        // A scope promises nothing beyond its end: no horizon to wait for.
+        let fx = h.event(D / 2 + 2 * MS, Event::ScopeClosed(2));
+        assert_eq!(fx, vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn scopes_still_open_d_after_the_resign_are_ended_and_the_release_waits_for_them() {
+        let mut h = Harness::leader();
+        h.ticket(NS, TicketKind::Lead(1), 1);
+        resign(&mut h, D / 2);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim], "renews meanwhile");
+        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(G))), vec![]);
+        let cancel_at = D / 2 + D;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(cancel_at)));
+        assert_eq!(h.event(cancel_at - NS, Event::Tick), vec![]);
+        assert_eq!(h.event(cancel_at, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(cancel_at, Event::Tick), vec![], "ended once");
+        // The release waits until the scope's future is actually gone.
+        let fx = h.event(cancel_at + NS, Event::ScopeClosed(1));
+        assert_eq!(fx, vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn a_minion_or_a_tracker_whose_first_claim_is_unanswered_just_stops() {
+        let mut h = Harness::started();
+        h.ticket(NS, WaitLeader, 1);
+        let fx = resign(&mut h, MS);
+        assert_eq!(fx, vec![Resolve(1, false), Fx::Finish(Ok(()))]);
+        assert_eq!(h.event(MS, Event::ClaimAnswered(Ok(G))), vec![]);
+        assert!(!h.machine.is_leader());
+
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(h.machine.status(), Status::Minion);
+        assert_eq!(resign(&mut h, MS), vec![Fx::Finish(Ok(()))]);
+        assert_eq!(h.event(MS, Event::BlockAnswered(Ok(()))), vec![]);
+    }
+
+    #[test]
+    fn a_resign_on_a_stopped_or_resigning_machine_changes_nothing() {
+        let mut h = Harness::leader();
+        h.machine.stop(&mut h.effects);
+        assert_eq!(resign(&mut h, NS), vec![]);
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        assert_eq!(resign(&mut h, D / 2), vec![]);
+        let fx = h.event(D / 2, Event::Resign(Leave::HandOver(successor())));
+        assert_eq!(fx, vec![], "the first resign's way of leaving stands");
+        h.event(D, Event::Tick);
+        h.event(D, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(h.event(D + NS, Event::Tick), vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn a_failed_or_unanswered_release_finishes_with_a_failure() {
+        let mut h = Harness::leader();
+        resign(&mut h, NS);
+        let pow = LeaseError::Failed("pow".into());
+        let fx = h.event(MS, Event::LeaveAnswered(Err(pow.clone())));
+        assert_eq!(fx, vec![Fx::Finish(Err(pow))]);
+
+        let mut h = Harness::leader();
+        resign(&mut h, NS);
+        assert_eq!(h.event(NS + D - NS, Event::Tick), vec![]);
+        let fx = h.event(NS + D, Event::Tick);
+        assert!(
+            matches!(&fx[..], [Fx::Finish(Err(LeaseError::Failed(m)))] if m.contains("release unanswered")),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn leadership_lost_while_resigning_stops_without_a_release() {
+        // Renewal denied: someone else leads already; no block, no release.
+        let mut h = Harness::leader();
+        h.ticket(D / 2, ClaimLeader, 1);
+        resign(&mut h, D / 2);
+        h.event(D, Event::Tick);
+        let fx = h.event(D + MS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+
+        // Renewal unanswered: leadership ends by rule 8, and with it the resign.
+        let mut h = Harness::leader();
+        h.ticket(NS, TicketKind::Lead(1), 1);
+        resign(&mut h, D / 2);
+        h.event(D, Event::Tick);
+        let end = 2 * D - TIMER_LATENESS;
+        // The scope is ended at D/2 + D, before leadership ends; still open, so the
+        // tracker keeps waiting for it.
+        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::EndScope(1)]);
+        let fx = h.event(end, Event::Tick);
+        assert_eq!(fx, vec![Fx::EndScope(1), Fx::Finish(Ok(()))]);
+
+        // A claim error while resigning ends the tracker for good, not a restart.
+        let mut h = Harness::leader();
+        h.ticket(D / 2, ClaimLeader, 1);
+        resign(&mut h, D / 2);
+        h.event(D, Event::Tick);
+        let pow = LeaseError::Failed("pow".into());
+        let fx = h.event(D + MS, Event::ClaimAnswered(Err(pow.clone())));
+        assert_eq!(fx, vec![Fx::Finish(Err(pow))]);
+    }
+
+    #[test]
+    fn without_a_release_a_resign_stops_once_scopes_close_ignoring_the_horizon() {
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        h.ticket(NS, TicketKind::Lead(1), 2);
+        assert_eq!(h.event(D / 2, Event::Resign(Leave::Expire)), vec![]);
+        // The lease, left to expire, covers every promise: only the scope is waited for.
+        let fx = h.event(D / 2 + MS, Event::ScopeClosed(1));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+    }
+
+    // Lead scopes.
+
+    #[test]
+    fn lead_scopes_open_like_wait_leader_promise_nothing_and_end_with_leadership() {
+        let mut h = Harness::started();
+        assert_eq!(h.ticket(NS, TicketKind::Lead(1), 1), vec![], "parked");
+        h.event(MS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(h.guarantees.len(), 1, "opened with its guarantee");
+        assert_eq!(h.machine.horizon, None, "a scope is no promise");
+        h.ticket(MS, TicketKind::Lead(2), 2);
+        // Leadership ends (the renewal is denied): every open scope ends at once.
+        h.event(D, Event::Tick);
+        let fx = h.event(D + MS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(fx, vec![Fx::EndScope(1), Fx::EndScope(2), SendBlock]);
+        // Closing an ended scope changes nothing.
+        assert_eq!(h.event(D + MS, Event::ScopeClosed(1)), vec![]);
+    }
+
+    #[test]
+    fn a_scope_closed_while_parked_never_opens() {
+        let mut h = Harness::started();
+        h.ticket(NS, TicketKind::Lead(1), 1);
+        h.ticket(NS, WaitLeader, 2);
+        assert_eq!(h.event(NS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(h.machine.parked(), 1);
+        let fx = h.event(MS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(fx, vec![Resolve(2, true)]);
+        // Nothing open: a resign waits only for the WaitLeader promise.
+        assert_eq!(resign(&mut h, 2 * MS), vec![]);
+        assert_eq!(h.machine.horizon, Some(h.at(MS + D)));
+        h.event(D, Event::Tick);
+        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(G))), vec![]);
+        assert_eq!(h.event(MS + D, Event::Tick), vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn stop_ends_every_open_scope() {
+        let mut h = Harness::leader();
+        h.ticket(NS, TicketKind::Lead(4), 1);
+        h.machine.stop(&mut h.effects);
+        assert_eq!(h.take(), vec![Fx::EndScope(4)]);
+    }
+
+    // Status.
+
+    #[test]
+    fn status_changes_exactly_when_the_tickets_would() {
+        let mut h = Harness::started();
+        assert_eq!(
+            h.machine.status(),
+            Status::Claiming,
+            "first claim in flight"
+        );
+        h.ticket(NS, WaitMinion, 1);
+        h.event(NS, Event::ClaimAnswered(Ok(Grant { term: 3 })));
+        let leader = Status::Leader(Guarantee {
+            term: 3,
+            until: h.at(2 * D - TIMER_LATENESS),
+        });
+        assert_eq!(h.machine.status(), leader, "WaitLeader would be true now");
+        // The renewal in flight: WaitMinion stays pending, so the status stays.
+        h.event(D, Event::Tick);
+        assert_eq!(h.machine.status(), leader);
+        h.event(D + MS, Event::ClaimAnswered(Ok(Grant { term: 3 })));
+        let renewed = Status::Leader(Guarantee {
+            term: 3,
+            until: h.at(3 * D - TIMER_LATENESS),
+        });
+        assert_eq!(h.machine.status(), renewed, "the latest grant's guarantee");
+        // Leadership ends at the renewal's unanswered expiry, with the WaitMinion.
+        h.event(2 * D, Event::Tick);
+        let end = 3 * D - TIMER_LATENESS;
+        assert_eq!(h.event(end - NS, Event::Tick), vec![]);
+        assert_eq!(h.machine.status(), renewed);
+        assert_eq!(h.event(end, Event::Tick), vec![Resolve(1, false)]);
+        assert_eq!(h.machine.status(), Status::Claiming);
+
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(h.machine.status(), Status::Minion);
+        h.event(D, Event::BlockAnswered(Ok(())));
+        assert_eq!(h.machine.status(), Status::Claiming, "claiming again");
+        h.event(D, Event::ClaimAnswered(Ok(G)));
+        assert!(matches!(h.machine.status(), Status::Leader(_)));
+        resign(&mut h, D);
+        assert_eq!(h.machine.status(), Status::Resigning);
+    }
+
+    // Bounds.
+
+    /// A ticket whose readers are the other clones of an `Arc`.
+    impl Readable for std::sync::Arc<()> {
+        fn readable(&self) -> bool {
+            std::sync::Arc::strong_count(self) > 1
+        }
+    }
+
+    #[test]
+    fn abandoned_parked_tickets_are_dropped_amortised() {
+        let mut machine: Machine<std::sync::Arc<()>> = Machine::new(D, Backoff::new(0, D));
+        let start = Instant::now();
+        let mut effects = Vec::new();
+        machine.handle(start, Event::Start, &mut effects);
+        machine.handle(
+            start,
+            Event::ClaimAnswered(Err(LeaseError::ClaimDenied)),
+            &mut effects,
+        );
+        let kept: Vec<_> = (0..10).map(|_| std::sync::Arc::new(())).collect();
+        for reader in &kept {
+            machine.handle(
+                start,
+                Event::Ticket(WaitLeader, reader.clone()),
+                &mut effects,
+            );
+        }
+        let mut most = 0;
+        for _ in 0..1_000_000 {
+            let abandoned = std::sync::Arc::new(());
+            machine.handle(start, Event::Ticket(WaitLeader, abandoned), &mut effects);
+            most = most.max(machine.parked());
+        }
+        assert!(most <= 2 * kept.len() + PRUNE_FLOOR + 1, "{most}");
+        // The readable ones are still there, in order, and answered when it leads.
+        machine.handle(start, Event::BlockAnswered(Ok(())), &mut effects);
+        effects.clear();
+        machine.handle(start, Event::ClaimAnswered(Ok(G)), &mut effects);
+        let answered: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Resolve(t, Some(_)) => Some(std::sync::Arc::as_ptr(t)),
+                _ => None,
+            })
+            .collect();
+        let first: Vec<_> = kept.iter().map(std::sync::Arc::as_ptr).collect();
+        assert_eq!(answered[..kept.len()], first[..]);
+    }
+
+    // The lifecycle: kill, failure, supervised restart.
+
+    #[test]
+    fn kill_ends_for_good_and_a_supervised_restart_leaves_it_inert() {
+        let mut h = Harness::leader();
+        h.ticket(NS, WaitMinion, 1);
+        h.ticket(NS, TicketKind::Lead(3), 2);
+        let fx = h.event(D / 2, Event::Kill);
+        assert_eq!(
+            fx,
+            vec![Fx::EndScope(3), Resolve(1, false), Fx::Finish(Ok(()))]
+        );
+        assert_eq!(h.machine.phase(), Phase::Ended);
+        assert_eq!(h.machine.status(), Status::Stopped);
+        assert_eq!(h.machine.restart(h.at(D / 2), &mut h.effects), None);
+        assert_eq!(h.machine.phase(), Phase::Ended, "inert");
+        for offset in [D / 2, 5 * D] {
+            assert_eq!(h.event(offset, Event::Start), vec![]);
+            assert_eq!(h.event(offset, Event::Tick), vec![]);
+            assert_eq!(h.ticket(offset, WaitLeader, 4), vec![Resolve(4, false)]);
+        }
+        assert_eq!(h.event(5 * D, Event::Kill), vec![], "killed once");
+        assert_eq!(resign(&mut h, 5 * D), vec![]);
+        assert_eq!(h.machine.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_failure_stops_for_a_restart_and_a_kill_in_the_backoff_ends_it() {
+        let mut h = Harness::started();
+        let pow = LeaseError::Failed("pow".into());
+        assert_eq!(
+            h.event(NS, Event::ClaimAnswered(Err(pow.clone()))),
+            vec![Fx::Fail(pow)]
+        );
+        assert_eq!(h.machine.phase(), Phase::Stopped, "stopped, not ended");
+        let delay = h
+            .machine
+            .restart(h.at(NS), &mut h.effects)
+            .expect("restarts");
+        assert_eq!(h.machine.status(), Status::Claiming);
+        assert_eq!(h.machine.next_deadline(), Some(h.at(NS) + delay));
+        assert_eq!(h.event(MS, Event::Kill), vec![Fx::Finish(Ok(()))]);
+        assert_eq!(
+            h.machine.next_deadline(),
+            None,
+            "no claim after the backoff"
+        );
+        assert_eq!(h.machine.restart(h.at(MS), &mut h.effects), None);
     }
 }

@@ -1,0 +1,130 @@
+//! The manager's own bookkeeping against a real etcd: what it keeps per service, and
+//! when it lets go. `#[ignore]`d without a server: run through
+//! `.ci/with-etcd cargo test --all-features --lib -- --include-ignored`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+
+use super::{EtcdConfig, EtcdManager};
+use crate::{ClaimLeadership, HandOverLeadership, ReleaseLeadership, WatchLeader};
+
+/// Test-only: how many per-service entries the manager keeps, and how many receivers
+/// share `service`'s leader watch (0 without one).
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+struct Inspect(&'static str);
+
+impl Handler<Inspect> for EtcdManager {
+    type Result = MessageResult<Inspect>;
+
+    fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
+        let receivers = self
+            .locks
+            .get(msg.0)
+            .and_then(|e| e.watch.as_ref())
+            .map_or(0, |w| w.receivers());
+        MessageResult((self.locks.len(), receivers))
+    }
+}
+
+async fn manager(test: &str) -> Addr<EtcdManager> {
+    let endpoints = std::env::var("LEADERSHIP_ETCD_ENDPOINTS")
+        .unwrap_or_else(|_| panic!("{test}: LEADERSHIP_ETCD_ENDPOINTS is unset"));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let prefix = format!("/leadership-test/{test}-{}-{nanos}", std::process::id());
+    let config = EtcdConfig::new(endpoints.split(',').map(str::to_owned).collect(), prefix);
+    EtcdManager::connect(config).await.expect("connect").start()
+}
+
+fn claim(service: &str, unit: &str) -> ClaimLeadership {
+    ClaimLeadership {
+        service: service.into(),
+        unit: unit.into(),
+        duration: Duration::from_secs(10),
+    }
+}
+
+/// Polls the manager until `cond` holds on what it keeps, for at most 3 s.
+async fn until(m: &Addr<EtcdManager>, what: &str, cond: impl Fn((usize, usize)) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let seen = m.send(Inspect("web")).await.unwrap();
+        if cond(seen) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --lib -- --include-ignored"]
+async fn idle_service_entries_are_evicted() {
+    let m = manager("evict").await;
+    for n in 0..20 {
+        let service = format!("s{n}");
+        let unit = format!("s{n}/0");
+        m.send(claim(&service, &unit)).await.unwrap().unwrap();
+        if n % 2 == 0 {
+            let hand_over = HandOverLeadership {
+                service: service.clone(),
+                unit: unit.clone(),
+                successor: format!("s{n}/1"),
+            };
+            m.send(hand_over).await.unwrap().unwrap();
+        } else {
+            let release = ReleaseLeadership { service, unit };
+            m.send(release).await.unwrap().unwrap();
+        }
+    }
+    // Denials and invalid requests leave nothing either.
+    m.send(claim("s0", "s0/2")).await.unwrap().unwrap_err();
+    m.send(claim("s0", "s1/2")).await.unwrap().unwrap_err();
+    assert_eq!(m.send(Inspect("web")).await.unwrap(), (0, 0));
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --lib -- --include-ignored"]
+async fn one_upstream_watch_per_service_dropped_with_its_last_receiver() {
+    let m = manager("upstream").await;
+    let watch = || {
+        m.send(WatchLeader {
+            service: "web".into(),
+        })
+    };
+    // Asked at once, before any upstream exists: still one, shared.
+    let mut receivers: Vec<_> = futures::future::join_all((0..5).map(|_| watch()))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().expect("a receiver"))
+        .collect();
+    assert_eq!(m.send(Inspect("web")).await.unwrap(), (1, 5));
+
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    for rx in &mut receivers {
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("every receiver sees the grant")
+            .unwrap();
+        assert_eq!(rx.borrow().as_ref().unwrap().holder, "web/0");
+    }
+
+    receivers.truncate(1);
+    until(&m, "four receivers gone", |seen| seen == (1, 1)).await;
+    drop(receivers);
+    until(&m, "the upstream to end with its last receiver", |seen| {
+        seen == (0, 0)
+    })
+    .await;
+
+    // A new watcher starts a new upstream, holding the current value.
+    let rx = watch().await.unwrap().unwrap();
+    assert_eq!(rx.borrow().as_ref().unwrap().holder, "web/0");
+    assert_eq!(m.send(Inspect("web")).await.unwrap(), (1, 1));
+}
