@@ -1,6 +1,6 @@
 //! The metrics of feature `metrics`, asserted exactly: a recorder keeps every value,
 //! and a scripted stub manager on a paused clock drives one tracker through claims, a
-//! denial, an outage past 2·d, recovery, a manager error and a kill; the in-memory
+//! denial, an outage past 2·d, recovery, a manager error and a resign; the in-memory
 //! manager's gauges follow its leases and blocks.
 //!
 //! Each checkpoint compares *every* series recorded so far with the expected list, so
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use leadership::metrics::{BLOCKED, CLAIM_SECONDS, FAILURES, IS_LEADER, LEASES, TERM, TRANSITIONS};
-use leadership::testing::{StubAnswer, StubManager};
+use leadership::testing::{StubAnswer, StubCall, StubManager};
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, LeaseError, ManagerActor, ReleaseLeadership,
     Tracker, UnitName,
@@ -230,11 +230,20 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         want.lead(3);
         want.claim("granted", 0.0);
 
-        // Killed while leader: it no longer leads.
-        tracker.kill();
-        assert_eq!(tracker.wait().await, Ok(()));
+        // A resign: the unit stops leading the instant it is handled (its tickets say
+        // `false` from then on), releases once its last promise has ended, and stops.
+        let resign = tracker.resign();
+        let mut resign = std::pin::pin!(resign);
+        assert!(futures::poll!(resign.as_mut()).is_pending());
+        settle().await;
         want.lose();
-        assert_eq!(series.now(), want.series(), "killed");
+        assert_eq!(series.now(), want.series(), "resigning");
+        assert_eq!(resign.await, Ok(()));
+        assert!(stub
+            .calls()
+            .iter()
+            .any(|call| matches!(call, StubCall::Release { .. })));
+        assert_eq!(series.now(), want.series(), "resigned");
         stub.stop();
     });
 }
