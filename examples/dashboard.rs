@@ -158,11 +158,12 @@ pub async fn run(
     Ok(Report { changes })
 }
 
-/// Hands leadership over from `from`'s unit to `to`.
+/// Hands leadership over from `from`'s unit to `to`: `from` resigns (it made no
+/// promises, so at once) and its lease passes to `to` under a new term.
 async fn hand_over(from: &Tracker, to: UnitName) {
-    // TODO(hand-over): `from.hand_over(to)` once `Tracker::hand_over` lands; until then
-    // the dashboard shows the failover alone.
-    let _ = (from, to);
+    if let Err(error) = from.hand_over(to).await {
+        println!("hand-over failed: {error}");
+    }
 }
 
 /// The tracker of the unit `leader` shows, if any.

@@ -1,5 +1,5 @@
 //! `examples/dashboard.rs` end to end: its metrics endpoint scraped over real HTTP while
-//! it runs a short scenario on the real clock (a real wait is unavoidable here, so the
+//! it runs a short scenario (a failover, then a hand-over) on the real clock (a real wait is unavoidable here, so the
 //! test polls for what it needs with a deadline rather than sleeping a fixed time).
 
 #[allow(dead_code)] // its `main` is the example's, unused here
@@ -110,6 +110,27 @@ fn the_dashboard_serves_every_series_over_http_while_it_runs() {
             ",outcome=\"granted\"",
         );
         assert!(value(&body, &granted).is_some_and(|n| n >= 1.0), "{body}");
+        // The hand-over, at 60 % of the run: the failover's winner passes leadership to
+        // the other live unit, and stops.
+        let handed = loop {
+            let (_, body) = get(addr, "/metrics").await;
+            let gave = ["web/1", "web/2"].iter().find(|unit| {
+                value(
+                    &body,
+                    &series("leadership_transitions_total", unit, ",to=\"minion\""),
+                ) == Some(1.0)
+            });
+            let took = ["web/1", "web/2"]
+                .iter()
+                .find(|unit| value(&body, &series("leadership_is_leader", unit, "")) == Some(1.0));
+            if let (Some(gave), Some(took)) = (gave, took) {
+                if gave != took {
+                    break (gave.to_string(), took.to_string());
+                }
+            }
+            assert!(Instant::now() < deadline, "no hand-over seen:\n{body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         // Only /metrics is served.
         let (status, _) = get(addr, "/").await;
         assert_eq!(status, "HTTP/1.1 404 Not Found");
@@ -123,6 +144,16 @@ fn the_dashboard_serves_every_series_over_http_while_it_runs() {
                 .any(|line| line.ends_with("after web/0's lease ended")
                     && line.contains("leads, term 2")),
             "{:#?}",
+            report.changes
+        );
+        let (gave, took) = handed;
+        let handed_over = format!("{took} leads, term 3, handed over by {gave}");
+        assert!(
+            report
+                .changes
+                .iter()
+                .any(|line| line.starts_with(&handed_over)),
+            "{handed_over:?} in {:#?}",
             report.changes
         );
     });
