@@ -6,15 +6,18 @@
 //! ```
 //!
 //! Start three (`web/0`, `web/1`, `web/2`) in three terminals against one etcd: exactly
-//! one prints `LEADER`, the others `minion`. Kill the leader (Ctrl-C, or `kill -9`): it
-//! releases nothing, so its lease runs out in etcd (2·d rounded up to whole seconds after
-//! its last renewal, plus etcd's ~0.5 s expiry granularity) and another unit prints
-//! `LEADER` with a greater term. Each line carries a UTC wall-clock time to compare
-//! terminals, and a leader says how long after losing sight of the old leader it took over.
+//! one prints `LEADER`, the others `minion` and, from a `WatchLeader` on etcd, who leads
+//! under which term. Press Ctrl-C in the leader's terminal: it resigns gracefully —
+//! releases its lease in etcd as soon as it has nothing promised — says how long that
+//! took, and another unit leads within milliseconds, under a greater term. Kill a leader
+//! with `kill -9` instead and it releases nothing: its lease runs out in etcd (2·d
+//! rounded up to whole seconds after its last renewal, plus etcd's ~0.5 s expiry
+//! granularity) before another unit leads. Each line carries a UTC wall-clock time to
+//! compare terminals. `--help` lists the options.
 //!
 //! Options: `--unit SERVICE/N` (required), `--endpoints URL[,URL…]` (default
 //! `http://127.0.0.1:2379`, or `https://127.0.0.1:2379` with `--cacert`), `--duration D`
-//! (the guarantee d, e.g. `2s`, `500ms`; default `2s`), `--prefix P` (default
+//! (the guarantee d, e.g. `2s`, `1500ms`; at least `1s`, etcd's lease floor; default `2s`), `--prefix P` (default
 //! `/leadership`). `RUST_LOG=leadership=debug` shows each claim.
 //!
 //! For a secured etcd, etcdctl's names: `--cacert FILE` (the CA that signed the server's
@@ -35,8 +38,40 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use clap::Parser;
 use leadership::etcd::{EtcdConfig, EtcdManager, EtcdOptions};
-use leadership::{Claimer, Leader, Tracker, UnitName};
+use leadership::{Claimer, LeaseInfo, Status, Tracker, UnitName, WatchLeader};
+
+/// One unit of a service, electing its leader through etcd.
+#[derive(Debug, Parser)]
+#[command(name = "etcd_unit")]
+struct Cli {
+    /// This unit's name, SERVICE/N (e.g. web/0).
+    #[arg(long, value_name = "SERVICE/N", value_parser = parse_unit)]
+    unit: UnitName,
+    /// etcd client URLs, comma-separated [default: http://127.0.0.1:2379, or
+    /// https://127.0.0.1:2379 with --cacert].
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// The guarantee d (e.g. 2s, 1500ms); at least 1s, etcd's lease floor.
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_duration)]
+    duration: Duration,
+    /// The key prefix shared by every unit of the application.
+    #[arg(long, value_name = "P", default_value = "/leadership")]
+    prefix: String,
+    /// The CA that signed etcd's server certificate (turns TLS on).
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// A client certificate, for an etcd started with --client-cert-auth.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// An etcd user, NAME:PASSWORD.
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    user: Option<String>,
+}
 
 #[derive(Debug)]
 struct Args {
@@ -85,25 +120,21 @@ impl Security {
     }
 }
 
-const USAGE: &str = "usage: etcd_unit --unit SERVICE/N [--endpoints URL[,URL...]] [--duration 2s] \
-     [--prefix /leadership] [--cacert FILE] [--cert FILE --key FILE] [--user NAME:PASSWORD]";
-
-fn usage(problem: &str) -> ! {
-    eprintln!("etcd_unit: {problem}");
-    eprintln!("{USAGE}");
-    std::process::exit(2)
+fn parse_unit(s: &str) -> Result<UnitName, String> {
+    UnitName::new(s).map_err(|e| e.to_string())
 }
 
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (number, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
-    let value: f64 = number.parse().ok()?;
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {s:?} (e.g. 2s, 1500ms)");
+    let (number, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?);
+    let value: f64 = number.parse().map_err(|_| bad())?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return None,
+        _ => return Err(bad()),
     };
-    Duration::try_from_secs_f64(secs).ok()
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 /// `NAME:PASSWORD`, split at the first colon as etcdctl does (the password may hold
@@ -116,42 +147,46 @@ fn parse_user(value: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parses a command line (without the program name), as `main` does; for the tests. `--user` is parsed here rather
+/// than by clap, whose error would quote the value — possibly a password.
+#[cfg(test)]
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut unit = None;
-    let mut endpoints = None;
-    let mut duration = Duration::from_secs(2);
-    let mut prefix = "/leadership".to_owned();
-    let mut security = Security::default();
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--unit" => unit = Some(UnitName::new(&value).map_err(|e| format!("--unit: {e}"))?),
-            "--endpoints" => endpoints = Some(value.split(',').map(str::to_owned).collect()),
-            "--duration" => {
-                duration =
-                    parse_duration(&value).ok_or_else(|| format!("bad duration {value:?}"))?
-            }
-            "--prefix" => prefix = value,
-            "--cacert" => security.cacert = Some(value.into()),
-            "--cert" => security.cert = Some(value.into()),
-            "--key" => security.key = Some(value.into()),
-            "--user" => security.user = Some(parse_user(&value)?),
-            other => return Err(format!("unknown option {other:?}")),
-        }
-    }
+    let cli = Cli::try_parse_from(std::iter::once("etcd_unit".to_owned()).chain(args))
+        .map_err(|e| e.to_string())?;
+    args_of(cli)
+}
+
+fn args_of(cli: Cli) -> Result<Args, String> {
+    let security = Security {
+        user: cli.user.as_deref().map(parse_user).transpose()?,
+        cacert: cli.cacert,
+        cert: cli.cert,
+        key: cli.key,
+    };
     let scheme = if security.cacert.is_some() {
         "https"
     } else {
         "http"
     };
+    let endpoints = if cli.endpoints.is_empty() {
+        vec![format!("{scheme}://127.0.0.1:2379")]
+    } else {
+        cli.endpoints
+    };
     Ok(Args {
-        unit: unit.ok_or("--unit is required")?,
-        endpoints: endpoints.unwrap_or_else(|| vec![format!("{scheme}://127.0.0.1:2379")]),
-        duration,
-        prefix,
+        unit: cli.unit,
+        endpoints,
+        duration: cli.duration,
+        prefix: cli.prefix,
         security,
     })
+}
+
+/// Bad arguments: say why and exit with status 2.
+fn usage(problem: &str) -> ! {
+    eprintln!("etcd_unit: {problem}");
+    eprintln!("(etcd_unit --help lists the options)");
+    std::process::exit(2)
 }
 
 /// Wall-clock time of day (UTC), only to line up the terminals of several units.
@@ -177,7 +212,8 @@ async fn main() {
                 .unwrap_or_else(|_| "leadership=warn".into()),
         )
         .init();
-    let args = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| usage(&e));
+    // `parse` prints --help and clap's own usage errors itself (exit 0 and 2).
+    let args = args_of(Cli::parse()).unwrap_or_else(|e| usage(&e));
     let options = args.security.options().unwrap_or_else(|e| usage(&e));
     let unit = args.unit.clone();
     let config = EtcdConfig::new(args.endpoints.clone(), args.prefix.clone());
@@ -202,45 +238,101 @@ async fn main() {
         unit.service()
     );
 
-    let leader = || async {
-        manager
-            .send(Leader {
-                service: unit.service().to_owned(),
-            })
-            .await
-            .ok()
-            .flatten()
+    // Who leads, from etcd itself: one etcd watch, pushed on every change of holder.
+    let watch = manager.send(WatchLeader {
+        service: unit.service().to_owned(),
+    });
+    let mut leader = match watch.await {
+        Ok(Ok(leader)) => leader,
+        Ok(Err(e)) => usage(&e.to_string()),
+        Err(e) => usage(&e.to_string()),
     };
-    let mut minion_since = tokio::time::Instant::now();
-    loop {
-        // Pending while a minion; `false` only when the tracker restarts after a failure.
-        if !tracker.wait_leader().await {
-            println!(
-                "{} {unit}: tracker failed; it retries after a backoff",
-                clock()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        let term = leader()
-            .await
-            .map_or("?".to_owned(), |l| l.term.to_string());
+    if let Some(lease) = leader.borrow_and_update().clone() {
         println!(
-            "{} {unit}: LEADER (term {term}), after {:.2?} as a minion",
+            "{} {unit}: {} leads (term {})",
             clock(),
-            minion_since.elapsed()
+            lease.holder,
+            lease.term
         );
-        // Pending while leader; `false` as soon as leadership cannot be guaranteed.
-        tracker.wait_minion().await;
-        minion_since = tokio::time::Instant::now();
-        let now = leader().await;
-        let holder = now.map_or("nobody".to_owned(), |l| {
-            format!("{} (term {})", l.holder, l.term)
-        });
-        println!(
-            "{} {unit}: minion — lost leadership; etcd says the leader is {holder}",
-            clock()
-        );
+    }
+    // Whether *this* unit leads, from the tracker: status() promises nothing, so a
+    // resign is not held up by answers given only to print them.
+    let mut status = tracker.status();
+    let mut leading = false;
+    let mut since = tokio::time::Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            changed = status.changed() => {
+                if changed.is_err() {
+                    println!("{} {unit}: tracker gone", clock());
+                    return;
+                }
+                let now = *status.borrow_and_update();
+                match now {
+                    Status::Leader(guarantee) if !leading => {
+                        leading = true;
+                        println!(
+                            "{} {unit}: LEADER (term {}) after {:.2?} waiting",
+                            clock(),
+                            guarantee.term,
+                            since.elapsed()
+                        );
+                        since = tokio::time::Instant::now();
+                    }
+                    Status::Leader(_) => {}
+                    _ if leading => {
+                        leading = false;
+                        since = tokio::time::Instant::now();
+                        println!("{} {unit}: minion — lost leadership ({now:?})", clock());
+                    }
+                    _ => {}
+                }
+            }
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    println!("{} {unit}: the etcd manager stopped", clock());
+                    return;
+                }
+                let lease: Option<LeaseInfo> = leader.borrow_and_update().clone();
+                match lease {
+                    Some(lease) if lease.holder == unit.as_str() => {}
+                    Some(lease) => println!(
+                        "{} {unit}: minion — {} leads (term {})",
+                        clock(),
+                        lease.holder,
+                        lease.term
+                    ),
+                    None => println!("{} {unit}: minion — nobody leads; claiming", clock()),
+                }
+            }
+        }
+    }
+    // Ctrl-C: resign gracefully. The tracker keeps every promise it made (none here:
+    // this program asks status(), not tickets), then releases the lease in etcd.
+    println!("{} {unit}: Ctrl-C — resigning", clock());
+    let asked = tokio::time::Instant::now();
+    match tracker.resign().await {
+        Ok(()) if leading => println!(
+            "{} {unit}: resigned after {:.2?}: released the lease, so a waiting unit leads now",
+            clock(),
+            asked.elapsed()
+        ),
+        Ok(()) => println!(
+            "{} {unit}: resigned after {:.2?} (was not leading)",
+            clock(),
+            asked.elapsed()
+        ),
+        Err(e) => {
+            println!(
+                "{} {unit}: resign failed after {:.2?}: {e} (the lease expires on its own)",
+                clock(),
+                asked.elapsed()
+            );
+            std::process::exit(1);
+        }
     }
 }
 
@@ -308,7 +400,7 @@ mod tests {
         let err = options(&["--unit", "web/0", "--cert", "c", "--key", "k"]);
         assert!(err.contains("need --cacert"), "{err}");
         let err = parse(&["--unit", "web/0", "--cacert"]).unwrap_err();
-        assert!(err.contains("--cacert needs a value"), "{err}");
+        assert!(err.contains("--cacert"), "{err}");
     }
 
     #[actix_rt::test]

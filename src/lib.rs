@@ -25,6 +25,8 @@
 //!   every write.
 //! - [`manifold`]: [`Manifold`](manifold::Manifold) starts a supervised tracker from an
 //!   agent's named [`Resources`](manifold::Resources).
+//! - [`metrics`]: the names of the metrics trackers and the in-memory manager record
+//!   through the `metrics` facade (cargo feature `metrics`), and `describe()`.
 //! - [`testing`]: [`StubManager`](testing::StubManager), a scriptable stub lease manager
 //!   for message-level tests.
 //! - `etcd` (public, cargo feature `etcd`): `etcd::EtcdManager`, a lease manager keeping
@@ -36,6 +38,7 @@ mod fence;
 mod latch;
 mod manager;
 pub mod manifold;
+pub mod metrics;
 mod names;
 mod protocol;
 pub mod testing;
@@ -43,7 +46,7 @@ mod ticket;
 mod tracker;
 
 pub use fence::{Fence, StaleTerm};
-pub use manager::{ManagerActor, StopManager};
+pub use manager::{BlockAnswer, ManagerActor, StopManager};
 pub use names::{validate_service, NameError, Tag, TagError, UnitName};
 pub use protocol::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Grant, HandOverLeadership, Leader,

@@ -8,10 +8,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use actix::prelude::*;
+use leadership::testing::StubManager;
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
-    LeaseInfo, ManagerActor, ReleaseLeadership, StopManager,
+    LeaseInfo, ManagerActor, ReleaseLeadership, StopManager, WatchLeader,
 };
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
 
@@ -734,4 +736,182 @@ async fn a_replacement_managers_terms_exceed_the_lost_managers() {
         let new = grant(&recovering, claim(U1, ms(100))).await.unwrap();
         assert!(new > old, "{new} > {old}");
     }
+}
+
+type LeaderWatch = watch::Receiver<Option<LeaseInfo>>;
+
+async fn watch_of(manager: &Addr<ManagerActor>, service: &str) -> LeaderWatch {
+    manager
+        .send(WatchLeader {
+            service: service.into(),
+        })
+        .await
+        .expect("manager gone")
+        .expect("a valid service")
+}
+
+/// The holder and term a watch shows now, marking the value seen.
+fn seen(watch: &mut LeaderWatch) -> Option<(String, u64)> {
+    watch
+        .borrow_and_update()
+        .as_ref()
+        .map(|lease| (lease.holder.clone(), lease.term))
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_watch_shows_the_lease_at_once_and_every_change_the_instant_it_happens() {
+    let t0 = paused_clock().await;
+    let manager = ManagerActor::new().start();
+    let mut early = watch_of(&manager, SVC).await;
+    assert_eq!(seen(&mut early), None, "no lease yet");
+
+    // A grant is published before the claim's answer arrives: no settling needed.
+    let first = grant(&manager, claim(U0, ms(500))).await.unwrap();
+    assert!(early.has_changed().unwrap());
+    assert_eq!(seen(&mut early), Some((U0.into(), first)));
+    // A late watcher sees the current lease at once, expiry included.
+    let mut late = watch_of(&manager, SVC).await;
+    assert_eq!(
+        late.borrow().as_ref().map(|l| l.expires),
+        Some(t0 + ms(500))
+    );
+    assert_eq!(seen(&mut late), Some((U0.into(), first)));
+
+    // Hand-over: the successor under a greater term.
+    ask(
+        &manager,
+        HandOverLeadership {
+            service: SVC.into(),
+            unit: U0.into(),
+            successor: U1.into(),
+        },
+    )
+    .await
+    .unwrap();
+    let handed = leader(&manager).await.unwrap().term;
+    assert!(handed > first);
+    for watch in [&mut early, &mut late] {
+        assert_eq!(seen(watch), Some((U1.into(), handed)));
+    }
+
+    // Release: nobody leads.
+    ask(&manager, release(U1)).await.unwrap();
+    for watch in [&mut early, &mut late] {
+        assert!(watch.has_changed().unwrap());
+        assert_eq!(seen(watch), None);
+    }
+
+    // Expiry: published by the timer at the expiry instant, with nobody asking.
+    let t1 = Instant::now();
+    let third = grant(&manager, claim(U0, ms(300))).await.unwrap();
+    assert!(third > handed);
+    assert_eq!(seen(&mut early), Some((U0.into(), third)));
+    within_an_hour(early.changed()).await.unwrap();
+    assert_eq!(Instant::now(), t1 + ms(300));
+    assert_eq!(seen(&mut early), None);
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_renewal_publishes_nothing_and_a_lapsed_holder_comes_back_under_a_greater_term() {
+    paused_clock().await;
+    let manager = ManagerActor::new().start();
+    let mut watch = watch_of(&manager, SVC).await;
+    let first = grant(&manager, claim(U0, ms(100))).await.unwrap();
+    seen(&mut watch);
+    for _ in 0..10 {
+        advance(ms(50)).await;
+        grant(&manager, claim(U0, ms(100))).await.unwrap();
+        assert!(!watch.has_changed().unwrap(), "renewals are not published");
+    }
+    // The same holder, after its lease lapsed: a change of term, published.
+    advance(ms(100)).await;
+    settle().await;
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(seen(&mut watch), None);
+    let again = grant(&manager, claim(U0, ms(100))).await.unwrap();
+    assert!(again > first);
+    assert_eq!(seen(&mut watch), Some((U0.into(), again)));
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_claim_at_the_expiry_instant_publishes_the_new_holder() {
+    // The manager reads its mailbox before its timers, so the claim may well meet the
+    // lease before the timer has reaped it: either way the watch ends at the new
+    // holder, under a greater term.
+    let t0 = paused_clock().await;
+    let manager = ManagerActor::new().start();
+    let mut watch = watch_of(&manager, SVC).await;
+    let first = grant(&manager, claim(U0, ms(200))).await.unwrap();
+    seen(&mut watch);
+    advance(ms(200)).await;
+    assert_eq!(Instant::now(), t0 + ms(200));
+    let second = grant(&manager, claim(U1, ms(200))).await.unwrap();
+    assert!(second > first);
+    assert_eq!(seen(&mut watch), Some((U1.into(), second)));
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn watching_an_invalid_service_is_invalid_and_the_manager_keeps_serving() {
+    paused_clock().await;
+    let manager = ManagerActor::new().start();
+    for bad in ["", "MySQL", "my_sql", "led-service/0", "1mysql"] {
+        let answer = manager
+            .send(WatchLeader {
+                service: bad.into(),
+            })
+            .await
+            .expect("manager runs");
+        assert!(
+            matches!(&answer, Err(LeaseError::Invalid(m)) if m.contains(&format!("{bad:?}"))),
+            "{bad:?}: {answer:?}"
+        );
+    }
+    let mut watch = watch_of(&manager, SVC).await;
+    let term = grant(&manager, claim(U0, ms(100))).await.unwrap();
+    assert_eq!(seen(&mut watch), Some((U0.into(), term)));
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn watches_of_other_services_do_not_move_and_a_stopped_manager_closes_them() {
+    paused_clock().await;
+    let manager = ManagerActor::new().start();
+    let mut mine = watch_of(&manager, SVC).await;
+    let mut other = watch_of(&manager, "other").await;
+    grant(&manager, claim(U0, ms(100))).await.unwrap();
+    assert!(mine.has_changed().unwrap());
+    assert!(!other.has_changed().unwrap());
+    seen(&mut mine);
+
+    manager.send(StopManager).await.unwrap();
+    settle().await;
+    // The manager no longer knows: the value stays, the channel says it is closed.
+    assert!(mine.changed().await.is_err());
+    assert!(other.changed().await.is_err());
+    assert_eq!(mine.borrow().as_ref().map(|l| l.holder.as_str()), Some(U0));
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn the_stub_answers_watch_leader_with_what_set_leader_sets() {
+    let t0 = paused_clock().await;
+    let stub = StubManager::start();
+    let mut watch = stub
+        .addr()
+        .send(WatchLeader {
+            service: SVC.into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen(&mut watch), None);
+    let lease = LeaseInfo {
+        holder: U1.into(),
+        expires: t0 + ms(100),
+        term: 7,
+    };
+    stub.set_leader(Some(lease.clone()));
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(*watch.borrow_and_update(), Some(lease));
+    stub.set_leader(None);
+    assert_eq!(seen(&mut watch), None);
+    stub.stop();
 }

@@ -3,7 +3,10 @@
 //! - `ManagerActor` against a reference model of contract §3: random sequences of
 //!   claims, releases, blocks, time advances and leader queries, on a clock that
 //!   starts paused (so every expiry is exact), must agree with a map
-//!   `service → (holder, expiry, term)` after every step.
+//!   `service → (holder, expiry, term)` after every step. A `WatchLeader` receiver per
+//!   service (dropped and taken anew now and then) must show, before anything asks
+//!   the manager, the holder and term `Leader` then reports: changes are pushed, expiries
+//!   included; and the terms it shows never decrease.
 //! - `UnitName::new` never panics, agrees with a reference reading of contract §1, and
 //!   round-trips what it accepts.
 //! - `Tag` parsing never panics, round-trips what it accepts (display, then parse), and
@@ -17,8 +20,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use leadership::{
-    BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, ManagerActor,
-    ReleaseLeadership, Tag, UnitName,
+    BlockUntilLeadershipReleased, ClaimLeadership, Leader, LeaseError, LeaseInfo, ManagerActor,
+    ReleaseLeadership, Tag, UnitName, WatchLeader,
 };
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -43,6 +46,8 @@ enum Op {
     Advance { ms: u64 },
     /// `Leader` (also checked after every step).
     Leader { service: usize },
+    /// Drop the service's `WatchLeader` receiver and take a new one.
+    Rewatch { service: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -56,7 +61,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => service.clone().prop_map(|service| Op::Block { service }),
         // Short steps land on and around expiries, long ones jump past them.
         4 => prop_oneof![0u64..=5, 0u64..=2_500].prop_map(|ms| Op::Advance { ms }),
-        1 => service.prop_map(|service| Op::Leader { service }),
+        1 => service.clone().prop_map(|service| Op::Leader { service }),
+        1 => service.prop_map(|service| Op::Rewatch { service }),
     ]
 }
 
@@ -155,6 +161,21 @@ struct Subject {
     manager: Addr<ManagerActor>,
     start: Instant,
     blocks: Vec<BlockAnswer>,
+    /// A `WatchLeader` receiver per service, and the greatest term it has shown.
+    watches: Vec<(tokio::sync::watch::Receiver<Option<LeaseInfo>>, u64)>,
+}
+
+async fn watch(
+    manager: &Addr<ManagerActor>,
+    service: usize,
+) -> tokio::sync::watch::Receiver<Option<LeaseInfo>> {
+    manager
+        .send(WatchLeader {
+            service: SERVICES[service].into(),
+        })
+        .await
+        .expect("manager runs")
+        .expect("a valid service")
 }
 
 /// Lets the manager, its timer and the block tasks run without moving the clock
@@ -236,6 +257,10 @@ impl Subject {
                 let want = model.leases[service].map(|lease| unit_name(service, lease.holder));
                 prop_assert_eq!(got.map(|info| info.holder), want);
             }
+            Op::Rewatch { service } => {
+                let fresh = watch(&self.manager, service).await;
+                self.watches[service].0 = fresh;
+            }
         }
         settle().await;
         self.check(model).await
@@ -245,6 +270,17 @@ impl Subject {
     async fn check(&mut self, model: &mut Model) -> Result<(), TestCaseError> {
         let now = Instant::now();
         prop_assert_eq!(now - self.start, Duration::from_millis(model.now));
+        // What the watches show before anything asks (a `Leader` query would reap an
+        // expired lease itself): pushed changes only.
+        let shown: Vec<Option<(String, u64)>> = self
+            .watches
+            .iter_mut()
+            .map(|(rx, _)| {
+                rx.borrow_and_update()
+                    .as_ref()
+                    .map(|lease| (lease.holder.clone(), lease.term))
+            })
+            .collect();
         for (service, name) in SERVICES.iter().enumerate() {
             let got = self
                 .manager
@@ -253,6 +289,19 @@ impl Subject {
                 })
                 .await
                 .expect("manager runs");
+            let reported = got.as_ref().map(|info| (info.holder.clone(), info.term));
+            prop_assert_eq!(&shown[service], &reported, "{}: watch vs Leader", name);
+            let greatest = &mut self.watches[service].1;
+            if let Some((_, term)) = &reported {
+                prop_assert!(
+                    *term >= *greatest,
+                    "{}: term {} after {}",
+                    name,
+                    term,
+                    greatest
+                );
+                *greatest = *term;
+            }
             let want = &mut model.leases[service];
             match (got, want) {
                 (None, None) => {}
@@ -300,10 +349,16 @@ impl Subject {
 /// millisecond grid, so every expiry fires exactly on time).
 fn run_model(ops: &[Op]) -> Result<(), TestCaseError> {
     paused::PausedSystem::new().block_on(async {
+        let manager = ManagerActor::new().start();
+        let mut watches = Vec::new();
+        for service in 0..SERVICES.len() {
+            watches.push((watch(&manager, service).await, 0));
+        }
         let mut subject = Subject {
-            manager: ManagerActor::new().start(),
+            manager,
             start: Instant::now(),
             blocks: Vec::new(),
+            watches,
         };
         let mut model = Model::default();
         for op in ops {

@@ -17,8 +17,9 @@
 //! - Blocks pend until [`StubHandle::release_blocks`] or [`StubHandle::fail_blocks`],
 //!   unless [`StubHandle::set_block_answer`] says to answer them at once.
 //! - Releases and hand-overs answer `Ok(())`, or what [`StubHandle::set_leave_answer`]
-//!   set; [`Leader`] answers what [`StubHandle::set_leader`] set
-//!   (`None` by default), whatever the service.
+//!   set; [`Leader`] answers what [`StubHandle::set_leader`] set (`None` by default),
+//!   whatever the service, and [`WatchLeader`] answers a watch that holds that value and
+//!   changes with each `set_leader` (not recorded as a call).
 //! - Nothing here reads the clock except to timestamp calls, so tests under
 //!   `tokio::time::pause()` are exact.
 //!
@@ -66,7 +67,7 @@ use tokio::time::Instant;
 
 use crate::protocol::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Grant, HandOverLeadership, Leader,
-    LeaseError, LeaseInfo, ReleaseLeadership,
+    LeaseError, LeaseInfo, ReleaseLeadership, WatchLeader,
 };
 
 /// How the stub answers one claim.
@@ -162,6 +163,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken (all waiters) after every recorded call, for [`StubHandle::wait_calls`].
     recorded: Notify,
+    /// What [`WatchLeader`] receivers see: [`StubHandle::set_leader`]'s value.
+    leader: tokio::sync::watch::Sender<Option<LeaseInfo>>,
 }
 
 #[derive(Debug)]
@@ -268,6 +271,7 @@ impl StubManager {
                 stopped: false,
             }),
             recorded: Notify::new(),
+            leader: tokio::sync::watch::Sender::new(None),
         });
         let addr = Actor::start(StubManager {
             shared: Arc::clone(&shared),
@@ -400,6 +404,15 @@ impl Handler<HandOverLeadership> for StubManager {
     }
 }
 
+impl Handler<WatchLeader> for StubManager {
+    type Result = MessageResult<WatchLeader>;
+
+    /// Answers a watch of what [`StubHandle::set_leader`] sets, whatever the service.
+    fn handle(&mut self, _: WatchLeader, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(Ok(self.shared.leader.subscribe()))
+    }
+}
+
 impl Handler<Leader> for StubManager {
     type Result = MessageResult<Leader>;
 
@@ -481,9 +494,11 @@ impl StubHandle {
         self.shared.lock().term = term;
     }
 
-    /// Sets what [`Leader`] queries answer from now on, for every service.
+    /// Sets what [`Leader`] queries answer from now on, for every service, and
+    /// publishes it to every [`WatchLeader`] receiver.
     pub fn set_leader(&self, leader: Option<LeaseInfo>) {
-        self.shared.lock().leader = leader;
+        self.shared.lock().leader = leader.clone();
+        self.shared.leader.send_replace(leader);
     }
 
     /// Every message received so far, in the order handled.

@@ -191,11 +191,13 @@ impl TrackerActor {
     /// Publishes the machine's status if it changed.
     fn publish_status(&self) {
         let status = self.machine.status();
+        let before = *self.status.borrow();
         self.status.send_if_modified(|current| {
             let changed = *current != status;
             *current = status;
             changed
         });
+        crate::metrics::status(&self.unit, before, status);
     }
 
     /// Feeds one event to the machine at the current instant and performs its effects.
@@ -223,6 +225,7 @@ impl TrackerActor {
                 Effect::SendLeave(successor) => self.send_leave(ctx, successor),
                 Effect::Fail(error) => {
                     tracing::warn!(%error, "leadership failure");
+                    crate::metrics::failure(&self.unit, &error);
                     self.failure = Some(error);
                     ctx.stop();
                 }
@@ -249,7 +252,7 @@ impl TrackerActor {
             duration: lease,
         };
         tracing::debug!(?lease, "claiming leadership");
-        let request = self.claimer.claim.send(claim);
+        let request = crate::metrics::timed_claim(&self.unit, self.claimer.claim.send(claim));
         self.on_answer(ctx, request, Event::ClaimAnswered);
     }
 
@@ -319,6 +322,7 @@ impl TrackerActor {
             let event = event(answer);
             if let Event::BlockAnswered(Err(error)) = &event {
                 tracing::warn!(%error, "waiting for leadership release failed; backing off");
+                crate::metrics::block_failed(&act.unit);
             }
             act.on_event(ctx, event);
         }));
@@ -363,6 +367,7 @@ impl Actor for TrackerActor {
         let _entered = self.span.clone().entered();
         let event = if self.machine.phase() == Phase::Idle {
             tracing::info!(claim_duration = ?self.machine.claim_duration(), "tracker started");
+            crate::metrics::tracker_started(&self.unit);
             Event::Start
         } else {
             // Restarted by a Supervisor: a restart clears the context's timers, and a

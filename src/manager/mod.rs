@@ -26,13 +26,11 @@
 //!   deadline *earlier* than the armed one. The names in a renewal are the very strings
 //!   validated when the lease was granted, so only its duration is checked again.
 //! - **A lease is small and a renewal touches little memory, because a process may hold
-//!   100 000 leases.** A service name of up to 22 bytes (nearly all of them) is stored
-//!   inline in the map's key and in the index entry, so looking a lease up reads no
-//!   string from elsewhere in memory; a longer one is an `Arc<str>` the two share. The
-//!   holder is stored as its unit number alone: a unit of the service is
-//!   `"<service>/<number>"`, so the number says everything the name does, and a
-//!   renewal's name is checked against it without reading another string (with many
-//!   leases, each such read is likely a cache miss).
+//!   100 000 leases.** A short service name is stored inline in the map's key and in
+//!   the index entry (module `name` says why and how). The holder is stored as its unit
+//!   number alone: a unit of the service is `"<service>/<number>"`, so the number says
+//!   everything the name does, and a renewal's name is checked against it without
+//!   reading another string (with many leases, each such read is likely a cache miss).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
@@ -45,11 +43,18 @@
 //!   history that would have to outlive the lease. The term also makes each index key
 //!   unique: one grant, one term, one lease, one index entry.
 //! - **Blocks are plain oneshot channels.** A pending block is the receiving half of a
-//!   `futures` oneshot whose sender sits in the lease; the handler answers with an
-//!   actix [`Response`] future that actix runs as a task of its own, so waiting blocks
-//!   cost the actor nothing. Ending a lease sends on every sender; when the manager
-//!   stops, the senders are dropped and every pending block answers
-//!   [`LeaseError::BlockCancelled`].
+//!   `futures` oneshot whose sender sits in the lease; the handler answers with a
+//!   [`BlockAnswer`] that runs as a small task of its own, so waiting blocks cost the
+//!   actor nothing. Ending a lease sends on every sender; when the manager stops, the
+//!   senders are dropped and every pending block answers
+//!   [`LeaseError::BlockCancelled`]. A block whose asker has gone ends its task at once,
+//!   and the lease drops its sender at the next amortised prune (module `waiters`), so
+//!   a leader that renews forever does not collect the blocks of units that left.
+//! - **Watching is push, one sender per service.** [`WatchLeader`] subscribes to a
+//!   tokio watch per watched service (module `watchers`); each change of holder or
+//!   term, and each end of a lease (release, or expiry from the same timer that wakes
+//!   the blocks) publishes to it at that instant. Renewals do not publish, so the hot
+//!   path is unchanged, and a service nobody watches pays one map check per change.
 //! - **A replacement manager must not grant at once.** A manager that replaces a lost
 //!   one has forgotten every lease, yet the units that held them still believe their
 //!   guarantees. [`ManagerActor::recovering`] refuses every claim for a grace period
@@ -58,21 +63,31 @@
 //!
 //! All timing uses tokio's clock, so `tokio::time::pause()` drives every timer in tests.
 
+mod name;
+mod waiters;
+mod watchers;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::mem;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
+use self::name::Name;
+pub use self::waiters::BlockAnswer;
+use self::waiters::Waiters;
+use self::watchers::Watchers;
+use crate::metrics;
 use crate::names::parse_unit_number;
 use crate::protocol::{
     check_claim, check_hand_over, check_service, check_unit, BlockUntilLeadershipReleased,
     ClaimLeadership, Grant, HandOverLeadership, Leader, LeaseError, LeaseInfo, ReleaseLeadership,
+    WatchLeader,
 };
 
 /// An upper bound for a grace so long that the clock cannot represent its end:
@@ -95,8 +110,9 @@ const TIMER_LEAD: Duration = Duration::from_millis(1);
 /// expires or is released.
 ///
 /// It handles [`ClaimLeadership`], [`BlockUntilLeadershipReleased`],
-/// [`ReleaseLeadership`] and [`Leader`] as the crate's contract describes, and
-/// [`StopManager`] to stop it. A lease is live while `now < expires` on tokio's clock.
+/// [`ReleaseLeadership`], [`HandOverLeadership`], [`Leader`] and [`WatchLeader`] as the
+/// crate's contract describes, and [`StopManager`] to stop it. A lease is live while
+/// `now < expires` on tokio's clock.
 ///
 /// ```
 /// use std::time::Duration;
@@ -119,6 +135,14 @@ const TIMER_LEAD: Duration = Duration::from_millis(1);
 /// Dropping every `Addr` does not stop a manager that still has leases: it keeps
 /// running until the last lease has ended, so pending blocks answer `Ok(())` at the
 /// expiry as promised. Send [`StopManager`] to stop it at once.
+///
+/// [`WatchLeader`] receivers see every change of holder or term at the instant it
+/// happens: a grant to a new holder, a hand-over, a release, and an expiry (published
+/// by the expiry timer, at the expiry instant on a paused clock). Renewals are not
+/// published: a watched value's `expires` is the lease's end when it last changed hands
+/// (or when the receiver subscribed), and the lease may since have been extended; ask
+/// [`Leader`] for the current one. When the manager stops, the watch senders are
+/// dropped: receivers keep the last value and `changed()` fails.
 #[derive(Debug, Default)]
 pub struct ManagerActor {
     /// The lease of each service that has one. A lease whose `expires` has passed is
@@ -138,74 +162,12 @@ pub struct ManagerActor {
     /// While in grace: the instant the grace ends.
     grace_until: Option<Instant>,
     /// Blocks received during the grace; they answer when it ends.
-    grace_waiters: Vec<oneshot::Sender<()>>,
-}
-
-/// How many bytes of a service name [`Name`] keeps inline.
-const INLINE: usize = 22;
-
-/// A service name as the manager stores it: inline when it is short, so that a lookup
-/// compares bytes already in the hash table's bucket; shared on the heap otherwise.
-/// It hashes and compares as its bytes, so the map is looked up with
-/// `service.as_bytes()`.
-#[derive(Clone)]
-enum Name {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Shared(Arc<str>),
-}
-
-impl Name {
-    fn new(service: &str) -> Name {
-        match u8::try_from(service.len()) {
-            Ok(len) if service.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..service.len()].copy_from_slice(service.as_bytes());
-                Name::Inline { len, bytes }
-            }
-            _ => Name::Shared(Arc::from(service)),
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Name::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Name::Shared(name) => name.as_bytes(),
-        }
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for Name {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl std::hash::Hash for Name {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // As `[u8]` hashes, which `Borrow<[u8]>` requires.
-        self.as_bytes().hash(state);
-    }
-}
-
-impl PartialEq for Name {
-    fn eq(&self, other: &Name) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Name {}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Names are validated ASCII; the fallback is unreachable.
-        f.write_str(std::str::from_utf8(self.as_bytes()).unwrap_or("<invalid>"))
-    }
-}
-
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.to_string())
-    }
+    grace_waiters: Waiters,
+    /// The watch senders of the watched services.
+    watchers: Watchers,
+    /// How many block senders are held, over every lease and the grace (abandoned ones
+    /// not yet pruned included): the `leadership_blocked` gauge.
+    blocked: usize,
 }
 
 /// One service's lease.
@@ -218,7 +180,18 @@ struct Lease {
     /// The deadline of this lease's entry in the expiry index, `<= expires`.
     filed: Instant,
     /// Senders of the pending blocks; sending `()` answers a block with `Ok(())`.
-    waiters: Vec<oneshot::Sender<()>>,
+    waiters: Waiters,
+}
+
+impl Lease {
+    /// What [`Leader`] and [`WatchLeader`] report for this lease of `service`.
+    fn info(&self, service: impl fmt::Display) -> LeaseInfo {
+        LeaseInfo {
+            holder: UnitOf(service, self.holder).to_string(),
+            expires: self.expires,
+            term: self.term,
+        }
+    }
 }
 
 /// The number of `unit` if it names a unit of `service`; `None` otherwise. Numbers are
@@ -263,22 +236,6 @@ fn arm_grace_timer(until: Instant, ctx: &mut Context<ManagerActor>) {
             arm_grace_timer(until, ctx);
         }
     });
-}
-
-/// Ends an expired `lease` of `service`, already removed from the lease map: its blocks
-/// answer `Ok(())`.
-fn end_expired(service: impl fmt::Display, lease: Lease) {
-    let unit = UnitOf(&service, lease.holder);
-    debug!(%service, %unit, term = lease.term, "lease expired");
-    wake(lease.waiters);
-}
-
-/// Answers every block in `waiters` with `Ok(())`.
-fn wake(waiters: Vec<oneshot::Sender<()>>) {
-    for waiter in waiters {
-        // A block whose asker has gone away has nobody to tell.
-        let _ = waiter.send(());
-    }
 }
 
 impl ManagerActor {
@@ -342,7 +299,8 @@ impl ManagerActor {
             Some(_) => {
                 self.grace_until = None;
                 debug!(blocks = self.grace_waiters.len(), "recovery grace ended");
-                wake(mem::take(&mut self.grace_waiters));
+                let waiters = mem::take(&mut self.grace_waiters);
+                self.woke(waiters);
                 false
             }
             None => false,
@@ -361,8 +319,37 @@ impl ManagerActor {
         if expired {
             if let Some(lease) = self.leases.remove(service.as_bytes()) {
                 self.expiries.remove(&(lease.filed, lease.term));
-                end_expired(service, lease);
+                self.ended(service, lease, "lease expired");
             }
+        }
+    }
+
+    /// A lease of `service`, already out of the lease map and the index, has ended
+    /// (`how`: expired or released): its blocks answer `Ok(())`, its watchers see
+    /// `None`.
+    fn ended(&mut self, service: &str, lease: Lease, how: &'static str) {
+        let unit = UnitOf(service, lease.holder);
+        debug!(%service, %unit, term = lease.term, "{how}");
+        self.woke(lease.waiters);
+        self.watchers.publish(service.as_bytes(), || None);
+        metrics::leases(self.leases.len());
+    }
+
+    /// `waiters` were taken out to be answered: answers them and counts them out.
+    fn woke(&mut self, waiters: Waiters) {
+        let held = waiters.wake();
+        if held > 0 {
+            self.blocked -= held;
+            metrics::blocked(self.blocked);
+        }
+    }
+
+    /// `service`'s lease changed hands (a grant to a new holder, a hand-over): its
+    /// watchers see the new holder and term.
+    fn changed_hands(&mut self, service: &str) {
+        if let Some(lease) = self.leases.get(service.as_bytes()) {
+            self.watchers
+                .publish(service.as_bytes(), || Some(lease.info(service)));
         }
     }
 
@@ -402,15 +389,17 @@ impl ManagerActor {
             }
             let (_, service) = entry.remove_entry();
             let Some(lease) = self.leases.get_mut(service.as_bytes()) else {
-                continue; // cannot happen: every entry belongs to a lease
+                debug_assert!(false, "an index entry without a lease: {service:?}");
+                continue;
             };
             if lease.expires > now {
                 // Extended since it was filed: file it again under its real deadline,
-                // moving the name; the loop ends, as that deadline is in the future.
+                // moving the name. That deadline is in the future, so this pass does
+                // not meet the entry again.
                 lease.filed = lease.expires;
                 self.expiries.insert((lease.filed, lease.term), service);
             } else if let Some(lease) = self.leases.remove(service.as_bytes()) {
-                end_expired(&service, lease);
+                self.ended(service.as_str(), lease, "lease expired");
             }
         }
         if let Some((&(deadline, _), _)) = self.expiries.first_key_value() {
@@ -445,16 +434,20 @@ impl Actor for ManagerActor {
     fn stopped(&mut self, _: &mut Context<Self>) {
         // Dropping the senders is what answers every pending block `BlockCancelled`
         // (see the block handler); do it now rather than whenever the actor is dropped.
-        let blocks = self.grace_waiters.len()
-            + self
-                .leases
-                .values()
-                .map(|lease| lease.waiters.len())
-                .sum::<usize>();
-        debug!(leases = self.leases.len(), blocks, "lease manager stopped");
+        debug!(
+            leases = self.leases.len(),
+            blocks = self.blocked,
+            "lease manager stopped"
+        );
         self.leases.clear();
         self.expiries.clear();
-        self.grace_waiters.clear();
+        self.grace_waiters = Waiters::default();
+        // Receivers keep the last value and see the channel closed: the manager no
+        // longer knows who leads, which is not the same as nobody leading.
+        self.watchers.clear();
+        self.blocked = 0;
+        metrics::leases(0);
+        metrics::blocked(0);
     }
 }
 
@@ -507,7 +500,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                     .unwrap_or_else(|| Name::new(&msg.service));
                 let old = UnitOf(&name, lease.holder);
                 debug!(service = %name, unit = %old, term = lease.term, "lease expired");
-                wake(mem::take(&mut lease.waiters));
+                let waiters = mem::take(&mut lease.waiters);
                 self.last_term = self.last_term.saturating_add(1);
                 lease.holder = number;
                 lease.expires = wanted;
@@ -516,6 +509,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 term = lease.term;
                 debug!(service = %name, unit = %msg.unit, term, "lease granted");
                 self.expiries.insert((wanted, term), name);
+                self.woke(waiters);
             }
             None => {
                 term = self.next_term();
@@ -529,25 +523,27 @@ impl Handler<ClaimLeadership> for ManagerActor {
                         expires: wanted,
                         term,
                         filed: wanted,
-                        waiters: Vec::new(),
+                        waiters: Waiters::default(),
                     },
                 );
+                metrics::leases(self.leases.len());
             }
         }
+        self.changed_hands(&msg.service);
         self.arm_timer(wanted, ctx);
         Ok(Grant::new(term))
     }
 }
 
 impl Handler<BlockUntilLeadershipReleased> for ManagerActor {
-    /// `Response`, not `ResponseFuture`: a free service is answered at once without
-    /// boxing a future; a pending block is a future actix runs as a task of its own,
-    /// which needs no access to the actor — the lease's sender is its only link.
-    type Result = Response<Result<(), LeaseError>>;
+    /// [`BlockAnswer`], not actix's `Response`: a free service is answered at once; a
+    /// pending block is answered by a task of its own that needs no access to the actor
+    /// (the lease's sender is its only link) and that ends as soon as its asker is gone.
+    type Result = BlockAnswer;
 
     fn handle(&mut self, msg: BlockUntilLeadershipReleased, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = check_service(&msg.service) {
-            return Response::reply(Err(e));
+            return BlockAnswer::now(Err(e));
         }
         let now = Instant::now();
         let waiters = if self.in_grace(now) {
@@ -556,13 +552,15 @@ impl Handler<BlockUntilLeadershipReleased> for ManagerActor {
             self.reap_if_expired(&msg.service, now);
             match self.leases.get_mut(msg.service.as_bytes()) {
                 Some(lease) => &mut lease.waiters,
-                None => return Response::reply(Ok(())),
+                None => return BlockAnswer::now(Ok(())),
             }
         };
         let (tx, rx) = oneshot::channel();
-        waiters.push(tx);
+        let pruned = waiters.push(tx);
+        self.blocked = self.blocked + 1 - pruned;
+        metrics::blocked(self.blocked);
         // The sender is dropped unanswered only when the manager stops.
-        Response::fut(async move { rx.await.map_err(|_| LeaseError::BlockCancelled) })
+        BlockAnswer::later(rx)
     }
 }
 
@@ -582,8 +580,7 @@ impl Handler<ReleaseLeadership> for ManagerActor {
         if let Some(lease) = self.leases.remove(msg.service.as_bytes()) {
             // The timer may be armed for this deadline; it will fire early and re-arm.
             self.expiries.remove(&(lease.filed, lease.term));
-            debug!(service = %msg.service, unit = %msg.unit, term = lease.term, "lease released");
-            wake(lease.waiters);
+            self.ended(&msg.service, lease, "lease released");
         }
         Ok(())
     }
@@ -617,8 +614,10 @@ impl Handler<HandOverLeadership> for ManagerActor {
         lease.holder = successor.number();
         lease.term = term;
         self.expiries.insert((lease.filed, term), name);
-        wake(mem::take(&mut lease.waiters));
+        let waiters = mem::take(&mut lease.waiters);
         self.last_term = term;
+        self.woke(waiters);
+        self.changed_hands(&msg.service);
         Ok(())
     }
 }
@@ -631,11 +630,23 @@ impl Handler<Leader> for ManagerActor {
         self.reap_if_expired(&msg.service, Instant::now());
         self.leases
             .get(msg.service.as_bytes())
-            .map(|lease| LeaseInfo {
-                holder: UnitOf(&msg.service, lease.holder).to_string(),
-                expires: lease.expires,
-                term: lease.term,
-            })
+            .map(|lease| lease.info(&msg.service))
+    }
+}
+
+impl Handler<WatchLeader> for ManagerActor {
+    type Result = Result<watch::Receiver<Option<LeaseInfo>>, LeaseError>;
+
+    /// Subscribes to the service's watch, holding the live lease now.
+    fn handle(&mut self, msg: WatchLeader, _: &mut Context<Self>) -> Self::Result {
+        check_service(&msg.service)?;
+        // An expired lease the timer has not reaped yet must not be shown as live.
+        self.reap_if_expired(&msg.service, Instant::now());
+        let current = self
+            .leases
+            .get(msg.service.as_bytes())
+            .map(|lease| lease.info(&msg.service));
+        Ok(self.watchers.subscribe(&msg.service, current))
     }
 }
 
@@ -655,148 +666,4 @@ impl Handler<StopManager> for ManagerActor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Test-only probe: (leases held, index entries, timer armed).
-    #[derive(Message)]
-    #[rtype(result = "(usize, usize, bool)")]
-    struct Probe;
-
-    impl Handler<Probe> for ManagerActor {
-        type Result = MessageResult<Probe>;
-        fn handle(&mut self, _: Probe, _: &mut Context<Self>) -> Self::Result {
-            MessageResult((
-                self.lease_count(),
-                self.expiries.len(),
-                self.timer.is_some(),
-            ))
-        }
-    }
-
-    fn claim(service: &str, unit: &str, ms: u64) -> ClaimLeadership {
-        ClaimLeadership {
-            service: service.into(),
-            unit: unit.into(),
-            duration: Duration::from_millis(ms),
-        }
-    }
-
-    #[test]
-    fn names_hash_and_compare_as_their_bytes_inline_or_shared() {
-        use std::collections::hash_map::RandomState;
-        use std::hash::BuildHasher;
-        let hasher = RandomState::new();
-        for service in [
-            "a",
-            "led-service",
-            "x".repeat(INLINE).as_str(),
-            "y".repeat(40).as_str(),
-        ] {
-            let name = Name::new(service);
-            assert_eq!(name.as_bytes(), service.as_bytes());
-            assert_eq!(name.to_string(), service);
-            assert_eq!(hasher.hash_one(&name), hasher.hash_one(service.as_bytes()));
-            assert_eq!(name.clone(), name);
-        }
-        assert!(matches!(
-            Name::new(&"x".repeat(INLINE)),
-            Name::Inline { .. }
-        ));
-        assert!(matches!(
-            Name::new(&"x".repeat(INLINE + 1)),
-            Name::Shared(_)
-        ));
-        assert_ne!(Name::new("ab"), Name::new("abc"));
-    }
-
-    #[test]
-    fn unit_numbers_match_only_canonical_units_of_the_service() {
-        assert_eq!(unit_number("svc", "svc/0"), Some(0));
-        assert_eq!(unit_number("svc", "svc/42"), Some(42));
-        assert_eq!(unit_number("svc", "svc/042"), None);
-        assert_eq!(unit_number("svc", "svc2/0"), None);
-        assert_eq!(unit_number("svc", "sv/0"), None);
-        assert_eq!(unit_number("svc", "svc/"), None);
-        assert_eq!(unit_number("svc", "svc/4294967296"), None);
-    }
-
-    #[actix_rt::test]
-    async fn long_service_names_are_granted_extended_and_reported() {
-        tokio::time::pause();
-        let manager = ManagerActor::new().start();
-        let service = format!("long-{}", "a".repeat(40));
-        let holder = format!("{service}/7");
-        manager
-            .send(claim(&service, &holder, 1_000))
-            .await
-            .unwrap()
-            .unwrap();
-        manager
-            .send(claim(&service, &holder, 5_000))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            manager
-                .send(claim(&service, &format!("{service}/8"), 1_000))
-                .await
-                .unwrap(),
-            Err(LeaseError::ClaimDenied)
-        );
-        let lease = manager
-            .send(Leader {
-                service: service.clone(),
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(lease.holder, holder);
-        tokio::time::sleep(Duration::from_millis(2_000)).await;
-        assert_eq!(manager.send(Probe).await.unwrap(), (1, 1, true));
-        manager
-            .send(ReleaseLeadership {
-                service: service.clone(),
-                unit: holder,
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(manager.send(Leader { service }).await.unwrap(), None);
-    }
-
-    #[actix_rt::test]
-    async fn one_timer_and_an_index_entry_per_lease() {
-        tokio::time::pause();
-        let manager = ManagerActor::new().start();
-        assert_eq!(manager.send(Probe).await.unwrap(), (0, 0, false));
-        for i in 0..100u64 {
-            let service = format!("s{i}");
-            let unit = format!("s{i}/0");
-            manager
-                .send(claim(&service, &unit, 1_000 + (i * 37) % 500))
-                .await
-                .unwrap()
-                .unwrap();
-            // Extending again and again adds no index entry.
-            manager
-                .send(claim(&service, &unit, 2_000))
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
-        // Past the first deadlines: the stale entries are re-filed, not duplicated.
-        tokio::time::sleep(Duration::from_millis(1_600)).await;
-        assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
-        tokio::time::advance(Duration::from_millis(399)).await;
-        assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
-        tokio::time::advance(Duration::from_millis(2)).await;
-        // The actor reads its mailbox before its timers within one poll: let the timer
-        // run before probing.
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(manager.send(Probe).await.unwrap(), (0, 0, false));
-    }
-}
+mod tests;

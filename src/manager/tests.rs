@@ -1,0 +1,255 @@
+//! Unit tests of the manager's internals: its index, timer, watch senders and block
+//! senders, seen through a test-only probe.
+
+use super::*;
+
+/// Test-only probe: (leases held, index entries, timer armed).
+#[derive(Message)]
+#[rtype(result = "(usize, usize, bool)")]
+struct Probe;
+
+impl Handler<Probe> for ManagerActor {
+    type Result = MessageResult<Probe>;
+    fn handle(&mut self, _: Probe, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((
+            self.lease_count(),
+            self.expiries.len(),
+            self.timer.is_some(),
+        ))
+    }
+}
+
+fn claim(service: &str, unit: &str, ms: u64) -> ClaimLeadership {
+    ClaimLeadership {
+        service: service.into(),
+        unit: unit.into(),
+        duration: Duration::from_millis(ms),
+    }
+}
+
+#[test]
+fn unit_numbers_match_only_canonical_units_of_the_service() {
+    assert_eq!(unit_number("svc", "svc/0"), Some(0));
+    assert_eq!(unit_number("svc", "svc/42"), Some(42));
+    assert_eq!(unit_number("svc", "svc/042"), None);
+    assert_eq!(unit_number("svc", "svc2/0"), None);
+    assert_eq!(unit_number("svc", "sv/0"), None);
+    assert_eq!(unit_number("svc", "svc/"), None);
+    assert_eq!(unit_number("svc", "svc/4294967296"), None);
+}
+
+#[actix_rt::test]
+async fn long_service_names_are_granted_extended_and_reported() {
+    tokio::time::pause();
+    let manager = ManagerActor::new().start();
+    let service = format!("long-{}", "a".repeat(40));
+    let holder = format!("{service}/7");
+    manager
+        .send(claim(&service, &holder, 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    manager
+        .send(claim(&service, &holder, 5_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        manager
+            .send(claim(&service, &format!("{service}/8"), 1_000))
+            .await
+            .unwrap(),
+        Err(LeaseError::ClaimDenied)
+    );
+    let lease = manager
+        .send(Leader {
+            service: service.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.holder, holder);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(manager.send(Probe).await.unwrap(), (1, 1, true));
+    manager
+        .send(ReleaseLeadership {
+            service: service.clone(),
+            unit: holder,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(manager.send(Leader { service }).await.unwrap(), None);
+}
+
+#[actix_rt::test]
+async fn one_timer_and_an_index_entry_per_lease() {
+    tokio::time::pause();
+    let manager = ManagerActor::new().start();
+    assert_eq!(manager.send(Probe).await.unwrap(), (0, 0, false));
+    for i in 0..100u64 {
+        let service = format!("s{i}");
+        let unit = format!("s{i}/0");
+        manager
+            .send(claim(&service, &unit, 1_000 + (i * 37) % 500))
+            .await
+            .unwrap()
+            .unwrap();
+        // Extending again and again adds no index entry.
+        manager
+            .send(claim(&service, &unit, 2_000))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
+    // Past the first deadlines: the stale entries are re-filed, not duplicated.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
+    tokio::time::advance(Duration::from_millis(399)).await;
+    assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
+    tokio::time::advance(Duration::from_millis(2)).await;
+    // The actor reads its mailbox before its timers within one poll: let the timer
+    // run before probing.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(manager.send(Probe).await.unwrap(), (0, 0, false));
+}
+
+/// Test-only probe of what the manager holds for others: (watch senders, block
+/// senders as counted, block senders actually held).
+#[derive(Message)]
+#[rtype(result = "(usize, usize, usize)")]
+struct Held;
+
+impl Handler<Held> for ManagerActor {
+    type Result = MessageResult<Held>;
+    fn handle(&mut self, _: Held, _: &mut Context<Self>) -> Self::Result {
+        let held = self.grace_waiters.len()
+            + self
+                .leases
+                .values()
+                .map(|lease| lease.waiters.len())
+                .sum::<usize>();
+        MessageResult((self.watchers.len(), self.blocked, held))
+    }
+}
+
+fn block(service: &str) -> BlockUntilLeadershipReleased {
+    BlockUntilLeadershipReleased {
+        service: service.into(),
+    }
+}
+
+/// Lets spawned tasks and the manager run without moving the clock.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[actix_rt::test]
+async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
+    tokio::time::pause();
+    let manager = ManagerActor::new().start();
+    manager
+        .send(claim("svc", "svc/0", 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    // One asker that stays, to prove pruning never drops a live block.
+    let stays = manager.send(block("svc"));
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let baseline = tasks();
+    for round in 0..100 {
+        // A thousand askers that give up after a millisecond each, like a tracker that
+        // restarts or a caller's timeout.
+        let askers: Vec<_> = (0..1_000)
+            .map(|_| {
+                let request = manager.send(block("svc"));
+                actix_rt::spawn(tokio::time::timeout(Duration::from_millis(1), request))
+            })
+            .collect();
+        for asker in askers {
+            assert!(asker.await.unwrap().is_err(), "a block answered early");
+        }
+        // The leader renews.
+        manager
+            .send(claim("svc", "svc/0", 60_000))
+            .await
+            .unwrap()
+            .unwrap();
+        // Blocks sent with `do_send` have nobody to answer and cost nothing either.
+        manager.do_send(block("svc"));
+        settle().await;
+        let (_, counted, held) = manager.send(Held).await.unwrap();
+        assert_eq!(counted, held, "round {round}");
+        assert!(held <= 2_100, "round {round}: {held} block senders held");
+        assert!(
+            tasks() <= baseline + 10,
+            "round {round}: {} tasks alive, {baseline} before",
+            tasks()
+        );
+    }
+    // 100 000 blocks were abandoned; the one that stayed is answered at the release.
+    manager
+        .send(ReleaseLeadership {
+            service: "svc".into(),
+            unit: "svc/0".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stays.await.unwrap(), Ok(()));
+    assert_eq!(manager.send(Held).await.unwrap(), (0, 0, 0));
+}
+
+#[actix_rt::test]
+async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
+    tokio::time::pause();
+    let manager = ManagerActor::new().start();
+    let watch = |service: &str| {
+        manager.send(WatchLeader {
+            service: service.into(),
+        })
+    };
+    // Many watchers of one service share one sender.
+    let mut shared = Vec::new();
+    for _ in 0..100 {
+        shared.push(watch("svc").await.unwrap().unwrap());
+    }
+    assert_eq!(manager.send(Held).await.unwrap().0, 1);
+    // A dropped receiver costs nothing after the next change of its service.
+    drop(shared);
+    manager
+        .send(claim("svc", "svc/0", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(manager.send(Held).await.unwrap().0, 0);
+
+    // Watchers of ten thousand services, each dropped at once, on services that never
+    // change: the senders are swept as the map grows, never more than twice the live
+    // ones (here one) plus a few.
+    let live = watch("kept").await.unwrap().unwrap();
+    for i in 0..10_000 {
+        drop(watch(&format!("s{i}")).await.unwrap().unwrap());
+        let held = manager.send(Held).await.unwrap().0;
+        assert!(held <= 2 + 16, "{held} senders after {i} services");
+    }
+    // The live watcher is still served.
+    manager
+        .send(claim("kept", "kept/3", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        live.borrow().as_ref().map(|l| l.holder.as_str()),
+        Some("kept/3")
+    );
+}

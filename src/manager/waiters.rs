@@ -1,0 +1,183 @@
+//! Pending blocks: [`Waiters`], the senders a lease keeps for the blocks waiting for it
+//! to end, and [`BlockAnswer`], the manager's response to a block.
+//!
+//! Why pruning is needed: a block's asker may go away long before the lease ends (a
+//! tracker restarted or stopped, a caller's timeout fired), and a leader that renews
+//! forever keeps its lease, so its list of senders would grow without bound. Two things
+//! keep that in check:
+//!
+//! - [`BlockAnswer`] hands the block's answer to a small task that also watches the
+//!   asker's side of the reply channel, and ends as soon as the asker is gone, dropping
+//!   its receiver; a block sent with `do_send` (nobody to answer) gets no task at all.
+//!   So a pending block costs a task only while somebody waits for it.
+//! - [`Waiters`] drops the senders whose receiver is gone, amortised: only when its
+//!   vector is full (about to reallocate), and it then keeps at least as many free slots
+//!   as it has live senders, so a prune costing `k` comes after at least `k / 2`
+//!   pushes. The senders it holds stay below four times the live blocks at its last
+//!   prune (and a few more), whatever the number of abandoned ones.
+
+use std::pin::pin;
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::prelude::*;
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+
+use crate::protocol::LeaseError;
+
+/// The capacity a pruned vector shrinks to at the least.
+const MIN_CAPACITY: usize = 8;
+
+/// The senders of the blocks waiting for one lease (or for the recovery grace) to end;
+/// sending `()` answers a block with `Ok(())`.
+#[derive(Debug, Default)]
+pub(super) struct Waiters {
+    senders: Vec<oneshot::Sender<()>>,
+}
+
+impl Waiters {
+    /// Adds a block's sender. Returns how many abandoned senders it pruned to make
+    /// room, so the manager's count of held blocks stays exact.
+    pub(super) fn push(&mut self, sender: oneshot::Sender<()>) -> usize {
+        let mut pruned = 0;
+        if self.senders.len() == self.senders.capacity() && !self.senders.is_empty() {
+            let before = self.senders.len();
+            self.senders.retain(|sender| !sender.is_canceled());
+            let live = self.senders.len();
+            pruned = before - live;
+            if live * 4 < self.senders.capacity() {
+                // Mostly abandoned: give the memory back, keeping room for `live` more.
+                self.senders.shrink_to((live * 2).max(MIN_CAPACITY));
+            } else {
+                // At least `live` free slots: the next prune is as far away as this
+                // one cost.
+                self.senders.reserve(live);
+            }
+        }
+        self.senders.push(sender);
+        pruned
+    }
+
+    /// How many senders are held, abandoned ones not yet pruned included.
+    pub(super) fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Answers every block with `Ok(())`; returns how many senders were held.
+    pub(super) fn wake(self) -> usize {
+        let held = self.senders.len();
+        for sender in self.senders {
+            // A block whose asker has gone away has nobody to tell.
+            let _ = sender.send(());
+        }
+        held
+    }
+}
+
+/// The manager's response to a
+/// [`BlockUntilLeadershipReleased`](crate::BlockUntilLeadershipReleased): an answer
+/// now, or once the lease ends (or when the asker gives up, whichever comes first).
+///
+/// You never build one: it is what
+/// [`ManagerActor`](crate::ManagerActor)'s block handler returns, and actix delivers it
+/// to the asker like any response. It exists instead of actix's `Response` because it
+/// sees whether anybody still waits for the answer (see the module docs).
+#[derive(Debug)]
+pub struct BlockAnswer(Reply);
+
+#[derive(Debug)]
+enum Reply {
+    Now(Result<(), LeaseError>),
+    /// Woken by the lease's sender; a dropped sender means the manager stopped.
+    Later(oneshot::Receiver<()>),
+}
+
+impl BlockAnswer {
+    pub(super) fn now(answer: Result<(), LeaseError>) -> BlockAnswer {
+        BlockAnswer(Reply::Now(answer))
+    }
+
+    pub(super) fn later(woken: oneshot::Receiver<()>) -> BlockAnswer {
+        BlockAnswer(Reply::Later(woken))
+    }
+}
+
+impl<A, M> MessageResponse<A, M> for BlockAnswer
+where
+    A: Actor,
+    M: Message<Result = Result<(), LeaseError>>,
+{
+    fn handle(self, _: &mut A::Context, asker: Option<OneshotSender<M::Result>>) {
+        match (self.0, asker) {
+            // Sent with `do_send`: nobody to answer. Dropping the receiver marks the
+            // lease's sender abandoned, to be pruned.
+            (_, None) => {}
+            (Reply::Now(answer), Some(asker)) => {
+                let _ = asker.send(answer);
+            }
+            (Reply::Later(woken), Some(asker)) => {
+                actix_rt::spawn(answer_when_woken(woken, asker));
+            }
+        }
+    }
+}
+
+/// Answers `asker` when `woken` fires (`Ok(())`) or is dropped (the manager stopped:
+/// `BlockCancelled`), and ends at once, dropping `woken`, if the asker goes first.
+async fn answer_when_woken(
+    woken: oneshot::Receiver<()>,
+    mut asker: OneshotSender<Result<(), LeaseError>>,
+) {
+    let answer = {
+        let gone = pin!(asker.closed());
+        match select(woken, gone).await {
+            Either::Left((woken, _)) => woken.map_err(|_| LeaseError::BlockCancelled),
+            Either::Right(_) => return,
+        }
+    };
+    let _ = asker.send(answer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandoned_senders_are_pruned_and_live_ones_kept() {
+        let mut waiters = Waiters::default();
+        let mut live = Vec::new();
+        let mut pruned = 0;
+        for i in 0..100_000 {
+            let (tx, rx) = oneshot::channel();
+            pruned += waiters.push(tx);
+            if i % 1_000 == 0 {
+                live.push(rx); // one in a thousand asker stays
+            }
+            assert!(
+                waiters.len() <= 4 * live.len() + 2 * MIN_CAPACITY,
+                "{} held for {} live after {i} pushes",
+                waiters.len(),
+                live.len()
+            );
+        }
+        assert_eq!(pruned + waiters.len(), 100_000);
+        assert!(waiters.senders.capacity() <= 8 * live.len() + 4 * MIN_CAPACITY);
+        // Every live block is still answered.
+        assert_eq!(waiters.wake(), 100_000 - pruned);
+        for mut rx in live {
+            assert_eq!(rx.try_recv(), Ok(Some(())));
+        }
+    }
+
+    #[test]
+    fn live_senders_are_never_pruned() {
+        let mut waiters = Waiters::default();
+        let mut live = Vec::new();
+        for _ in 0..1_000 {
+            let (tx, rx) = oneshot::channel();
+            assert_eq!(waiters.push(tx), 0);
+            live.push(rx);
+        }
+        assert_eq!(waiters.len(), 1_000);
+    }
+}
