@@ -900,4 +900,17 @@ mod tests {
             vec![SendBlock, Resolve(1, false), Resolve(2, false)]
         );
     }
+
+    #[test]
+    fn start_claims_only_from_idle() {
+        // A second `Start` (the actor restarted by a supervisor) must not skip the
+        // backoff, nor send a second claim while one is in flight or a grant holds.
+        let mut h = Harness::started();
+        assert_eq!(h.event(NS, Event::Start), vec![], "a claim is in flight");
+        h.event(NS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(h.event(2 * NS, Event::Start), vec![], "leader");
+        let delay = h.machine.restart(h.at(3 * NS), &mut h.effects);
+        assert_eq!(h.event(3 * NS, Event::Start), vec![], "backing off");
+        assert_eq!(h.event(3 * NS + delay, Event::Start), vec![SendClaim]);
+    }
 }
