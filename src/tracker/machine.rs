@@ -913,4 +913,26 @@ mod tests {
         assert_eq!(h.event(3 * NS, Event::Start), vec![], "backing off");
         assert_eq!(h.event(3 * NS + delay, Event::Start), vec![SendClaim]);
     }
+
+    #[test]
+    fn a_block_answer_after_a_stop_or_a_restart_changes_nothing() {
+        // The block of an earlier life answers late: a stopped tracker stays silent,
+        // and a restarted one keeps its backoff.
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        h.machine.stop(&mut h.effects);
+        assert_eq!(h.event(2 * NS, Event::BlockAnswered(Ok(()))), vec![]);
+        assert_eq!(h.machine.phase(), Phase::Stopped);
+
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        let delay = h.machine.restart(h.at(NS), &mut h.effects);
+        assert_eq!(h.event(2 * NS, Event::BlockAnswered(Ok(()))), vec![]);
+        assert_eq!(
+            h.machine.phase(),
+            Phase::BackingOff {
+                until: h.at(NS) + delay
+            }
+        );
+    }
 }
