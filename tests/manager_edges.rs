@@ -1,7 +1,10 @@
-//! `ManagerActor` in the window between a lease's expiry and its timer: a message
-//! handled at (or after) the expiry instant, before the expiry timer has reaped the
-//! lease, must see the lease as gone — the handlers decide by `now`, never by the
-//! timer.
+//! `ManagerActor` at the edges that mutation testing found untested (see
+//! docs/testing.md): the window between a lease's expiry and its timer, and the blocks
+//! of a lease handed over.
+//!
+//! **The window.** A message handled at (or after) a lease's expiry instant, before the
+//! expiry timer has reaped the lease, must see the lease as gone: the handlers decide
+//! by `now`, never by the timer.
 //!
 //! How a test reaches the window, deterministically: on a clock that starts paused (on
 //! tokio's millisecond grid), *send* the message first — it is queued at once and wakes
@@ -9,8 +12,9 @@
 //! next poll finds the message in its mailbox at the expiry instant, and an actix actor
 //! handles its mailbox before its timers. (The timer, aimed one tick early, already ran
 //! a tick before the expiry, found the lease live and re-armed for the expiry's tick.)
-//! That the window is really reached is checked by mutation: treating the lease as live
-//! at its expiry in any one handler fails the matching test here.
+//! Or give the lease an expiry off the grid: the timer then wakes only at the first tick
+//! after it. That the window is really reached is checked by mutation: treating the
+//! lease as live at its expiry in any one handler fails the matching test here.
 
 mod paused;
 
@@ -185,4 +189,30 @@ async fn a_block_at_an_off_grid_expiry_answers_at_once_not_at_the_timers_tick() 
     let (answer, at) = spawn_block(&manager).await.unwrap();
     assert_eq!(answer.unwrap(), Ok(()));
     assert_eq!(at, expiry, "answered at once, not at the timer's tick");
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_hand_over_wakes_the_blocks_at_once() {
+    // The successor's tracker is blocked as a minion: it must wake and claim now, not
+    // when the lease it has just been given would expire.
+    let t0 = Instant::now();
+    let manager = ManagerActor::new().start();
+    manager.send(claim(U0, LEASE)).await.unwrap().unwrap();
+    let block = spawn_block(&manager);
+    settle().await;
+    advance(LEASE / 2).await;
+    let handed = manager.send(HandOverLeadership {
+        service: SVC.into(),
+        unit: U0.into(),
+        successor: U1.into(),
+    });
+    assert_eq!(handed.await.unwrap(), Ok(()));
+    let (answer, at) = block.await.unwrap();
+    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE / 2));
+    // A block sent now waits for the successor's lease.
+    let late = spawn_block(&manager);
+    settle().await;
+    assert!(!late.is_finished());
+    let (answer, at) = late.await.unwrap();
+    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE));
 }
