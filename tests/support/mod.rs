@@ -12,9 +12,12 @@
 //! - [`paused`]: an actix `System` whose clock starts paused (shared with other tests).
 
 pub mod check;
+pub mod fault;
+pub mod overlap;
 #[path = "../paused/mod.rs"]
 pub mod paused;
 pub mod proxy;
 pub mod rng;
+pub mod secs;
 pub mod sim;
 pub mod trace;

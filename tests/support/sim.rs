@@ -41,7 +41,9 @@ use futures::channel::oneshot;
 use leadership::{Claimer, ManagerActor, Status, StopManager, Tracker, UnitName, WaitMinion};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::proxy::{FaultProxy, FaultRates, Grant, Left, Network};
+use super::fault::FaultRates;
+use super::overlap::Span;
+use super::proxy::{FaultProxy, Grant, Left, Network};
 use super::rng::Rng;
 use super::trace::{Ask, Event, Trace, What};
 
@@ -216,6 +218,18 @@ pub struct Interval {
     /// `r + d` in the simulation; the etcd fault run (`tests/etcd_faults.rs`), on a
     /// real clock, records a shorter end it can prove (see there).
     pub end: Duration,
+}
+
+impl Span for Interval {
+    fn slot(&self) -> usize {
+        self.slot
+    }
+    fn start(&self) -> Duration {
+        self.start
+    }
+    fn end(&self) -> Duration {
+        self.end
+    }
 }
 
 /// A `true` ticket: the interval it proves, and the [`Guarantee`](leadership::Guarantee)
