@@ -11,7 +11,9 @@ mod etcd_support;
 use std::time::Duration;
 
 use actix::prelude::*;
-use etcd_support::{poll_until, shared_endpoints, unique_prefix, within, EtcdProcess};
+use etcd_support::process::EtcdProcess;
+use etcd_support::wait::{poll_until, within};
+use etcd_support::{shared_endpoints, unique_prefix};
 use leadership::etcd::etcd_client::{self, TxnOp};
 use leadership::etcd::{EtcdConfig, EtcdManager, FencedTxn, FencedTxnError};
 use leadership::{
@@ -413,7 +415,7 @@ async fn connect_fails_cleanly() {
     let empty = EtcdManager::connect(EtcdConfig::new(vec![], "/x")).await;
     assert!(matches!(empty, Err(LeaseError::Invalid(_))), "{empty:?}");
 
-    let nobody = format!("http://127.0.0.1:{}", etcd_support::free_port());
+    let nobody = format!("http://127.0.0.1:{}", etcd_support::ports::free_port());
     let config = EtcdConfig {
         endpoints: vec![nobody],
         prefix: "/x".into(),
