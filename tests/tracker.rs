@@ -8,11 +8,14 @@ use leadership::{
     ClaimLeader, ClaimLeadership, LeaseError, Ticket, Tracker, TrackerError, UnitName, WaitLeader,
     WaitMinion,
 };
+use settle::settle;
 use tokio::time::{advance, sleep_until, Instant};
-use wait::{settle, until};
+use until::until;
 
-#[path = "common/wait.rs"]
-mod wait;
+#[path = "common/settle.rs"]
+mod settle;
+#[path = "common/until.rs"]
+mod until;
 
 const D: Duration = Duration::from_secs(10);
 const NS: Duration = Duration::from_nanos(1);
@@ -36,7 +39,6 @@ fn assert_fired_at(actual: Instant, deadline: Instant, what: &str) {
         actual - deadline
     );
 }
-
 
 /// Pauses time and starts a tracker on a stub with the given default answer.
 async fn start(default: StubAnswer) -> (StubHandle, Tracker, Instant) {
