@@ -2,8 +2,13 @@
 //! here is exact, and no test sleeps in real time.
 
 mod paused;
+#[path = "common/settle.rs"]
+mod settle;
+#[path = "common/until.rs"]
+mod until;
 
 use paused::PausedSystem;
+use settle::settle;
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use leadership::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
+use until::until;
 
 const SVC: &str = "led-service";
 const U0: &str = "led-service/0";
@@ -31,11 +37,11 @@ async fn paused_clock() -> Instant {
     Instant::now()
 }
 
-/// Lets spawned tasks and the manager run without moving the clock.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
+/// Waits until `manager` has handled every message sent to it so far: it handles its
+/// mailbox in order, so the answer to a query about a service no test uses comes after
+/// theirs (and the query changes nothing).
+async fn handled(manager: &Addr<ManagerActor>) {
+    leader_of(manager, "no-such-service").await;
 }
 
 /// Awaits `fut`, failing the test if it needs more than an hour of (paused) time.
@@ -186,7 +192,7 @@ async fn an_expired_lease_is_absent_even_before_its_timer_runs() {
     let manager = ManagerActor::new().start();
     ask(&manager, claim(U0, ms(100))).await.unwrap();
     let block = spawn_block(&manager, SVC);
-    settle().await;
+    handled(&manager).await;
 
     advance(ms(100)).await;
     let claimed = manager.send(claim(U1, ms(100)));
@@ -420,7 +426,7 @@ async fn stopping_the_manager_cancels_pending_blocks() {
         spawn_block(&manager, SVC),
         spawn_block(&manager, "other"),
     ];
-    settle().await;
+    handled(&manager).await;
 
     manager.send(StopManager).await.unwrap();
     for block in blocks {
@@ -568,7 +574,7 @@ async fn a_claim_at_the_end_of_the_grace_comes_after_the_grace_blocks() {
     let manager = ManagerActor::recovering(grace).start();
     assert_eq!(leader(&manager).await, None); // the actor has started at t0
     let block = spawn_block(&manager, SVC);
-    settle().await;
+    handled(&manager).await;
 
     advance(grace).await;
     assert_eq!(ask(&manager, claim(U0, ms(100))).await, Ok(()));
@@ -604,7 +610,7 @@ async fn stopping_a_recovering_manager_cancels_blocks_waiting_for_the_grace() {
     paused_clock().await;
     let manager = ManagerActor::recovering(ms(1_000)).start();
     let block = spawn_block(&manager, SVC);
-    settle().await;
+    handled(&manager).await;
     manager.send(StopManager).await.unwrap();
     let (answer, _) = within_an_hour(block).await.unwrap();
     assert_eq!(answer.unwrap(), Err(LeaseError::BlockCancelled));
@@ -631,11 +637,19 @@ async fn ten_thousand_leases_each_wake_their_block_at_their_own_expiry() {
             blocks.push((i, block));
         }
     }
-    settle().await;
+    handled(&manager).await;
 
     // Half-way: exactly the leases due by now have ended.
     let mid = t0 + ms(3_500);
     tokio::time::sleep_until(mid).await;
+    let due = |i: u64| t0 + duration(i) <= mid;
+    until("the blocks of the leases due by now", || {
+        blocks
+            .iter()
+            .all(|(i, block)| !due(*i) || block.is_finished())
+    })
+    .await;
+    // And no other (checked below).
     settle().await;
     for (i, block) in &blocks {
         let due = t0 + duration(*i) <= mid;
@@ -825,8 +839,7 @@ async fn a_renewal_publishes_nothing_and_a_lapsed_holder_comes_back_under_a_grea
     }
     // The same holder, after its lease lapsed: a change of term, published.
     advance(ms(100)).await;
-    settle().await;
-    assert!(watch.has_changed().unwrap());
+    until("the lapse published", || watch.has_changed().unwrap()).await;
     assert_eq!(seen(&mut watch), None);
     let again = grant(&manager, claim(U0, ms(100))).await.unwrap();
     assert!(again > first);
@@ -883,7 +896,6 @@ async fn watches_of_other_services_do_not_move_and_a_stopped_manager_closes_them
     seen(&mut mine);
 
     manager.send(StopManager).await.unwrap();
-    settle().await;
     // The manager no longer knows: the value stays, the channel says it is closed.
     assert!(mine.changed().await.is_err());
     assert!(other.changed().await.is_err());
