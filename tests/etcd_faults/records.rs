@@ -8,35 +8,14 @@ use std::time::Duration;
 use leadership::Ticket;
 use tokio::time::Instant;
 
-use crate::overlap::Span;
+/// The one question whose `true` answers the fault run records (printed as its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLeader;
 
 /// A `true` `ClaimLeader` ticket: its unit certainly held leadership over
-/// `[start, end]` (time since the start of the seed; see the crate doc for why).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interval {
-    /// The tracker slot, i.e. the unit `faults/<slot>`.
-    pub slot: usize,
-    /// Which incarnation of the slot's tracker answered.
-    pub life: u32,
-    /// When `ClaimLeader` was sent (`s`).
-    pub asked: Duration,
-    /// When the task awaiting the ticket saw it resolve `true` (`r`).
-    pub start: Duration,
-    /// `s + d`.
-    pub end: Duration,
-}
-
-impl Span for Interval {
-    fn slot(&self) -> usize {
-        self.slot
-    }
-    fn start(&self) -> Duration {
-        self.start
-    }
-    fn end(&self) -> Duration {
-        self.end
-    }
-}
+/// `[r, s + d]`, where `s` is when it was sent (`asked`) and `r` when the task awaiting
+/// it saw it resolve (`start`); see the crate doc for why.
+pub type Interval = crate::overlap::Interval<ClaimLeader>;
 
 /// One `Leader` query: sent at `q0`, answered at `q1` (offsets), and what it saw.
 #[derive(Debug, Clone)]

@@ -3,14 +3,14 @@
 use std::fmt::Write as _;
 
 use crate::overlap::{overlapping, Violation};
-use crate::records::{Interval, MinionCheck, Outcome, Sample, Stale};
+use crate::records::{ClaimLeader, Interval, MinionCheck, Outcome, Sample, Stale};
 use crate::secs::Secs;
 use crate::SERVICE;
 
 /// The checker's findings for one seed.
 #[derive(Default)]
 pub struct Verdict {
-    pub overlaps: Vec<Violation<Interval>>,
+    pub overlaps: Vec<Violation<ClaimLeader>>,
     /// `(interval, sample)`: a sample inside the interval saw another holder, no
     /// key, or a different term than an earlier sample inside it.
     pub wrong_holder: Vec<(Interval, Sample)>,
@@ -84,9 +84,10 @@ pub fn report(run: &Outcome, v: &Verdict) -> String {
     );
     let show = |i: &Interval| {
         format!(
-            "u{}#{} ClaimLeader sent {} true over [{}, {}]",
+            "u{}#{} {:?} sent {} true over [{}, {}]",
             i.slot,
             i.life,
+            i.ask,
             Secs(i.asked),
             Secs(i.start),
             Secs(i.end)

@@ -12,7 +12,7 @@ use tokio::time::{sleep, Instant};
 
 use crate::process::EtcdProcess;
 use crate::proxy::{Net, Proxy};
-use crate::records::{Interval, MinionCheck, PendingMinion, Records, Sample, Stale};
+use crate::records::{ClaimLeader, Interval, MinionCheck, PendingMinion, Records, Sample, Stale};
 use crate::rng::Rng;
 use crate::secs::Secs;
 use crate::{ms, Log, D, SERVICE, UNITS};
@@ -203,6 +203,7 @@ impl World<'_> {
                     let interval = Interval {
                         slot,
                         life,
+                        ask: ClaimLeader,
                         asked: log.offset(sent),
                         start: log.offset(r),
                         end: log.offset(end),

@@ -45,7 +45,7 @@ use super::overlap::{overlapping, Violation};
 use super::proxy::{Grant, Left};
 use super::secs::Secs;
 use super::sim::{Handover, Interval, MinionWatch, Promise, Run, Scope};
-use super::trace::{Event, Request, What};
+use super::trace::{Ask, Event, Request, What};
 
 /// A stretch of time during which one unit held a lease without a break: the union
 /// of overlapping or touching grants.
@@ -148,7 +148,7 @@ pub struct LeftEarly {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Every overlapping pair of intervals of different units.
-    pub violations: Vec<Violation<Interval>>,
+    pub violations: Vec<Violation<Ask>>,
     /// True-ticket intervals not inside a lease of their unit.
     pub uncovered: Vec<Interval>,
     /// Overlapping leases of different units.

@@ -2,44 +2,50 @@
 
 use std::time::Duration;
 
-/// A stretch of time over which a unit's `true` ticket proves it held leadership.
-pub trait Span: Clone {
-    /// The tracker slot of the unit.
-    fn slot(&self) -> usize;
-    /// When the stretch begins.
-    fn start(&self) -> Duration;
-    /// When it ends.
-    fn end(&self) -> Duration;
+/// A `true` ticket: its unit held leadership over `[start, end]` (time since the start
+/// of the run). The simulation records `end = start + d` and its `A` says which
+/// question was asked; the etcd fault run, on a real clock, records a shorter end it
+/// can prove, always of a `ClaimLeader` (see each for why).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval<A> {
+    /// The tracker slot, i.e. the unit `<service>/<slot>`.
+    pub slot: usize,
+    /// Which incarnation of the slot's tracker answered.
+    pub life: u32,
+    /// Which question it answered.
+    pub ask: A,
+    /// When the question was asked.
+    pub asked: Duration,
+    /// When the ticket resolved `true` (`r`).
+    pub start: Duration,
+    /// When the leadership it proves ends at the earliest.
+    pub end: Duration,
 }
 
 /// Two intervals of different units that overlap.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation<I> {
+pub struct Violation<A> {
     /// The interval that started first.
-    pub first: I,
+    pub first: Interval<A>,
     /// The one that started inside it.
-    pub second: I,
+    pub second: Interval<A>,
 }
 
 /// Whether two closed intervals overlap in more than a point.
-pub fn overlap(a: &impl Span, b: &impl Span) -> bool {
-    a.start().max(b.start()) < a.end().min(b.end())
+pub fn overlap<A>(a: &Interval<A>, b: &Interval<A>) -> bool {
+    a.start.max(b.start) < a.end.min(b.end)
 }
 
 /// Every pair of intervals of different units that overlap, the earlier-starting one
-/// first. Intervals may have any lengths (the etcd fault run records shorter ones than
-/// the simulation's `[r, r + d]`).
-pub fn overlapping<I: Span>(intervals: &[I]) -> Vec<Violation<I>> {
+/// first. Intervals may have any lengths.
+pub fn overlapping<A: Clone>(intervals: &[Interval<A>]) -> Vec<Violation<A>> {
     let mut sorted = intervals.to_vec();
-    sorted.sort_by_key(|i| (i.start(), i.slot()));
+    sorted.sort_by_key(|i| (i.start, i.slot));
     let mut violations = Vec::new();
     for (n, first) in sorted.iter().enumerate() {
         // Sorted by start: only intervals starting before `first` ends can overlap it.
-        for second in sorted[n + 1..]
-            .iter()
-            .take_while(|s| s.start() < first.end())
-        {
-            if second.slot() != first.slot() && overlap(first, second) {
+        for second in sorted[n + 1..].iter().take_while(|s| s.start < first.end) {
+            if second.slot != first.slot && overlap(first, second) {
                 violations.push(Violation {
                     first: first.clone(),
                     second: second.clone(),

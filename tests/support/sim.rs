@@ -42,7 +42,6 @@ use leadership::{Claimer, ManagerActor, Status, StopManager, Tracker, UnitName, 
 use tokio::time::{sleep, sleep_until, Instant};
 
 use super::fault::FaultRates;
-use super::overlap::Span;
 use super::proxy::{FaultProxy, Grant, Left, Network};
 use super::rng::Rng;
 use super::trace::{Ask, Event, Trace, What};
@@ -201,36 +200,8 @@ impl Scenario {
     }
 }
 
-/// A `true` ticket: its unit held leadership over `[start, end]` (time since the start
-/// of the run; in the simulation `end = start + d`). See the module doc for why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interval {
-    /// The tracker slot, i.e. the unit `sim/<slot>`.
-    pub slot: usize,
-    /// Which incarnation of the slot's tracker answered.
-    pub life: u32,
-    /// Which question it answered.
-    pub ask: Ask,
-    /// When the question was asked.
-    pub asked: Duration,
-    /// When the ticket resolved `true` (`r`).
-    pub start: Duration,
-    /// `r + d` in the simulation; the etcd fault run (`tests/etcd_faults.rs`), on a
-    /// real clock, records a shorter end it can prove (see there).
-    pub end: Duration,
-}
-
-impl Span for Interval {
-    fn slot(&self) -> usize {
-        self.slot
-    }
-    fn start(&self) -> Duration {
-        self.start
-    }
-    fn end(&self) -> Duration {
-        self.end
-    }
-}
+/// A `true` ticket of the simulation: `[r, r + d]` (see the module doc for why).
+pub type Interval = super::overlap::Interval<Ask>;
 
 /// A `true` ticket: the interval it proves, and the [`Guarantee`](leadership::Guarantee)
 /// it carried (`Ticket::guarantee()`), its `until` as time since the start of the run.
