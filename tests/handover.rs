@@ -44,6 +44,12 @@ async fn leader() -> (StubHandle, Tracker) {
     tokio::time::pause();
     let stub = StubManager::start();
     let tracker = Tracker::start(unit(0), stub.claimer(), D).unwrap();
+    leads(&tracker).await;
+    (stub, tracker)
+}
+
+/// Waits (at most a millisecond of virtual time) until `tracker` says it leads.
+async fn leads(tracker: &Tracker) {
     let mut status = tracker.status();
     within(
         "leads",
@@ -52,7 +58,6 @@ async fn leader() -> (StubHandle, Tracker) {
     )
     .await
     .unwrap();
-    (stub, tracker)
 }
 
 /// The instants of the releases and hand-overs the stub received.
@@ -69,14 +74,7 @@ async fn resign_with_nothing_promised_releases_at_once() {
     tokio::time::pause();
     let stub = StubManager::start();
     let tracker = Tracker::start(unit(0), stub.claimer(), D).unwrap();
-    let mut status = tracker.status();
-    within(
-        "leads",
-        MS,
-        status.wait_for(|s| matches!(s, Status::Leader(_))),
-    )
-    .await
-    .unwrap();
+    leads(&tracker).await;
     let at = Instant::now();
     let minion = tracker.wait_minion();
     assert_eq!(within("resign", MS, tracker.resign()).await, Ok(()));
@@ -246,14 +244,7 @@ async fn a_supervised_tracker_resigns_for_good() {
     tokio::time::pause();
     let stub = StubManager::start();
     let tracker = Tracker::start_supervised(unit(0), stub.claimer(), D).unwrap();
-    let mut status = tracker.status();
-    within(
-        "leads",
-        MS,
-        status.wait_for(|s| matches!(s, Status::Leader(_))),
-    )
-    .await
-    .unwrap();
+    leads(&tracker).await;
     advance(D - MS).await;
     assert!(tracker.claim_leader().await, "a promise until 2·d − 1 ms");
     // The renewal at d fails while the resign waits for that promise: the tracker
@@ -272,14 +263,7 @@ async fn a_supervised_tracker_resigns_for_good() {
 
     // And a plain resign of a supervised tracker: released, stopped, inert.
     let tracker = Tracker::start_supervised(unit(1), stub.claimer(), D).unwrap();
-    let mut status = tracker.status();
-    within(
-        "leads",
-        MS,
-        status.wait_for(|s| matches!(s, Status::Leader(_))),
-    )
-    .await
-    .unwrap();
+    leads(&tracker).await;
     assert_eq!(within("resign", MS, tracker.resign()).await, Ok(()));
     let claims = stub.claim_count();
     advance(4 * D).await;
