@@ -60,6 +60,28 @@ async fn leads(tracker: &Tracker) {
     .unwrap();
 }
 
+/// Spawns a lead scope on `tracker` that runs `work`, and waits until the work has
+/// started (the scope holds leadership from then on).
+async fn running_scope<T: 'static>(
+    tracker: &Tracker,
+    work: impl std::future::Future<Output = T> + 'static,
+) -> tokio::task::JoinHandle<Option<T>> {
+    let started = Rc::new(Cell::new(false));
+    let scope = tokio::task::spawn_local({
+        let (tracker, started) = (tracker.clone(), started.clone());
+        async move {
+            tracker
+                .lead(|_| async move {
+                    started.set(true);
+                    work.await
+                })
+                .await
+        }
+    });
+    until("the scope's work", || started.get()).await;
+    scope
+}
+
 /// The instants of the releases and hand-overs the stub received.
 fn leaves(stub: &StubHandle) -> Vec<Instant> {
     stub.calls()
@@ -335,19 +357,7 @@ async fn lead_waits_for_leadership_and_returns_the_work_output() {
 async fn a_resign_waits_for_a_running_scope_and_releases_as_it_finishes() {
     let (stub, tracker) = leader().await;
     let (finish, finished) = futures::channel::oneshot::channel::<()>();
-    let started = Rc::new(Cell::new(false));
-    let scope = tokio::task::spawn_local({
-        let (tracker, started) = (tracker.clone(), started.clone());
-        async move {
-            tracker
-                .lead(|_| async move {
-                    started.set(true);
-                    finished.await.is_ok()
-                })
-                .await
-        }
-    });
-    until("the scope's work", || started.get()).await;
+    let scope = running_scope(&tracker, async move { finished.await.is_ok() }).await;
     let resign = tokio::task::spawn_local({
         let tracker = tracker.clone();
         async move { tracker.resign().await }
@@ -372,21 +382,12 @@ async fn a_scope_still_running_d_after_the_resign_is_cancelled() {
             self.0.set(true);
         }
     }
-    let started = Rc::new(Cell::new(false));
-    let scope = tokio::task::spawn_local({
-        let (tracker, started) = (tracker.clone(), started.clone());
-        let guard = OnDrop(dropped.clone());
-        async move {
-            tracker
-                .lead(move |_| async move {
-                    let _guard = guard;
-                    started.set(true);
-                    std::future::pending::<()>().await
-                })
-                .await
-        }
-    });
-    until("the scope's work", || started.get()).await;
+    let guard = OnDrop(dropped.clone());
+    let scope = running_scope(&tracker, async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    })
+    .await;
     let resigned_at = Instant::now();
     let resign = tokio::task::spawn_local({
         let tracker = tracker.clone();
@@ -440,19 +441,7 @@ async fn a_dropped_lead_closes_its_scope() {
 #[actix_rt::test]
 async fn a_scope_ends_when_the_tracker_is_killed() {
     let (_stub, tracker) = leader().await;
-    let started = Rc::new(Cell::new(false));
-    let scope = tokio::task::spawn_local({
-        let (tracker, started) = (tracker.clone(), started.clone());
-        async move {
-            tracker
-                .lead(|_| async move {
-                    started.set(true);
-                    std::future::pending::<()>().await
-                })
-                .await
-        }
-    });
-    until("the scope's work", || started.get()).await;
+    let scope = running_scope(&tracker, std::future::pending::<()>()).await;
     tracker.kill();
     assert_eq!(within("scope", MS, scope).await.unwrap(), None);
 }
