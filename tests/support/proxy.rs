@@ -150,6 +150,8 @@ where
 {
     /// What a successful answer carries.
     type Granted: Clone + Send + 'static;
+    /// How the trace names it.
+    const REQUEST: Request;
     /// The lease a granted request gives, from the instant the manager handles it.
     fn lease(&self) -> Option<Duration>;
     /// The term a successful answer carries, if it grants a lease.
@@ -162,6 +164,7 @@ where
 
 impl Relayed for ClaimLeadership {
     type Granted = leadership::Grant;
+    const REQUEST: Request = Request::Claim;
     fn lease(&self) -> Option<Duration> {
         Some(self.duration)
     }
@@ -172,6 +175,7 @@ impl Relayed for ClaimLeadership {
 
 impl Relayed for BlockUntilLeadershipReleased {
     type Granted = ();
+    const REQUEST: Request = Request::Block;
     fn lease(&self) -> Option<Duration> {
         None
     }
@@ -182,6 +186,7 @@ impl Relayed for BlockUntilLeadershipReleased {
 
 impl Relayed for ReleaseLeadership {
     type Granted = ();
+    const REQUEST: Request = Request::Release;
     fn lease(&self) -> Option<Duration> {
         None
     }
@@ -195,6 +200,7 @@ impl Relayed for ReleaseLeadership {
 
 impl Relayed for HandOverLeadership {
     type Granted = ();
+    const REQUEST: Request = Request::HandOver;
     fn lease(&self) -> Option<Duration> {
         None
     }
@@ -265,16 +271,12 @@ impl FaultProxy {
     }
 
     /// Relays `msg` according to a freshly drawn fate, and traces what it did.
-    fn relay<M>(
-        &self,
-        request: Request,
-        msg: M,
-    ) -> impl Future<Output = Result<M::Granted, LeaseError>>
+    fn relay<M>(&self, msg: M) -> impl Future<Output = Result<M::Granted, LeaseError>>
     where
         M: Relayed,
         ManagerActor: Handler<M>,
     {
-        let slot = self.slot;
+        let (slot, request) = (self.slot, M::REQUEST);
         let leave = matches!(request, Request::Release | Request::HandOver);
         let (fate, healed, trace) = {
             let mut net = self.net.borrow_mut();
@@ -440,34 +442,14 @@ impl Actor for FaultProxy {
     type Context = Context<Self>;
 }
 
-impl Handler<ClaimLeadership> for FaultProxy {
-    type Result = ResponseFuture<Result<leadership::Grant, LeaseError>>;
+impl<M> Handler<M> for FaultProxy
+where
+    M: Relayed,
+    ManagerActor: Handler<M>,
+{
+    type Result = ResponseFuture<Result<M::Granted, LeaseError>>;
 
-    fn handle(&mut self, msg: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::Claim, msg))
-    }
-}
-
-impl Handler<ReleaseLeadership> for FaultProxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
-
-    fn handle(&mut self, msg: ReleaseLeadership, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::Release, msg))
-    }
-}
-
-impl Handler<HandOverLeadership> for FaultProxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
-
-    fn handle(&mut self, msg: HandOverLeadership, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::HandOver, msg))
-    }
-}
-
-impl Handler<BlockUntilLeadershipReleased> for FaultProxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
-
-    fn handle(&mut self, msg: BlockUntilLeadershipReleased, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::Block, msg))
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.relay(msg))
     }
 }
