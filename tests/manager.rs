@@ -114,6 +114,13 @@ fn spawn_block(manager: &Addr<ManagerActor>, service: &str) -> JoinHandle<BlockO
     })
 }
 
+/// Awaits a block that must be answered `Ok`, and says when it was.
+async fn woke(block: JoinHandle<BlockOutcome>) -> Instant {
+    let (answer, at) = within_an_hour(block).await.unwrap();
+    assert_eq!(answer.unwrap(), Ok(()));
+    at
+}
+
 #[actix_rt::test(system = "PausedSystem")]
 async fn grants_a_free_service_to_the_first_claimant() {
     let t0 = paused_clock().await;
@@ -196,9 +203,7 @@ async fn an_expired_lease_is_absent_even_before_its_timer_runs() {
 
     advance(ms(100)).await;
     let claimed = manager.send(claim(U1, ms(100)));
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(100));
+    assert_eq!(woke(block).await, t0 + ms(100));
     assert_eq!(claimed.await.unwrap().map(|_| ()), Ok(()));
     assert_eq!(leader(&manager).await.unwrap().holder, U1);
 }
@@ -266,17 +271,13 @@ async fn a_block_answers_at_once_when_the_service_is_free() {
     let t0 = paused_clock().await;
     let manager = ManagerActor::new().start();
     let block = spawn_block(&manager, SVC);
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0);
+    assert_eq!(woke(block).await, t0);
 
     // Also once the only lease has expired.
     ask(&manager, claim(U0, ms(100))).await.unwrap();
     advance(ms(150)).await;
     let block = spawn_block(&manager, SVC);
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(150));
+    assert_eq!(woke(block).await, t0 + ms(150));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -292,9 +293,7 @@ async fn a_block_wakes_exactly_at_the_expiry_instant() {
     settle().await;
     assert!(!block.is_finished(), "woke before the expiry");
 
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, expiry);
+    assert_eq!(woke(block).await, expiry);
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -314,9 +313,7 @@ async fn a_block_wakes_when_the_holder_releases() {
 
     ask(&manager, release(U0)).await.unwrap();
     for block in blocks {
-        let (answer, at) = within_an_hour(block).await.unwrap();
-        assert_eq!(answer.unwrap(), Ok(()));
-        assert_eq!(at, t0 + ms(1_000));
+        assert_eq!(woke(block).await, t0 + ms(1_000));
     }
 }
 
@@ -337,9 +334,7 @@ async fn a_block_on_an_extended_lease_wakes_at_the_new_expiry() {
     assert!(!block.is_finished(), "woke at the old expiry");
     assert_eq!(leader(&manager).await.unwrap().holder, U0);
 
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(250));
+    assert_eq!(woke(block).await, t0 + ms(250));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -365,9 +360,7 @@ async fn a_lease_renewed_like_a_tracker_does_ends_at_its_last_expiry() {
         ask(&manager, claim(U1, ms(200))).await,
         Err(LeaseError::ClaimDenied)
     );
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(1_200));
+    assert_eq!(woke(block).await, t0 + ms(1_200));
     assert_eq!(ask(&manager, claim(U1, ms(200))).await, Ok(()));
     assert!(leader(&manager).await.unwrap().term > term);
 }
@@ -404,13 +397,9 @@ async fn an_earlier_deadline_rearms_the_timer() {
     let slow = spawn_block(&manager, "slow");
     let fast = spawn_block(&manager, "fast");
 
-    let (answer, at) = within_an_hour(fast).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(30));
+    assert_eq!(woke(fast).await, t0 + ms(30));
     assert!(!slow.is_finished());
-    let (answer, at) = within_an_hour(slow).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(10_000));
+    assert_eq!(woke(slow).await, t0 + ms(10_000));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -448,9 +437,7 @@ async fn dropping_every_addr_lets_pending_blocks_answer_at_the_expiry() {
     let block = spawn_block(&manager, SVC);
     drop(manager);
 
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(300));
+    assert_eq!(woke(block).await, t0 + ms(300));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -557,9 +544,7 @@ async fn a_recovering_manager_refuses_claims_until_its_grace_ends() {
     // Back onto the tick grid: the grace ends now.
     advance(Duration::from_nanos(1)).await;
     for block in blocks {
-        let (answer, at) = within_an_hour(block).await.unwrap();
-        assert_eq!(answer.unwrap(), Ok(()));
-        assert_eq!(at, t0 + grace);
+        assert_eq!(woke(block).await, t0 + grace);
     }
     assert_eq!(ask(&manager, claim(U1, ms(100))).await, Ok(()));
     assert_eq!(leader(&manager).await.unwrap().holder, U1);
@@ -578,9 +563,7 @@ async fn a_claim_at_the_end_of_the_grace_comes_after_the_grace_blocks() {
 
     advance(grace).await;
     assert_eq!(ask(&manager, claim(U0, ms(100))).await, Ok(()));
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + grace);
+    assert_eq!(woke(block).await, t0 + grace);
     // A block sent now waits for the new lease.
     let (answer, at) = within_an_hour(spawn_block(&manager, SVC)).await.unwrap();
     assert_eq!(answer.unwrap(), Ok(()));
