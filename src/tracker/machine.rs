@@ -471,7 +471,9 @@ impl<T: Readable> Machine<T> {
                     // Starved past the lease's end without renewing: claim afresh.
                     None => self.claim(now, ClaimKind::Fresh, effects),
                 }
-                changed |= self.phase != Phase::Leader;
+                // Sending a renewal changes no parked ticket's answer: a leader parks
+                // only `WaitMinion`, and it keeps waiting while the grant holds. Only
+                // the grant's end (noted above) needs a settle.
             }
             Phase::Claiming { sent_at, .. } if now >= sent_at + self.d => {
                 // Rule 8: a claim unanswered for d is a failure.
@@ -1607,5 +1609,102 @@ mod tests {
             "no claim after the backoff"
         );
         assert_eq!(h.machine.restart(h.at(MS), &mut h.effects), None);
+    }
+
+    #[test]
+    fn wait_leader_asked_during_a_renewal_parks_until_the_renewal_is_answered() {
+        // The last grant still holds while its renewal is in flight, but a `true` now
+        // would promise d that the lease may not cover (found only by the simulation).
+        let mut h = Harness::leader();
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        assert!(h.machine.is_leader(), "the last grant still holds");
+        assert_eq!(h.ticket(D + NS, WaitLeader, 1), vec![], "parks");
+        assert_eq!(h.ticket(D + 2 * NS, WaitLeader, 2), vec![], "parks");
+        assert_eq!(
+            h.event(D + 3 * NS, Event::ClaimAnswered(Ok(G))),
+            vec![Resolve(1, true), Resolve(2, true)]
+        );
+        // Denied instead: still parked, then answered only once leadership comes back.
+        h.ticket(2 * D - NS, WaitMinion, 3);
+        assert_eq!(h.event(2 * D, Event::Tick), vec![SendClaim]);
+        assert_eq!(h.ticket(2 * D + NS, WaitLeader, 4), vec![]);
+        let fx = h.event(
+            2 * D + NS,
+            Event::ClaimAnswered(Err(LeaseError::ClaimDenied)),
+        );
+        assert_eq!(fx, vec![SendBlock, Resolve(3, false)], "4 keeps waiting");
+        assert_eq!(
+            h.event(3 * D, Event::BlockAnswered(Ok(()))),
+            vec![SendClaim]
+        );
+        assert_eq!(
+            h.event(3 * D, Event::ClaimAnswered(Ok(G))),
+            vec![Resolve(4, true)]
+        );
+    }
+
+    #[test]
+    fn a_ticket_handled_at_the_leadership_end_before_its_tick_answers_after_older_ones() {
+        // The timer for the leadership end has not run yet when a new ticket arrives at
+        // that instant: the catch-up must settle the parked tickets first, in order.
+        let mut h = Harness::leader();
+        assert_eq!(h.ticket(NS, WaitMinion, 1), vec![]);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        let end = 2 * D - TIMER_LATENESS;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(end)));
+        assert_eq!(
+            h.ticket(end, WaitMinion, 2),
+            vec![Resolve(1, false), Resolve(2, false)]
+        );
+        // The same at a renewal's due instant: a parked `WaitMinion` keeps waiting and
+        // the new `ClaimLeader` waits for the renewal it triggered.
+        let mut h = Harness::leader();
+        h.ticket(NS, WaitMinion, 1);
+        assert_eq!(h.ticket(D, ClaimLeader, 2), vec![SendClaim]);
+        assert_eq!(
+            h.event(D + NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied))),
+            vec![SendBlock, Resolve(1, false), Resolve(2, false)]
+        );
+    }
+
+    #[test]
+    fn start_claims_only_from_idle() {
+        // A second `Start` (the actor restarted by a supervisor) must not skip the
+        // backoff, nor send a second claim while one is in flight or a grant holds.
+        let mut h = Harness::started();
+        assert_eq!(h.event(NS, Event::Start), vec![], "a claim is in flight");
+        h.event(NS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(h.event(2 * NS, Event::Start), vec![], "leader");
+        let delay = h
+            .machine
+            .restart(h.at(3 * NS), &mut h.effects)
+            .expect("restarts");
+        assert_eq!(h.event(3 * NS, Event::Start), vec![], "backing off");
+        assert_eq!(h.event(3 * NS + delay, Event::Start), vec![SendClaim]);
+    }
+
+    #[test]
+    fn a_block_answer_after_a_stop_or_a_restart_changes_nothing() {
+        // The block of an earlier life answers late: a stopped tracker stays silent,
+        // and a restarted one keeps its backoff.
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        h.machine.stop(&mut h.effects);
+        assert_eq!(h.event(2 * NS, Event::BlockAnswered(Ok(()))), vec![]);
+        assert_eq!(h.machine.phase(), Phase::Stopped);
+
+        let mut h = Harness::started();
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        let delay = h
+            .machine
+            .restart(h.at(NS), &mut h.effects)
+            .expect("restarts");
+        assert_eq!(h.event(2 * NS, Event::BlockAnswered(Ok(()))), vec![]);
+        assert_eq!(
+            h.machine.phase(),
+            Phase::BackingOff {
+                until: h.at(NS) + delay
+            }
+        );
     }
 }
