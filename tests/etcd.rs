@@ -1,8 +1,9 @@
 //! The etcd-backed manager against a real etcd server.
 //!
-//! Run under `.ci/with-etcd cargo test --all-features`. Without
-//! `LEADERSHIP_ETCD_ENDPOINTS` each test prints a skip line and passes — unless `CI` is
-//! set, where they must run. Each test uses its own key prefix, so they run in parallel
+//! Every test is `#[ignore]`d, so a plain `cargo test --all-features` reports them
+//! ignored, never passed: run them with `.ci/with-etcd cargo test --all-features --test
+//! etcd -- --include-ignored`, where a missing `LEADERSHIP_ETCD_ENDPOINTS` is a
+//! failure. Each test uses its own key prefix, so they run in parallel
 //! on the shared server; tests that pause etcd (SIGSTOP) start a private etcd instead.
 #![cfg(feature = "etcd")]
 
