@@ -152,10 +152,15 @@ where
     type Granted: Clone + Send + 'static;
     /// How the trace names it.
     const REQUEST: Request;
-    /// The lease a granted request gives, from the instant the manager handles it.
-    fn lease(&self) -> Option<Duration>;
+    /// The lease a granted request gives, from the instant the manager handles it
+    /// (only a claim's does).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
     /// The term a successful answer carries, if it grants a lease.
-    fn term(granted: &Self::Granted) -> Option<u64>;
+    fn term(_granted: &Self::Granted) -> Option<u64> {
+        None
+    }
     /// Whether the request gives the lease up, and to which unit (a release: `None`).
     fn leaving(&self) -> Option<Option<String>> {
         None
@@ -176,23 +181,11 @@ impl Relayed for ClaimLeadership {
 impl Relayed for BlockUntilLeadershipReleased {
     type Granted = ();
     const REQUEST: Request = Request::Block;
-    fn lease(&self) -> Option<Duration> {
-        None
-    }
-    fn term(_: &()) -> Option<u64> {
-        None
-    }
 }
 
 impl Relayed for ReleaseLeadership {
     type Granted = ();
     const REQUEST: Request = Request::Release;
-    fn lease(&self) -> Option<Duration> {
-        None
-    }
-    fn term(_: &()) -> Option<u64> {
-        None
-    }
     fn leaving(&self) -> Option<Option<String>> {
         Some(None)
     }
@@ -201,12 +194,6 @@ impl Relayed for ReleaseLeadership {
 impl Relayed for HandOverLeadership {
     type Granted = ();
     const REQUEST: Request = Request::HandOver;
-    fn lease(&self) -> Option<Duration> {
-        None
-    }
-    fn term(_: &()) -> Option<u64> {
-        None
-    }
     fn leaving(&self) -> Option<Option<String>> {
         Some(Some(self.successor.clone()))
     }
