@@ -7,7 +7,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::future::join_all;
 use leadership::{Claimer, Leader, ManagerActor, Tracker, UnitName};
+use settle::settle;
 use tokio::time::{sleep_until, Instant};
+
+#[path = "common/settle.rs"]
+mod settle;
 
 const D: Duration = Duration::from_secs(4);
 const SERVICE: &str = "led-service";
@@ -142,9 +146,8 @@ async fn a_resigning_leader_is_followed_at_its_promise_horizon_not_its_expiry() 
     let step = Duration::from_millis(1);
     let took_over = loop {
         tokio::time::advance(step).await;
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
+        // What this millisecond brings has happened, or will not until the next.
+        settle().await;
         let leading: Vec<usize> = (0..trackers.len())
             .filter(|&i| {
                 matches!(

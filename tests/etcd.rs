@@ -1,8 +1,9 @@
 //! The etcd-backed manager against a real etcd server.
 //!
-//! Run under `.ci/with-etcd cargo test --all-features`. Without
-//! `LEADERSHIP_ETCD_ENDPOINTS` each test prints a skip line and passes — unless `CI` is
-//! set, where they must run. Each test uses its own key prefix, so they run in parallel
+//! Every test is `#[ignore]`d, so a plain `cargo test --all-features` reports them
+//! ignored, never passed: run them with `.ci/with-etcd cargo test --all-features --test
+//! etcd -- --include-ignored`, where a missing `LEADERSHIP_ETCD_ENDPOINTS` is a
+//! failure. Each test uses its own key prefix, so they run in parallel
 //! on the shared server; tests that pause etcd (SIGSTOP) start a private etcd instead.
 #![cfg(feature = "etcd")]
 
@@ -11,7 +12,9 @@ mod etcd_support;
 use std::time::Duration;
 
 use actix::prelude::*;
-use etcd_support::{poll_until, shared_endpoints, unique_prefix, within, EtcdProcess};
+use etcd_support::process::EtcdProcess;
+use etcd_support::wait::{poll_until, within};
+use etcd_support::{shared_endpoints, unique_prefix};
 use leadership::etcd::etcd_client::{self, TxnOp};
 use leadership::etcd::{EtcdConfig, EtcdManager, FencedTxn, FencedTxnError};
 use leadership::{
@@ -69,6 +72,20 @@ async fn connect(endpoints: &[String], prefix: &str) -> Addr<EtcdManager> {
         .start()
 }
 
+/// Asks `manager` to grant `unit` a lease of `duration`: `Ok` or why not (the grant's
+/// term is left out).
+async fn ask_claim(
+    manager: &Addr<EtcdManager>,
+    unit: &str,
+    duration: Duration,
+) -> Result<(), LeaseError> {
+    manager
+        .send(claim(unit, duration))
+        .await
+        .expect("the manager runs")
+        .map(|_| ())
+}
+
 async fn leader_of(manager: &Addr<EtcdManager>) -> Option<LeaseInfo> {
     manager.send(leader()).await.expect("manager alive")
 }
@@ -84,10 +101,7 @@ async fn grant_deny_extend_release_and_terms() {
     let m = connect(&endpoints, &unique_prefix("grant")).await;
 
     assert_eq!(leader_of(&m).await, None, "nothing held yet");
-    assert_eq!(
-        m.send(claim("web/0", secs(3.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(3.0)).await, Ok(()));
     let first = leader_of(&m).await.expect("web/0 leads");
     assert_eq!(first.holder, "web/0");
     let left = first.expires - Instant::now();
@@ -102,13 +116,7 @@ async fn grant_deny_extend_release_and_terms() {
     );
 
     // Extending beyond the granted TTL moves the key to a longer lease: same term.
-    assert_eq!(
-        m.send(claim("web/0", secs(10.0)))
-            .await
-            .unwrap()
-            .map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(10.0)).await, Ok(()));
     let extended = leader_of(&m).await.expect("still held");
     assert_eq!(extended.holder, "web/0");
     assert_eq!(extended.term, first.term, "an extension keeps the term");
@@ -118,10 +126,7 @@ async fn grant_deny_extend_release_and_terms() {
     );
 
     // A shorter claim never shortens the lease.
-    assert_eq!(
-        m.send(claim("web/0", secs(2.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(2.0)).await, Ok(()));
     let kept = leader_of(&m).await.expect("still held");
     assert_eq!(kept.term, first.term);
     assert!(kept.expires - Instant::now() > secs(7.0), "{kept:?}");
@@ -142,20 +147,14 @@ async fn grant_deny_extend_release_and_terms() {
         "releasing twice"
     );
 
-    assert_eq!(
-        m.send(claim("web/1", secs(3.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/1", secs(3.0)).await, Ok(()));
     let second = leader_of(&m).await.expect("web/1 leads");
     assert_eq!(second.holder, "web/1");
     assert!(second.term > first.term, "a new holder has a greater term");
 
     // The same unit claiming again after a release starts a new term too.
     assert_eq!(m.send(release("web/1")).await.unwrap(), Ok(()));
-    assert_eq!(
-        m.send(claim("web/1", secs(3.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/1", secs(3.0)).await, Ok(()));
     assert!(leader_of(&m).await.unwrap().term > second.term);
 }
 
@@ -164,20 +163,14 @@ async fn grant_deny_extend_release_and_terms() {
 async fn renewal_refreshes_the_lease_and_keeps_the_term() {
     let endpoints = shared_endpoints("renewal_refreshes_the_lease_and_keeps_the_term");
     let m = connect(&endpoints, &unique_prefix("renew")).await;
-    assert_eq!(
-        m.send(claim("web/0", secs(3.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(3.0)).await, Ok(()));
     let first = leader_of(&m).await.expect("held");
     // Let the lease run down by a second or so, then renew it (a keep-alive).
     poll_until(secs(5.0), "the lease to run down", || async {
         leader_of(&m).await.expect("held").expires - Instant::now() < secs(2.0)
     })
     .await;
-    assert_eq!(
-        m.send(claim("web/0", secs(3.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(3.0)).await, Ok(()));
     let renewed = leader_of(&m).await.expect("held");
     assert_eq!(renewed.term, first.term);
     // `expires` rounds etcd's remaining TTL down to whole seconds: ~2 s after a refresh
@@ -273,10 +266,7 @@ async fn bad_input_is_invalid_and_the_manager_keeps_serving() {
     }
 
     assert_eq!(
-        m.send(claim("web/0", EtcdManager::MIN_CLAIM_DURATION))
-            .await
-            .unwrap()
-            .map(|_| ()),
+        ask_claim(&m, "web/0", EtcdManager::MIN_CLAIM_DURATION).await,
         Ok(())
     );
     assert_eq!(leader_of(&m).await.unwrap().holder, "web/0");
@@ -325,13 +315,7 @@ async fn block_answers_at_once_when_free_and_wakes_on_release() {
     let answer = within(secs(1.0), "block on a free service", m.send(block())).await;
     assert_eq!(answer.unwrap(), Ok(()));
 
-    assert_eq!(
-        m.send(claim("web/0", secs(30.0)))
-            .await
-            .unwrap()
-            .map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(30.0)).await, Ok(()));
     let pending = m.send(block());
     futures::pin_mut!(pending);
     assert!(
@@ -351,10 +335,7 @@ async fn block_wakes_on_expiry() {
     let endpoints = shared_endpoints("block_wakes_on_expiry");
     let m = connect(&endpoints, &unique_prefix("block-expiry")).await;
     let claimed = Instant::now();
-    assert_eq!(
-        m.send(claim("web/0", secs(2.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(2.0)).await, Ok(()));
     // etcd reaps expired leases every ~0.5 s.
     let answer = within(secs(5.0), "the block to wake on expiry", m.send(block())).await;
     assert_eq!(answer.unwrap(), Ok(()));
@@ -369,13 +350,7 @@ async fn block_wakes_on_expiry() {
 async fn pending_blocks_are_cancelled_when_the_manager_stops() {
     let endpoints = shared_endpoints("pending_blocks_are_cancelled_when_the_manager_stops");
     let m = connect(&endpoints, &unique_prefix("block-cancel")).await;
-    assert_eq!(
-        m.send(claim("web/0", secs(30.0)))
-            .await
-            .unwrap()
-            .map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(30.0)).await, Ok(()));
     let pending = m.send(block());
     futures::pin_mut!(pending);
     assert!(tokio::time::timeout(secs(0.3), &mut pending).await.is_err());
@@ -388,13 +363,7 @@ async fn pending_blocks_are_cancelled_when_the_manager_stops() {
 
     // Stopped by StopManager, as the in-memory manager can be.
     let m = connect(&endpoints, &unique_prefix("block-stop")).await;
-    assert_eq!(
-        m.send(claim("web/0", secs(30.0)))
-            .await
-            .unwrap()
-            .map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(30.0)).await, Ok(()));
     let pending = m.send(block());
     futures::pin_mut!(pending);
     assert!(tokio::time::timeout(secs(0.3), &mut pending).await.is_err());
@@ -413,7 +382,7 @@ async fn connect_fails_cleanly() {
     let empty = EtcdManager::connect(EtcdConfig::new(vec![], "/x")).await;
     assert!(matches!(empty, Err(LeaseError::Invalid(_))), "{empty:?}");
 
-    let nobody = format!("http://127.0.0.1:{}", etcd_support::free_port());
+    let nobody = format!("http://127.0.0.1:{}", etcd_support::ports::free_port());
     let config = EtcdConfig {
         endpoints: vec![nobody],
         prefix: "/x".into(),
@@ -433,10 +402,7 @@ async fn requests_to_a_stopped_etcd_fail_within_their_bound() {
         .await
         .unwrap()
         .start();
-    assert_eq!(
-        m.send(claim("web/0", secs(2.0))).await.unwrap().map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(2.0)).await, Ok(()));
 
     etcd.pause();
     // A claim for 2 s (a tracker with d = 1 s) answers within d / 2.
@@ -488,13 +454,7 @@ async fn a_block_whose_watch_breaks_answers_failed() {
         .await
         .unwrap()
         .start();
-    assert_eq!(
-        m.send(claim("web/0", secs(30.0)))
-            .await
-            .unwrap()
-            .map(|_| ()),
-        Ok(())
-    );
+    assert_eq!(ask_claim(&m, "web/0", secs(30.0)).await, Ok(()));
     let pending = m.send(block());
     futures::pin_mut!(pending);
     assert!(tokio::time::timeout(secs(0.5), &mut pending).await.is_err());

@@ -10,21 +10,25 @@
 //! `.ci/with-etcd cargo test --all-features --test etcd_secure -- --include-ignored`.
 #![cfg(feature = "etcd")]
 
-mod etcd_support;
+#[path = "etcd_support/ports.rs"]
+mod ports;
+#[path = "etcd_support/wait.rs"]
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use etcd_support::{free_port, poll_until, within};
 use leadership::etcd::{EtcdConfig, EtcdManager, EtcdOptions};
 use leadership::{Claimer, Leader, LeaseError, ReleaseLeadership, Tracker, UnitName};
+use ports::free_port;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use tokio::time::Instant;
+use wait::{poll_until, within};
 
 /// The prefix the `app` user's role covers (as `/app/`), and its password.
 const PREFIX: &str = "/app";

@@ -12,7 +12,14 @@ use leadership::{
     ClaimLeader, Claimer, Leader, LeaseError, ManagerActor, Resign, Status, StopTracker, Tracker,
     TrackerActor, TrackerError, UnitName, WaitLeader,
 };
+use settle::settle;
 use tokio::time::{advance, timeout, Instant};
+use until::until;
+
+#[path = "common/settle.rs"]
+mod settle;
+#[path = "common/until.rs"]
+mod until;
 
 const D: Duration = Duration::from_secs(10);
 const MS: Duration = Duration::from_millis(1);
@@ -21,13 +28,6 @@ const TIMER_SLACK: Duration = MS;
 
 fn unit(n: u32) -> UnitName {
     UnitName::new(&format!("led-service/{n}")).unwrap()
-}
-
-/// Lets every ready task run without moving the clock.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
 }
 
 /// Waits (in virtual time, so at once when nothing else is due) for `future`, failing
@@ -44,6 +44,12 @@ async fn leader() -> (StubHandle, Tracker) {
     tokio::time::pause();
     let stub = StubManager::start();
     let tracker = Tracker::start(unit(0), stub.claimer(), D).unwrap();
+    leads(&tracker).await;
+    (stub, tracker)
+}
+
+/// Waits (at most a millisecond of virtual time) until `tracker` says it leads.
+async fn leads(tracker: &Tracker) {
     let mut status = tracker.status();
     within(
         "leads",
@@ -52,7 +58,28 @@ async fn leader() -> (StubHandle, Tracker) {
     )
     .await
     .unwrap();
-    (stub, tracker)
+}
+
+/// Spawns a lead scope on `tracker` that runs `work`, and waits until the work has
+/// started (the scope holds leadership from then on).
+async fn running_scope<T: 'static>(
+    tracker: &Tracker,
+    work: impl std::future::Future<Output = T> + 'static,
+) -> tokio::task::JoinHandle<Option<T>> {
+    let started = Rc::new(Cell::new(false));
+    let scope = tokio::task::spawn_local({
+        let (tracker, started) = (tracker.clone(), started.clone());
+        async move {
+            tracker
+                .lead(|_| async move {
+                    started.set(true);
+                    work.await
+                })
+                .await
+        }
+    });
+    until("the scope's work", || started.get()).await;
+    scope
 }
 
 /// The instants of the releases and hand-overs the stub received.
@@ -69,14 +96,7 @@ async fn resign_with_nothing_promised_releases_at_once() {
     tokio::time::pause();
     let stub = StubManager::start();
     let tracker = Tracker::start(unit(0), stub.claimer(), D).unwrap();
-    let mut status = tracker.status();
-    within(
-        "leads",
-        MS,
-        status.wait_for(|s| matches!(s, Status::Leader(_))),
-    )
-    .await
-    .unwrap();
+    leads(&tracker).await;
     let at = Instant::now();
     let minion = tracker.wait_minion();
     assert_eq!(within("resign", MS, tracker.resign()).await, Ok(()));
@@ -108,7 +128,7 @@ async fn resign_keeps_every_promise_then_releases_at_the_horizon() {
         let tracker = tracker.clone();
         async move { tracker.resign().await }
     });
-    settle().await;
+    until("WaitMinion's answer", || minion.try_wait().is_some()).await;
     // From the resign on: WaitMinion false, every new question false.
     assert_eq!(minion.try_wait(), Some(false));
     assert!(!tracker.claim_leader().await);
@@ -165,7 +185,6 @@ async fn hand_over_names_the_successor_and_refuses_bad_ones() {
     assert_eq!(stub.calls().len(), 1);
 
     advance(D).await; // Past the promise: the hand-over goes out at once.
-    settle().await;
     assert_eq!(
         within("hand over", MS, tracker.hand_over(unit(7))).await,
         Ok(())
@@ -202,7 +221,6 @@ async fn resign_on_a_stopped_tracker_returns_at_once_and_sends_nothing() {
 async fn a_failed_release_is_a_leadership_failure() {
     let (stub, tracker) = leader().await;
     advance(D).await;
-    settle().await;
     let not_held = LeaseError::NotHeld {
         unit: "led-service/0".into(),
     };
@@ -248,14 +266,7 @@ async fn a_supervised_tracker_resigns_for_good() {
     tokio::time::pause();
     let stub = StubManager::start();
     let tracker = Tracker::start_supervised(unit(0), stub.claimer(), D).unwrap();
-    let mut status = tracker.status();
-    within(
-        "leads",
-        MS,
-        status.wait_for(|s| matches!(s, Status::Leader(_))),
-    )
-    .await
-    .unwrap();
+    leads(&tracker).await;
     advance(D - MS).await;
     assert!(tracker.claim_leader().await, "a promise until 2·d − 1 ms");
     // The renewal at d fails while the resign waits for that promise: the tracker
@@ -274,14 +285,7 @@ async fn a_supervised_tracker_resigns_for_good() {
 
     // And a plain resign of a supervised tracker: released, stopped, inert.
     let tracker = Tracker::start_supervised(unit(1), stub.claimer(), D).unwrap();
-    let mut status = tracker.status();
-    within(
-        "leads",
-        MS,
-        status.wait_for(|s| matches!(s, Status::Leader(_))),
-    )
-    .await
-    .unwrap();
+    leads(&tracker).await;
     assert_eq!(within("resign", MS, tracker.resign()).await, Ok(()));
     let claims = stub.claim_count();
     advance(4 * D).await;
@@ -299,8 +303,7 @@ async fn dropping_the_last_handle_resigns_and_the_actor_stops() {
     settle().await;
     assert_eq!(leaves(&stub), vec![], "a clone is still alive");
     drop(clone);
-    settle().await;
-    assert_eq!(stub.release_count(), 1);
+    until("the release", || stub.release_count() == 1).await;
     // The actor stopped: it renews nothing any more, even though an Addr is held.
     let claims = stub.claim_count();
     advance(4 * D).await;
@@ -327,8 +330,7 @@ async fn a_tracker_started_by_hand_stops_on_stop_tracker_and_resigns_on_resign()
     let minion = addr.send(leadership::WaitMinion).await.unwrap();
     addr.do_send(StopTracker);
     assert!(!minion.await);
-    settle().await;
-    assert!(!addr.connected());
+    until("the actor's stop", || !addr.connected()).await;
     assert_eq!(stub.release_count(), 1, "StopTracker releases nothing");
 }
 
@@ -339,7 +341,7 @@ async fn lead_waits_for_leadership_and_returns_the_work_output() {
     tokio::time::pause();
     let stub = StubManager::start_with(StubAnswer::Deny);
     let tracker = Tracker::start(unit(0), stub.claimer(), D).unwrap();
-    settle().await;
+    until("the block after the denial", || stub.block_count() == 1).await;
     let scope = tokio::task::spawn_local({
         let tracker = tracker.clone();
         async move { tracker.lead(|g| async move { g.term }).await }
@@ -355,15 +357,7 @@ async fn lead_waits_for_leadership_and_returns_the_work_output() {
 async fn a_resign_waits_for_a_running_scope_and_releases_as_it_finishes() {
     let (stub, tracker) = leader().await;
     let (finish, finished) = futures::channel::oneshot::channel::<()>();
-    let scope = tokio::task::spawn_local({
-        let tracker = tracker.clone();
-        async move {
-            tracker
-                .lead(|_| async move { finished.await.is_ok() })
-                .await
-        }
-    });
-    settle().await;
+    let scope = running_scope(&tracker, async move { finished.await.is_ok() }).await;
     let resign = tokio::task::spawn_local({
         let tracker = tracker.clone();
         async move { tracker.resign().await }
@@ -388,19 +382,12 @@ async fn a_scope_still_running_d_after_the_resign_is_cancelled() {
             self.0.set(true);
         }
     }
-    let scope = tokio::task::spawn_local({
-        let tracker = tracker.clone();
-        let guard = OnDrop(dropped.clone());
-        async move {
-            tracker
-                .lead(move |_| async move {
-                    let _guard = guard;
-                    std::future::pending::<()>().await
-                })
-                .await
-        }
-    });
-    settle().await;
+    let guard = OnDrop(dropped.clone());
+    let scope = running_scope(&tracker, async move {
+        let _guard = guard;
+        std::future::pending::<()>().await
+    })
+    .await;
     let resigned_at = Instant::now();
     let resign = tokio::task::spawn_local({
         let tracker = tracker.clone();
@@ -446,7 +433,6 @@ async fn a_dropped_lead_closes_its_scope() {
     settle().await;
     assert!(futures::poll!(running.as_mut()).is_pending());
     drop(running);
-    settle().await;
     let at = Instant::now();
     assert_eq!(within("resign", MS, tracker.resign()).await, Ok(()));
     assert_eq!(leaves(&stub), vec![at]);
@@ -455,11 +441,7 @@ async fn a_dropped_lead_closes_its_scope() {
 #[actix_rt::test]
 async fn a_scope_ends_when_the_tracker_is_killed() {
     let (_stub, tracker) = leader().await;
-    let scope = tokio::task::spawn_local({
-        let tracker = tracker.clone();
-        async move { tracker.lead(|_| std::future::pending::<()>()).await }
-    });
-    settle().await;
+    let scope = running_scope(&tracker, std::future::pending::<()>()).await;
     tracker.kill();
     assert_eq!(within("scope", MS, scope).await.unwrap(), None);
 }
@@ -473,13 +455,13 @@ async fn status_follows_the_tickets_instant_by_instant() {
     let start = Instant::now();
     let tracker = Tracker::start(unit(0), stub.claimer(), D).unwrap();
     let status = tracker.status();
-    settle().await;
+    until("the first claim", || stub.claim_count() == 1).await;
     assert_eq!(*status.borrow(), Status::Claiming);
     let leader = tracker.wait_leader();
     stub.set_default(StubAnswer::Grant);
     stub.set_term(4);
     stub.answer_hung_claims(StubAnswer::Grant);
-    settle().await;
+    until("WaitLeader's answer", || leader.try_wait().is_some()).await;
     assert_eq!(leader.try_wait(), Some(true));
     let Status::Leader(g) = *status.borrow() else {
         panic!("leader");
@@ -521,7 +503,6 @@ async fn hand_over_to_a_blocked_minion_makes_it_leader_without_waiting() {
         .unwrap()
         .unwrap();
     advance(D).await; // a's WaitLeader promise has ended
-    settle().await;
     let at = Instant::now();
     assert_eq!(within("hand over", MS, a.hand_over(unit(1))).await, Ok(()));
     let b_leads = b.wait_leader();

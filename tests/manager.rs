@@ -2,8 +2,13 @@
 //! here is exact, and no test sleeps in real time.
 
 mod paused;
+#[path = "common/settle.rs"]
+mod settle;
+#[path = "common/until.rs"]
+mod until;
 
 use paused::PausedSystem;
+use settle::settle;
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,6 +21,7 @@ use leadership::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
+use until::until;
 
 const SVC: &str = "led-service";
 const U0: &str = "led-service/0";
@@ -31,11 +37,11 @@ async fn paused_clock() -> Instant {
     Instant::now()
 }
 
-/// Lets spawned tasks and the manager run without moving the clock.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
+/// Waits until `manager` has handled every message sent to it so far: it handles its
+/// mailbox in order, so the answer to a query about a service no test uses comes after
+/// theirs (and the query changes nothing).
+async fn handled(manager: &Addr<ManagerActor>) {
+    leader_of(manager, "no-such-service").await;
 }
 
 /// Awaits `fut`, failing the test if it needs more than an hour of (paused) time.
@@ -106,6 +112,13 @@ fn spawn_block(manager: &Addr<ManagerActor>, service: &str) -> JoinHandle<BlockO
         let answer = request.await;
         (answer, Instant::now())
     })
+}
+
+/// Awaits a block that must be answered `Ok`, and says when it was.
+async fn woke(block: JoinHandle<BlockOutcome>) -> Instant {
+    let (answer, at) = within_an_hour(block).await.unwrap();
+    assert_eq!(answer.unwrap(), Ok(()));
+    at
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -186,13 +199,11 @@ async fn an_expired_lease_is_absent_even_before_its_timer_runs() {
     let manager = ManagerActor::new().start();
     ask(&manager, claim(U0, ms(100))).await.unwrap();
     let block = spawn_block(&manager, SVC);
-    settle().await;
+    handled(&manager).await;
 
     advance(ms(100)).await;
     let claimed = manager.send(claim(U1, ms(100)));
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(100));
+    assert_eq!(woke(block).await, t0 + ms(100));
     assert_eq!(claimed.await.unwrap().map(|_| ()), Ok(()));
     assert_eq!(leader(&manager).await.unwrap().holder, U1);
 }
@@ -260,17 +271,13 @@ async fn a_block_answers_at_once_when_the_service_is_free() {
     let t0 = paused_clock().await;
     let manager = ManagerActor::new().start();
     let block = spawn_block(&manager, SVC);
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0);
+    assert_eq!(woke(block).await, t0);
 
     // Also once the only lease has expired.
     ask(&manager, claim(U0, ms(100))).await.unwrap();
     advance(ms(150)).await;
     let block = spawn_block(&manager, SVC);
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(150));
+    assert_eq!(woke(block).await, t0 + ms(150));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -286,9 +293,7 @@ async fn a_block_wakes_exactly_at_the_expiry_instant() {
     settle().await;
     assert!(!block.is_finished(), "woke before the expiry");
 
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, expiry);
+    assert_eq!(woke(block).await, expiry);
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -308,9 +313,7 @@ async fn a_block_wakes_when_the_holder_releases() {
 
     ask(&manager, release(U0)).await.unwrap();
     for block in blocks {
-        let (answer, at) = within_an_hour(block).await.unwrap();
-        assert_eq!(answer.unwrap(), Ok(()));
-        assert_eq!(at, t0 + ms(1_000));
+        assert_eq!(woke(block).await, t0 + ms(1_000));
     }
 }
 
@@ -331,9 +334,7 @@ async fn a_block_on_an_extended_lease_wakes_at_the_new_expiry() {
     assert!(!block.is_finished(), "woke at the old expiry");
     assert_eq!(leader(&manager).await.unwrap().holder, U0);
 
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(250));
+    assert_eq!(woke(block).await, t0 + ms(250));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -359,9 +360,7 @@ async fn a_lease_renewed_like_a_tracker_does_ends_at_its_last_expiry() {
         ask(&manager, claim(U1, ms(200))).await,
         Err(LeaseError::ClaimDenied)
     );
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(1_200));
+    assert_eq!(woke(block).await, t0 + ms(1_200));
     assert_eq!(ask(&manager, claim(U1, ms(200))).await, Ok(()));
     assert!(leader(&manager).await.unwrap().term > term);
 }
@@ -398,13 +397,9 @@ async fn an_earlier_deadline_rearms_the_timer() {
     let slow = spawn_block(&manager, "slow");
     let fast = spawn_block(&manager, "fast");
 
-    let (answer, at) = within_an_hour(fast).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(30));
+    assert_eq!(woke(fast).await, t0 + ms(30));
     assert!(!slow.is_finished());
-    let (answer, at) = within_an_hour(slow).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(10_000));
+    assert_eq!(woke(slow).await, t0 + ms(10_000));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -420,7 +415,7 @@ async fn stopping_the_manager_cancels_pending_blocks() {
         spawn_block(&manager, SVC),
         spawn_block(&manager, "other"),
     ];
-    settle().await;
+    handled(&manager).await;
 
     manager.send(StopManager).await.unwrap();
     for block in blocks {
@@ -442,9 +437,7 @@ async fn dropping_every_addr_lets_pending_blocks_answer_at_the_expiry() {
     let block = spawn_block(&manager, SVC);
     drop(manager);
 
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + ms(300));
+    assert_eq!(woke(block).await, t0 + ms(300));
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -551,9 +544,7 @@ async fn a_recovering_manager_refuses_claims_until_its_grace_ends() {
     // Back onto the tick grid: the grace ends now.
     advance(Duration::from_nanos(1)).await;
     for block in blocks {
-        let (answer, at) = within_an_hour(block).await.unwrap();
-        assert_eq!(answer.unwrap(), Ok(()));
-        assert_eq!(at, t0 + grace);
+        assert_eq!(woke(block).await, t0 + grace);
     }
     assert_eq!(ask(&manager, claim(U1, ms(100))).await, Ok(()));
     assert_eq!(leader(&manager).await.unwrap().holder, U1);
@@ -568,13 +559,11 @@ async fn a_claim_at_the_end_of_the_grace_comes_after_the_grace_blocks() {
     let manager = ManagerActor::recovering(grace).start();
     assert_eq!(leader(&manager).await, None); // the actor has started at t0
     let block = spawn_block(&manager, SVC);
-    settle().await;
+    handled(&manager).await;
 
     advance(grace).await;
     assert_eq!(ask(&manager, claim(U0, ms(100))).await, Ok(()));
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + grace);
+    assert_eq!(woke(block).await, t0 + grace);
     // A block sent now waits for the new lease.
     let (answer, at) = within_an_hour(spawn_block(&manager, SVC)).await.unwrap();
     assert_eq!(answer.unwrap(), Ok(()));
@@ -604,7 +593,7 @@ async fn stopping_a_recovering_manager_cancels_blocks_waiting_for_the_grace() {
     paused_clock().await;
     let manager = ManagerActor::recovering(ms(1_000)).start();
     let block = spawn_block(&manager, SVC);
-    settle().await;
+    handled(&manager).await;
     manager.send(StopManager).await.unwrap();
     let (answer, _) = within_an_hour(block).await.unwrap();
     assert_eq!(answer.unwrap(), Err(LeaseError::BlockCancelled));
@@ -631,11 +620,19 @@ async fn ten_thousand_leases_each_wake_their_block_at_their_own_expiry() {
             blocks.push((i, block));
         }
     }
-    settle().await;
+    handled(&manager).await;
 
     // Half-way: exactly the leases due by now have ended.
     let mid = t0 + ms(3_500);
     tokio::time::sleep_until(mid).await;
+    let due = |i: u64| t0 + duration(i) <= mid;
+    until("the blocks of the leases due by now", || {
+        blocks
+            .iter()
+            .all(|(i, block)| !due(*i) || block.is_finished())
+    })
+    .await;
+    // And no other (checked below).
     settle().await;
     for (i, block) in &blocks {
         let due = t0 + duration(*i) <= mid;
@@ -825,8 +822,7 @@ async fn a_renewal_publishes_nothing_and_a_lapsed_holder_comes_back_under_a_grea
     }
     // The same holder, after its lease lapsed: a change of term, published.
     advance(ms(100)).await;
-    settle().await;
-    assert!(watch.has_changed().unwrap());
+    until("the lapse published", || watch.has_changed().unwrap()).await;
     assert_eq!(seen(&mut watch), None);
     let again = grant(&manager, claim(U0, ms(100))).await.unwrap();
     assert!(again > first);
@@ -883,7 +879,6 @@ async fn watches_of_other_services_do_not_move_and_a_stopped_manager_closes_them
     seen(&mut mine);
 
     manager.send(StopManager).await.unwrap();
-    settle().await;
     // The manager no longer knows: the value stays, the channel says it is closed.
     assert!(mine.changed().await.is_err());
     assert!(other.changed().await.is_err());

@@ -17,6 +17,8 @@
 //! lease as live at its expiry in any one handler fails the matching test here.
 
 mod paused;
+#[path = "common/settle.rs"]
+mod settle;
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use leadership::{
     ManagerActor, ReleaseLeadership,
 };
 use paused::PausedSystem;
+use settle::settle;
 use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
 
@@ -45,11 +48,14 @@ fn claim(unit: &str, duration: Duration) -> ClaimLeadership {
     }
 }
 
-/// Lets spawned tasks and the manager run without moving the clock.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
+/// Waits until `manager` has handled every message sent to it so far: it handles its
+/// mailbox in order, so the answer to a query about a service no test uses comes after
+/// theirs (and the query changes nothing).
+async fn handled(manager: &Addr<ManagerActor>) {
+    let other = Leader {
+        service: "no-such-service".into(),
+    };
+    assert_eq!(manager.send(other).await.unwrap(), None);
 }
 
 type BlockOutcome = (Result<Result<(), LeaseError>, MailboxError>, Instant);
@@ -71,7 +77,7 @@ async fn one_tick_before_the_expiry() -> (Addr<ManagerActor>, Instant, u64, Join
     let manager = ManagerActor::new().start();
     let term = manager.send(claim(U0, LEASE)).await.unwrap().unwrap().term;
     let block = spawn_block(&manager);
-    settle().await;
+    handled(&manager).await;
     advance(LEASE - TICK).await;
     settle().await;
     assert!(!block.is_finished(), "woke before the expiry");
@@ -199,7 +205,7 @@ async fn a_hand_over_wakes_the_blocks_at_once() {
     let manager = ManagerActor::new().start();
     manager.send(claim(U0, LEASE)).await.unwrap().unwrap();
     let block = spawn_block(&manager);
-    settle().await;
+    handled(&manager).await;
     advance(LEASE / 2).await;
     let handed = manager.send(HandOverLeadership {
         service: SVC.into(),

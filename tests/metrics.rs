@@ -7,6 +7,8 @@
 //! a series that moves when it should not fails the test too.
 
 mod paused;
+#[path = "common/until.rs"]
+mod until;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -24,6 +26,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 use metrics_util::registry::{AtomicStorage, Registry};
 use paused::PausedSystem;
 use tokio::time::Instant;
+use until::until;
 
 const D: Duration = Duration::from_secs(1);
 const UNIT: &str = "led-service/0";
@@ -155,12 +158,6 @@ impl Expect {
     }
 }
 
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
-
 #[test]
 fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
     let series = Keep::new();
@@ -184,7 +181,7 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         assert_eq!(Instant::now(), t0 + D);
         want.lose();
         want.claim("denied", 0.0);
-        settle().await;
+        until("the denial's series", || series.now() == want.series()).await;
         assert_eq!(series.now(), want.series(), "denied");
 
         // The other leader's lease ends half a second later: granted under term 2.
@@ -205,9 +202,9 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         want.lose();
         assert_eq!(series.now(), want.series(), "leadership lost in the outage");
         tokio::time::sleep_until(t1 + 2 * D).await;
-        settle().await;
         want.fail("unanswered");
         want.claim("abandoned", D.as_secs_f64());
+        until("the timeout's series", || series.now() == want.series()).await;
         assert_eq!(series.now(), want.series(), "the claim timed out");
 
         // Recovery: the supervised tracker claims again after its backoff, granted.
@@ -221,10 +218,10 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         // The manager fails a renewal: a failure of reason "error".
         stub.script([StubAnswer::Fail(LeaseError::Failed("pow".into()))]);
         assert!(!tracker.wait_minion().await);
-        settle().await;
         want.lose();
         want.fail("error");
         want.claim("error", 0.0);
+        until("the error's series", || series.now() == want.series()).await;
         assert_eq!(series.now(), want.series(), "manager error");
         assert!(tracker.wait_leader().await);
         want.lead(3);
@@ -235,8 +232,8 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         let resign = tracker.resign();
         let mut resign = std::pin::pin!(resign);
         assert!(futures::poll!(resign.as_mut()).is_pending());
-        settle().await;
         want.lose();
+        until("the resign's series", || series.now() == want.series()).await;
         assert_eq!(series.now(), want.series(), "resigning");
         assert_eq!(resign.await, Ok(()));
         assert!(stub
@@ -273,7 +270,10 @@ fn the_manager_gauges_follow_its_leases_and_blocks() {
             }))
         };
         let blocks = [block("a"), block("a"), block("b")];
-        settle().await;
+        until("two leases and three blocks", || {
+            series.now() == gauges(2, 3)
+        })
+        .await;
         assert_eq!(series.now(), gauges(2, 3));
 
         // A renewal moves nothing.
@@ -282,7 +282,7 @@ fn the_manager_gauges_follow_its_leases_and_blocks() {
 
         // "a" expires: its lease and its two blocks go.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        settle().await;
+        until("one lease and one block", || series.now() == gauges(1, 1)).await;
         assert_eq!(series.now(), gauges(1, 1));
 
         // "b" is released: nothing is left.

@@ -13,6 +13,10 @@
 //!   quotes what it rejects; every unit name's tag round-trips.
 
 mod paused;
+#[path = "common/settle.rs"]
+mod settle;
+#[path = "common/until.rs"]
+mod until;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -24,7 +28,9 @@ use leadership::{
     ReleaseLeadership, Tag, UnitName, WatchLeader,
 };
 use proptest::prelude::*;
+use settle::settle;
 use tokio::time::Instant;
+use until::until;
 
 /// The services the model test uses; both valid, the second with a hyphen.
 const SERVICES: [&str; 2] = ["alpha", "beta-x2"];
@@ -180,12 +186,6 @@ async fn watch(
 
 /// Lets the manager, its timer and the block tasks run without moving the clock
 /// (yielding never auto-advances a paused clock).
-async fn settle() {
-    for _ in 0..30 {
-        tokio::task::yield_now().await;
-    }
-}
-
 impl Subject {
     async fn apply(&mut self, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         match *op {
@@ -262,8 +262,30 @@ impl Subject {
                 self.watches[service].0 = fresh;
             }
         }
+        // What must have happened by now: the blocks the model answered are answered,
+        // and every watch shows the model's holder.
+        until("the answers and pushes the model expects", || {
+            self.caught_up(model)
+        })
+        .await;
+        // What must not have (a block answered early), `check` finds after a settle.
         settle().await;
         self.check(model).await
+    }
+
+    /// Whether every block the model answered has its answer and every watch shows the
+    /// model's holder.
+    fn caught_up(&self, model: &Model) -> bool {
+        let blocks = self
+            .blocks
+            .iter()
+            .zip(&model.blocks)
+            .all(|(answer, (_, answered))| !*answered || answer.borrow().is_some());
+        let watches = self.watches.iter().enumerate().all(|(service, (rx, _))| {
+            let shown = rx.borrow().as_ref().map(|lease| lease.holder.clone());
+            shown == model.leases[service].map(|lease| unit_name(service, lease.holder))
+        });
+        blocks && watches
     }
 
     /// Compares every lease and every block with the model.

@@ -31,8 +31,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use support::check::{
-    check, overlap, report, GuaranteeFinding, LeftEarly, NextLeader, Owed, TermFinding, Verdict,
+    check, report, GuaranteeFinding, LeftEarly, NextLeader, Owed, TermFinding, Verdict,
 };
+use support::overlap::overlap;
 use support::proxy::{Grant, Left};
 use support::sim::{
     run, Handover, Interval, Liveness, MinionWatch, Promise, Replacement, Run, Scenario, Scope,
@@ -626,7 +627,8 @@ fn simulation_checker_wants_wait_minion_to_resolve_false_by_the_lease_end() {
 
 #[test]
 fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
-    use support::trace::{Event, Fate, Request, What};
+    use support::fault::Fate;
+    use support::trace::{Event, Request, What};
     let at = |ms: u64, what| Event {
         at: Duration::from_millis(ms),
         what,

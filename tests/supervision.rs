@@ -6,7 +6,14 @@ use std::time::Duration;
 
 use leadership::testing::{StubAnswer, StubCall, StubHandle, StubManager};
 use leadership::{ClaimLeader, LeaseError, Tracker, UnitName};
+use settle::settle;
 use tokio::time::{sleep_until, Instant};
+use until::until;
+
+#[path = "common/settle.rs"]
+mod settle;
+#[path = "common/until.rs"]
+mod until;
 
 const D: Duration = Duration::from_secs(10);
 /// tokio fires every timer up to 1 ms after its deadline (it rounds up to its tick).
@@ -16,17 +23,11 @@ fn pow() -> StubAnswer {
     StubAnswer::Fail(LeaseError::Failed("pow".into()))
 }
 
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
-
 async fn start_supervised(stub: &StubHandle) -> (Tracker, Instant) {
     let t0 = Instant::now();
     let unit = UnitName::new("led-service/0").unwrap();
     let tracker = Tracker::start_supervised(unit, stub.claimer(), D).unwrap();
-    settle().await;
+    until("the first claim", || stub.claim_count() >= 1).await;
     (tracker, t0)
 }
 
@@ -138,7 +139,10 @@ async fn pending_tickets_resolve_false_at_a_restart() {
     assert!(parked.iter().all(|t| t.try_wait().is_none()));
     // The first claim is unanswered for d: a failure, so a restart.
     sleep_until(t0 + D + TIMER_SLACK).await;
-    settle().await;
+    until("the parked tickets' answers", || {
+        parked.iter().all(|t| t.try_wait().is_some())
+    })
+    .await;
     assert!(
         parked.iter().all(|t| t.try_wait() == Some(false)),
         "{parked:?}"
@@ -214,16 +218,16 @@ async fn after_a_restart_wait_minion_is_false_at_once_even_while_the_claim_is_in
     let mut status = tracker.status();
     assert_eq!(*status.borrow_and_update(), leadership::Status::Claiming);
     let minion = tracker.wait_minion();
-    settle().await;
+    until("WaitMinion's answer", || minion.try_wait().is_some()).await;
     assert_eq!(minion.try_wait(), Some(false), "during the backoff");
     // The claim after the backoff hangs: still false at once.
     tokio::time::timeout(Duration::from_secs(2), stub.wait_calls(2))
         .await
         .expect("the claim after the backoff");
-    settle().await;
+    until("the hung claim", || stub.hung_claims() >= 1).await;
     assert_eq!(stub.hung_claims(), 1);
     let minion = tracker.wait_minion();
-    settle().await;
+    until("WaitMinion's answer", || minion.try_wait().is_some()).await;
     assert_eq!(minion.try_wait(), Some(false), "during the claim");
     assert_eq!(*status.borrow(), leadership::Status::Claiming);
     tracker.kill();

@@ -8,7 +8,14 @@ use leadership::{
     ClaimLeader, ClaimLeadership, LeaseError, Ticket, Tracker, TrackerError, UnitName, WaitLeader,
     WaitMinion,
 };
+use settle::settle;
 use tokio::time::{advance, sleep_until, Instant};
+use until::until;
+
+#[path = "common/settle.rs"]
+mod settle;
+#[path = "common/until.rs"]
+mod until;
 
 const D: Duration = Duration::from_secs(10);
 const NS: Duration = Duration::from_nanos(1);
@@ -33,13 +40,6 @@ fn assert_fired_at(actual: Instant, deadline: Instant, what: &str) {
     );
 }
 
-/// Lets every ready task run without moving the clock.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// Pauses time and starts a tracker on a stub with the given default answer.
 async fn start(default: StubAnswer) -> (StubHandle, Tracker, Instant) {
     start_scripted(default, []).await
@@ -55,7 +55,7 @@ async fn start_scripted<const N: usize>(
     stub.script(script);
     let t0 = Instant::now();
     let tracker = Tracker::start(unit(), stub.claimer(), D).unwrap();
-    settle().await;
+    until("the first claim", || stub.claim_count() == 1).await;
     (stub, tracker, t0)
 }
 
@@ -120,7 +120,7 @@ async fn first_tickets_wait_for_the_first_claim_rather_than_guess() {
 async fn denial_blocks_once_then_regains_leadership_when_released() {
     let (stub, tracker, _) = start_scripted(StubAnswer::Grant, [StubAnswer::Deny]).await;
     let leader = tracker.wait_leader();
-    settle().await;
+    until("the block after the denial", || stub.block_count() == 1).await;
     assert!(!tracker.claim_leader().await, "a minion is not leader");
     assert!(
         !tracker.wait_minion().await,
@@ -152,7 +152,7 @@ async fn losing_leadership_at_renewal_resolves_wait_minion_then_blocks() {
     assert!(!minion.clone().await);
     assert_fired_at(Instant::now(), t0 + D, "lost at the renewal");
     assert!(!tracker.claim_leader().await);
-    settle().await;
+    until("a block", || stub.block_count() >= 1).await;
     assert_eq!(stub.block_count(), 1);
     assert!(matches!(stub.calls().last(), Some(StubCall::Block { .. })));
 }
@@ -192,7 +192,7 @@ async fn manager_gone_stops_the_tracker_at_its_next_claim() {
 async fn kill_resolves_pending_tickets_false_and_sends_nothing() {
     let (stub, tracker, _) = start(StubAnswer::Deny).await;
     let leader = tracker.wait_leader();
-    settle().await;
+    until("the block after the denial", || stub.block_count() == 1).await;
     let calls_before = stub.calls();
     tracker.kill();
     assert!(!leader.await);
@@ -202,7 +202,7 @@ async fn kill_resolves_pending_tickets_false_and_sends_nothing() {
     assert_eq!(stub.calls(), calls_before, "no claim or release on stop");
     // A ticket from a tracker whose actor is gone resolves false at once.
     let late = tracker.claim_leader();
-    settle().await;
+    until("the late ticket's answer", || late.try_wait().is_some()).await;
     assert_eq!(late.try_wait(), Some(false));
     assert!(tracker.addr().send(ClaimLeader).await.is_err());
 }
@@ -253,7 +253,10 @@ async fn unanswered_renewal_never_yields_true_and_ends_leadership_at_expiry() {
     // The renewal unanswered for d is a failure; the parked tickets answer false.
     let err = tracker.wait().await.unwrap_err();
     assert!(err.to_string().starts_with("leadership failure: "), "{err}");
-    settle().await;
+    until("the parked tickets' answers", || {
+        parked.iter().all(|t| t.try_wait().is_some())
+    })
+    .await;
     assert!(parked.iter().all(|t| t.try_wait() == Some(false)));
     assert_eq!(stub.claim_count(), 2);
 }
@@ -360,7 +363,7 @@ async fn rejects_invalid_durations() {
 async fn tickets_are_delivered_without_being_polled() {
     let (_stub, tracker, _) = start(StubAnswer::Grant).await;
     let ticket = tracker.claim_leader();
-    settle().await;
+    until("the ticket's answer", || ticket.try_wait().is_some()).await;
     assert_eq!(
         ticket.try_wait(),
         Some(true),
@@ -391,7 +394,7 @@ async fn parked_tickets_resolve_in_the_order_received() {
     settle().await;
     assert!(order.lock().unwrap().is_empty(), "all parked");
     assert_eq!(stub.answer_hung_claims(StubAnswer::Grant), 1);
-    settle().await;
+    until("four answers", || order.lock().unwrap().len() == 4).await;
     let expected: Vec<(usize, bool)> = (0..4).map(|i| (i, true)).collect();
     assert_eq!(*order.lock().unwrap(), expected);
 }
@@ -402,7 +405,10 @@ async fn a_flood_of_unpolled_tickets_is_delivered_past_the_mailbox_capacity() {
     assert!(tracker.wait_leader().await);
     // Far more than actix's default mailbox capacity (16), none of them polled.
     let tickets: Vec<Ticket> = (0..1_000).map(|_| tracker.claim_leader()).collect();
-    settle().await;
+    until("every ticket's answer", || {
+        tickets.iter().all(|t| t.try_wait().is_some())
+    })
+    .await;
     assert!(tickets.iter().all(|t| t.try_wait() == Some(true)));
 }
 
@@ -410,7 +416,7 @@ async fn a_flood_of_unpolled_tickets_is_delivered_past_the_mailbox_capacity() {
 async fn manager_gone_while_minion_fails_after_the_backoff_not_at_once() {
     let (stub, tracker, _) = start(StubAnswer::Deny).await;
     let leader = tracker.wait_leader();
-    settle().await;
+    until("a block", || stub.pending_blocks() == 1).await;
     assert_eq!(stub.pending_blocks(), 1);
     // The manager goes away: the pending block is cancelled, so the tracker backs off,
     // then its claim cannot be delivered: a leadership failure.

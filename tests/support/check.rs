@@ -41,18 +41,11 @@ use std::time::Duration;
 
 use leadership::{Fence, StaleTerm};
 
+use super::overlap::{overlapping, Violation};
 use super::proxy::{Grant, Left};
+use super::secs::Secs;
 use super::sim::{Handover, Interval, MinionWatch, Promise, Run, Scope};
-use super::trace::{Event, Request, Secs, What};
-
-/// Two intervals of different units that overlap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// The interval that started first.
-    pub first: Interval,
-    /// The one that started inside it.
-    pub second: Interval,
-}
+use super::trace::{Ask, Event, Request, What};
 
 /// A stretch of time during which one unit held a lease without a break: the union
 /// of overlapping or touching grants.
@@ -155,7 +148,7 @@ pub struct LeftEarly {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Every overlapping pair of intervals of different units.
-    pub violations: Vec<Violation>,
+    pub violations: Vec<Violation<Ask>>,
     /// True-ticket intervals not inside a lease of their unit.
     pub uncovered: Vec<Interval>,
     /// Overlapping leases of different units.
@@ -297,32 +290,6 @@ impl Verdict {
             && self.fenced_out.is_empty()
             && self.stale_writes.iter().all(|w| w.fenced.is_err())
     }
-}
-
-/// Whether two closed intervals overlap in more than a point.
-pub fn overlap(a: &Interval, b: &Interval) -> bool {
-    a.start.max(b.start) < a.end.min(b.end)
-}
-
-/// Every pair of intervals of different units that overlap, the earlier-starting one
-/// first. Intervals may have any lengths (the etcd fault run records shorter ones than
-/// the simulation's `[r, r + d]`).
-pub fn overlapping(intervals: &[Interval]) -> Vec<Violation> {
-    let mut sorted = intervals.to_vec();
-    sorted.sort_by_key(|i| (i.start, i.slot));
-    let mut violations = Vec::new();
-    for (n, first) in sorted.iter().enumerate() {
-        // Sorted by start: only intervals starting before `first` ends can overlap it.
-        for second in sorted[n + 1..].iter().take_while(|s| s.start < first.end) {
-            if second.slot != first.slot && overlap(first, second) {
-                violations.push(Violation {
-                    first: first.clone(),
-                    second: second.clone(),
-                });
-            }
-        }
-    }
-    violations
 }
 
 /// Checks safety and liveness of `run`.

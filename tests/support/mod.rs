@@ -1,8 +1,12 @@
-//! Support code for the deterministic simulation (`tests/simulation.rs`); the etcd
-//! fault run (`tests/etcd_faults.rs`) reuses its RNG, `Interval`, the overlap check
-//! and `Secs`.
+//! Support code for the deterministic simulation (`tests/simulation.rs`). The etcd
+//! fault run (`tests/etcd_faults/`) includes, by `#[path]`, only [`rng`], [`fault`],
+//! [`overlap`] and [`secs`], which therefore use nothing else from here.
 //!
 //! - [`rng`]: SplitMix64, the seeded random stream.
+//! - [`fault`]: what a fault does to one request ([`Fate`](fault::Fate), played by
+//!   [`play`](fault::play)), how often each strikes, and the network's heal.
+//! - [`overlap`]: the safety check both runs share: no two units' `true` tickets overlap.
+//! - [`secs`]: how instants are printed.
 //! - [`trace`]: the event trace of a run, printed when a seed fails.
 //! - [`proxy`]: [`FaultProxy`](proxy::FaultProxy), the fault-injecting network between
 //!   each tracker and the manager.
@@ -12,9 +16,12 @@
 //! - [`paused`]: an actix `System` whose clock starts paused (shared with other tests).
 
 pub mod check;
+pub mod fault;
+pub mod overlap;
 #[path = "../paused/mod.rs"]
 pub mod paused;
 pub mod proxy;
 pub mod rng;
+pub mod secs;
 pub mod sim;
 pub mod trace;

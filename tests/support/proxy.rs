@@ -6,11 +6,7 @@
 //! proxy *handles* a request; on one thread under a paused clock that order is fixed,
 //! so a seed always gives the same fates.
 //!
-//! Every fault that holds a request (a delay, a lost request or answer, a duplicate
-//! not yet delivered) ends when the network heals: delays end early, lost requests
-//! answer `Failed("connection reset")` as a client notices a broken connection, and
-//! pending duplicates are dropped, and an answer that was to be replaced by an error
-//! passes if it comes after the heal. After healing a proxy is a wire.
+//! What a fault does to a request, and what healing ends, is in [`super::fault`].
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,35 +14,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures::channel::oneshot;
-use futures::FutureExt as _;
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
     ManagerActor, ReleaseLeadership,
 };
 
+use super::fault::{play, Fate, FaultRates, Heal};
 use super::rng::Rng;
-use super::trace::{Fate, Request, Trace, What};
-
-/// How often each fault strikes while faults are on, in percent of requests.
-#[derive(Debug, Clone, Copy)]
-pub struct FaultRates {
-    /// Hold the request before forwarding it.
-    pub delay_request: u64,
-    /// Hold the answer after forwarding.
-    pub delay_answer: u64,
-    /// Lose the request (it fails when the network heals).
-    pub lose_request: u64,
-    /// Forward, then lose the answer.
-    pub lose_answer: u64,
-    /// Answer `Failed` without forwarding.
-    pub fail: u64,
-    /// Forward, then answer `Failed`.
-    pub fail_after_forwarding: u64,
-    /// Forward and answer, and deliver the request to the manager once more later
-    /// (at-least-once delivery; the second answer goes nowhere).
-    pub duplicate: u64,
-}
+use super::trace::{Request, Trace, What};
 
 impl FaultRates {
     /// The rates of the random simulation: 45% of requests meet a fault.
@@ -82,13 +57,10 @@ pub struct Network {
     pub refusing_until: Option<tokio::time::Instant>,
     /// `None` once healed (or for a fault-free run).
     faults: Option<FaultRates>,
-    /// Whether the network has healed.
-    healed: bool,
+    /// Whether the network has healed, and the faults waiting for it.
+    heal: Heal,
     /// The longest delay to draw, if shorter than the usual 1.5·d.
     delay_cap: Option<Duration>,
-    /// Faults waiting for the network to heal, woken in the order they began (a
-    /// `tokio::sync::watch` would wake them in a random order, breaking replay).
-    heal_waiters: Vec<oneshot::Sender<()>>,
     /// The claim duration `d`: delays are drawn relative to it.
     d: Duration,
     rng: Rng,
@@ -117,9 +89,8 @@ impl Network {
             manager,
             refusing_until: None,
             faults,
-            healed: false,
+            heal: Heal::default(),
             delay_cap: None,
-            heal_waiters: Vec::new(),
             d,
             rng,
             trace,
@@ -150,154 +121,23 @@ impl Network {
     /// Stops injecting faults and ends every fault still holding a request.
     pub fn heal(&mut self) {
         self.faults = None;
-        self.healed = true;
-        for waiter in self.heal_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
+        self.heal.heal();
     }
 
     /// Injects `faults` again, with delays of at most `cap`, until the next
-    /// [`heal`](Network::heal).
+    /// [`heal`](Network::heal). (Healing woke every waiter, so a fresh [`Heal`] loses
+    /// none.)
     pub fn unheal(&mut self, faults: FaultRates, cap: Duration) {
         self.faults = Some(faults);
-        self.healed = false;
+        self.heal = Heal::default();
         self.delay_cap = Some(cap);
-    }
-
-    /// A future that resolves once the network has healed (at once if it has).
-    fn until_healed(&mut self) -> impl Future<Output = ()> + 'static {
-        let waiter = (!self.healed).then(|| {
-            let (tx, rx) = oneshot::channel();
-            self.heal_waiters.push(tx);
-            rx
-        });
-        async move {
-            if let Some(rx) = waiter {
-                // Cancelled only when the network is dropped, i.e. the run is over.
-                if rx.await.is_err() {
-                    futures::future::pending::<()>().await;
-                }
-            }
-        }
     }
 
     /// Draws the fate of the next request.
     fn decide(&mut self) -> Fate {
-        let Some(rates) = self.faults else {
-            return Fate::Forward;
-        };
-        // A short delay (up to d/10) half the time, otherwise one up to 1.5·d, which
-        // can outlast a claim's timeout (d) or a lease's guarantee.
-        let d_ms = self.d.as_millis() as u64;
-        let cap = self
-            .delay_cap
-            .map_or(u64::MAX, |cap| cap.as_millis() as u64);
-        let delay = |rng: &mut Rng| {
-            let max = if rng.percent(50) {
-                d_ms / 10
-            } else {
-                d_ms * 3 / 2
-            };
-            Duration::from_millis(rng.range(1, max.min(cap).max(1)))
-        };
-        let mut roll = self.rng.range(0, 99);
-        let mut pick = |rate: u64| {
-            let hit = roll < rate;
-            roll = roll.saturating_sub(rate);
-            hit
-        };
-        if pick(rates.delay_request) {
-            Fate::DelayThenForward(delay(&mut self.rng))
-        } else if pick(rates.delay_answer) {
-            Fate::ForwardThenDelay(delay(&mut self.rng))
-        } else if pick(rates.lose_request) {
-            Fate::Lose
-        } else if pick(rates.lose_answer) {
-            Fate::ForwardThenLose
-        } else if pick(rates.fail) {
-            Fate::Fail
-        } else if pick(rates.fail_after_forwarding) {
-            Fate::ForwardThenFail
-        } else if pick(rates.duplicate) {
-            Fate::Duplicate(delay(&mut self.rng))
-        } else {
-            Fate::Forward
-        }
-    }
-}
-
-/// Waits `delay`, or less if `healed` resolves first.
-async fn hold(delay: Duration, healed: impl Future<Output = ()>) {
-    tokio::select! {
-        // `biased`: poll in order, not in a random one, so that runs replay exactly.
-        biased;
-        _ = healed => {}
-        _ = tokio::time::sleep(delay) => {}
-    }
-}
-
-/// Plays one request's `fate` and returns the answer the tracker sees. `send` delivers
-/// a copy of the request to the manager as it is when called (at most twice: once, and
-/// once more for a duplicate); `healed` resolves when the network heals; `duplicated`
-/// hears the answer to a duplicate delivery, which the tracker never sees. Every fault
-/// proxy relays through this one function, so a fate means the same everywhere.
-pub async fn play<S, F, T>(
-    fate: Fate,
-    healed: impl Future<Output = ()> + 'static,
-    send: S,
-    duplicated: impl FnOnce(Result<T, LeaseError>) + 'static,
-) -> Result<T, LeaseError>
-where
-    S: Fn() -> F + 'static,
-    F: Future<Output = Result<T, LeaseError>> + 'static,
-    T: 'static,
-{
-    let injected = |what: &str| Err(LeaseError::Failed(format!("injected: {what}")));
-    match fate {
-        Fate::Forward => send().await,
-        Fate::DelayThenForward(delay) => {
-            hold(delay, healed).await;
-            send().await
-        }
-        Fate::ForwardThenDelay(delay) => {
-            let answer = send().await;
-            hold(delay, healed).await;
-            answer
-        }
-        Fate::Lose => {
-            healed.await;
-            injected("connection reset")
-        }
-        Fate::ForwardThenLose => {
-            // The manager handles it whenever it does (a block may be held long after
-            // the heal); the client's connection resets at the heal, answered or not.
-            let forwarded = send();
-            actix_rt::spawn(async move {
-                let _lost = forwarded.await;
-            });
-            healed.await;
-            injected("connection reset")
-        }
-        Fate::Fail => injected("pow"),
-        Fate::ForwardThenFail => {
-            let answer = send().await;
-            // An answer that comes after the network healed (a block answered long
-            // after it was sent) passes: after healing a proxy is a wire.
-            match healed.now_or_never() {
-                Some(()) => answer,
-                None => injected("pow after forwarding"),
-            }
-        }
-        Fate::Duplicate(delay) => {
-            let again = send();
-            actix_rt::spawn(async move {
-                tokio::select! {
-                    biased;
-                    _ = healed => {}
-                    _ = tokio::time::sleep(delay) => duplicated(again.await),
-                }
-            });
-            send().await
+        match self.faults {
+            Some(rates) => rates.draw(&mut self.rng, self.d, self.delay_cap),
+            None => Fate::Forward,
         }
     }
 }
@@ -310,10 +150,17 @@ where
 {
     /// What a successful answer carries.
     type Granted: Clone + Send + 'static;
-    /// The lease a granted request gives, from the instant the manager handles it.
-    fn lease(&self) -> Option<Duration>;
+    /// How the trace names it.
+    const REQUEST: Request;
+    /// The lease a granted request gives, from the instant the manager handles it
+    /// (only a claim's does).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
     /// The term a successful answer carries, if it grants a lease.
-    fn term(granted: &Self::Granted) -> Option<u64>;
+    fn term(_granted: &Self::Granted) -> Option<u64> {
+        None
+    }
     /// Whether the request gives the lease up, and to which unit (a release: `None`).
     fn leaving(&self) -> Option<Option<String>> {
         None
@@ -322,6 +169,7 @@ where
 
 impl Relayed for ClaimLeadership {
     type Granted = leadership::Grant;
+    const REQUEST: Request = Request::Claim;
     fn lease(&self) -> Option<Duration> {
         Some(self.duration)
     }
@@ -332,22 +180,12 @@ impl Relayed for ClaimLeadership {
 
 impl Relayed for BlockUntilLeadershipReleased {
     type Granted = ();
-    fn lease(&self) -> Option<Duration> {
-        None
-    }
-    fn term(_: &()) -> Option<u64> {
-        None
-    }
+    const REQUEST: Request = Request::Block;
 }
 
 impl Relayed for ReleaseLeadership {
     type Granted = ();
-    fn lease(&self) -> Option<Duration> {
-        None
-    }
-    fn term(_: &()) -> Option<u64> {
-        None
-    }
+    const REQUEST: Request = Request::Release;
     fn leaving(&self) -> Option<Option<String>> {
         Some(None)
     }
@@ -355,12 +193,7 @@ impl Relayed for ReleaseLeadership {
 
 impl Relayed for HandOverLeadership {
     type Granted = ();
-    fn lease(&self) -> Option<Duration> {
-        None
-    }
-    fn term(_: &()) -> Option<u64> {
-        None
-    }
+    const REQUEST: Request = Request::HandOver;
     fn leaving(&self) -> Option<Option<String>> {
         Some(Some(self.successor.clone()))
     }
@@ -425,16 +258,12 @@ impl FaultProxy {
     }
 
     /// Relays `msg` according to a freshly drawn fate, and traces what it did.
-    fn relay<M>(
-        &self,
-        request: Request,
-        msg: M,
-    ) -> impl Future<Output = Result<M::Granted, LeaseError>>
+    fn relay<M>(&self, msg: M) -> impl Future<Output = Result<M::Granted, LeaseError>>
     where
         M: Relayed,
         ManagerActor: Handler<M>,
     {
-        let slot = self.slot;
+        let (slot, request) = (self.slot, M::REQUEST);
         let leave = matches!(request, Request::Release | Request::HandOver);
         let (fate, healed, trace) = {
             let mut net = self.net.borrow_mut();
@@ -448,7 +277,7 @@ impl FaultProxy {
             if leave {
                 *net.leaving.entry(slot).or_default() += 1;
             }
-            (fate, net.until_healed(), net.trace.clone())
+            (fate, net.heal.until_healed(), net.trace.clone())
         };
         trace.log(What::Relayed {
             slot,
@@ -600,34 +429,14 @@ impl Actor for FaultProxy {
     type Context = Context<Self>;
 }
 
-impl Handler<ClaimLeadership> for FaultProxy {
-    type Result = ResponseFuture<Result<leadership::Grant, LeaseError>>;
+impl<M> Handler<M> for FaultProxy
+where
+    M: Relayed,
+    ManagerActor: Handler<M>,
+{
+    type Result = ResponseFuture<Result<M::Granted, LeaseError>>;
 
-    fn handle(&mut self, msg: ClaimLeadership, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::Claim, msg))
-    }
-}
-
-impl Handler<ReleaseLeadership> for FaultProxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
-
-    fn handle(&mut self, msg: ReleaseLeadership, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::Release, msg))
-    }
-}
-
-impl Handler<HandOverLeadership> for FaultProxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
-
-    fn handle(&mut self, msg: HandOverLeadership, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::HandOver, msg))
-    }
-}
-
-impl Handler<BlockUntilLeadershipReleased> for FaultProxy {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
-
-    fn handle(&mut self, msg: BlockUntilLeadershipReleased, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.relay(Request::Block, msg))
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.relay(msg))
     }
 }

@@ -41,7 +41,8 @@ use futures::channel::oneshot;
 use leadership::{Claimer, ManagerActor, Status, StopManager, Tracker, UnitName, WaitMinion};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::proxy::{FaultProxy, FaultRates, Grant, Left, Network};
+use super::fault::FaultRates;
+use super::proxy::{FaultProxy, Grant, Left, Network};
 use super::rng::Rng;
 use super::trace::{Ask, Event, Trace, What};
 
@@ -199,24 +200,8 @@ impl Scenario {
     }
 }
 
-/// A `true` ticket: its unit held leadership over `[start, end]` (time since the start
-/// of the run; in the simulation `end = start + d`). See the module doc for why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interval {
-    /// The tracker slot, i.e. the unit `sim/<slot>`.
-    pub slot: usize,
-    /// Which incarnation of the slot's tracker answered.
-    pub life: u32,
-    /// Which question it answered.
-    pub ask: Ask,
-    /// When the question was asked.
-    pub asked: Duration,
-    /// When the ticket resolved `true` (`r`).
-    pub start: Duration,
-    /// `r + d` in the simulation; the etcd fault run (`tests/etcd_faults.rs`), on a
-    /// real clock, records a shorter end it can prove (see there).
-    pub end: Duration,
-}
+/// A `true` ticket of the simulation: `[r, r + d]` (see the module doc for why).
+pub type Interval = super::overlap::Interval<Ask>;
 
 /// A `true` ticket: the interval it proves, and the [`Guarantee`](leadership::Guarantee)
 /// it carried (`Ticket::guarantee()`), its `until` as time since the start of the run.

@@ -11,6 +11,9 @@ use std::time::Duration;
 use leadership::LeaseError;
 use tokio::time::Instant;
 
+use super::fault::Fate;
+use super::secs::Secs;
+
 /// Which manager request a proxy relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
@@ -22,28 +25,6 @@ pub enum Request {
     Release,
     /// `HandOverLeadership`.
     HandOver,
-}
-
-/// What a proxy decided to do with one request (see [`crate::support::proxy`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fate {
-    /// Forward at once and pass the answer back at once.
-    Forward,
-    /// Hold the request this long (or until the network heals), then forward it.
-    DelayThenForward(Duration),
-    /// Forward at once, then hold the answer this long (or until healed).
-    ForwardThenDelay(Duration),
-    /// Never forward; answer `Failed` when the network heals (a lost request).
-    Lose,
-    /// Forward, but answer `Failed` only when the network heals (a lost answer).
-    ForwardThenLose,
-    /// Answer `Failed` at once without forwarding.
-    Fail,
-    /// Forward, then answer `Failed` instead of the manager's answer.
-    ForwardThenFail,
-    /// Forward and answer; deliver the request again this much later (unless the
-    /// network heals first), discarding the second answer.
-    Duplicate(Duration),
 }
 
 /// Which ticket a probe asked for.
@@ -179,36 +160,6 @@ impl Trace {
     /// The events so far.
     pub fn events(&self) -> Vec<Event> {
         self.events.borrow().clone()
-    }
-}
-
-/// `12.345s`, or `12.345678s` once a stall has knocked the clock off tokio's
-/// millisecond grid.
-pub struct Secs(pub Duration);
-
-impl fmt::Display for Secs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let micros = self.0.subsec_micros();
-        if micros % 1_000 == 0 {
-            write!(f, "{}.{:03}s", self.0.as_secs(), micros / 1_000)
-        } else {
-            write!(f, "{}.{micros:06}s", self.0.as_secs())
-        }
-    }
-}
-
-impl fmt::Display for Fate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fate::Forward => write!(f, "forward"),
-            Fate::DelayThenForward(d) => write!(f, "delay {d:?}, then forward"),
-            Fate::ForwardThenDelay(d) => write!(f, "forward, then delay the answer {d:?}"),
-            Fate::Lose => write!(f, "lose the request (fails at heal)"),
-            Fate::ForwardThenLose => write!(f, "forward, then lose the answer (fails at heal)"),
-            Fate::Fail => write!(f, "answer an error"),
-            Fate::ForwardThenFail => write!(f, "forward, then answer an error"),
-            Fate::Duplicate(d) => write!(f, "forward, and deliver a duplicate in {d:?}"),
-        }
     }
 }
 

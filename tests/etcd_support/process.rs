@@ -1,0 +1,139 @@
+//! A private etcd process on free loopback ports, for tests that freeze their server
+//! and so must not share it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::ports::free_port;
+
+/// Where one etcd keeps its data and listens: enough to start it again.
+#[derive(Debug)]
+pub(super) struct Setup {
+    dir: PathBuf,
+    endpoint: String,
+    peer_url: String,
+}
+
+impl Setup {
+    /// Starts `etcd` with its data in `dir`, serving clients on `endpoint`.
+    pub(super) fn spawn(&self) -> Child {
+        Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen-client-urls", &self.endpoint])
+            .args(["--advertise-client-urls", &self.endpoint])
+            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peer_url])
+            .args(["--initial-cluster", &format!("t={}", self.peer_url)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd (is etcd-server installed? run under .ci/with-etcd)")
+    }
+}
+
+/// A private etcd process (the `etcd` found on PATH) on free loopback ports with its
+/// own data directory; killed, resumed first if paused, and cleaned up on drop.
+#[derive(Debug)]
+pub struct EtcdProcess {
+    pub(super) child: Child,
+    pub(super) setup: Setup,
+    /// Its client URL, e.g. `http://127.0.0.1:23456`.
+    pub endpoint: String,
+}
+
+impl EtcdProcess {
+    /// Starts etcd and waits (up to 20 s) until it answers a health check.
+    pub fn start(name: &str) -> EtcdProcess {
+        for attempt in 0..5 {
+            let (client, peer) = (free_port(), free_port());
+            if client == peer {
+                continue;
+            }
+            let dir = std::env::temp_dir().join(format!(
+                "leadership-etcd-{name}-{}-{attempt}-{}",
+                std::process::id(),
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ));
+            let endpoint = format!("http://127.0.0.1:{client}");
+            let setup = Setup {
+                dir,
+                endpoint: endpoint.clone(),
+                peer_url: format!("http://127.0.0.1:{peer}"),
+            };
+            let mut process = EtcdProcess {
+                child: setup.spawn(),
+                setup,
+                endpoint,
+            };
+            if process.wait_healthy(Duration::from_secs(20)) {
+                return process;
+            }
+            // Probably lost a port race: `process` is dropped (killed) and we retry.
+        }
+        panic!("could not start a private etcd");
+    }
+
+    pub(super) fn wait_healthy(&mut self, deadline: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let healthy = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &self.endpoint, "--command-timeout=1s"])
+                .args(["endpoint", "health"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if healthy {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes the server (SIGSTOP): requests to it hang.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {} failed", self.pid());
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.pid().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.setup.dir);
+    }
+}
