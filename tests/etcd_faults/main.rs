@@ -250,13 +250,14 @@ fn seeds(default: u64) -> Vec<u64> {
 }
 
 #[test]
+#[ignore = "needs etcd: .ci/with-etcd cargo test --all-features --test etcd_faults -- --include-ignored --skip etcd_faults_long"]
 fn etcd_faults_are_safe_and_live() {
     require_etcd("etcd_faults_are_safe_and_live");
     run_seeds(&seeds(SEEDS));
 }
 
 #[test]
-#[ignore = "long: 20 seeds, about 5 minutes"]
+#[ignore = "long, and needs etcd: 20 seeds, about 5 minutes (.ci/with-etcd cargo test --all-features --release --test etcd_faults -- --ignored etcd_faults_long)"]
 fn etcd_faults_long() {
     require_etcd("etcd_faults_long");
     run_seeds(&seeds(LONG_SEEDS));
@@ -266,6 +267,7 @@ fn etcd_faults_long() {
 /// unit lead at once (etcd sees no conflict), which the ticket check, the holder check
 /// and the stale-leader check must all catch.
 #[test]
+#[ignore = "needs etcd: .ci/with-etcd cargo test --all-features --test etcd_faults -- --include-ignored --skip etcd_faults_long"]
 fn etcd_faults_checker_catches_two_leaders_under_split_keys() {
     require_etcd("etcd_faults_checker_catches_two_leaders_under_split_keys");
     let options = Options {
