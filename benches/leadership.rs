@@ -97,6 +97,10 @@ struct Size {
     failovers: usize,
     /// Hand-overs in the hand-over figure.
     handovers: usize,
+    /// Samples of each etcd hand-over and failover figure (ours and `etcdctl elect`'s).
+    etcd_samples: usize,
+    /// Services in the etcd scale figure.
+    etcd_services: usize,
 }
 
 const FULL: Size = Size {
@@ -106,6 +110,8 @@ const FULL: Size = Size {
     leases: 100_000,
     failovers: 200,
     handovers: 5_000,
+    etcd_samples: 40,
+    etcd_services: 1_000,
 };
 
 const QUICK: Size = Size {
@@ -115,6 +121,8 @@ const QUICK: Size = Size {
     leases: 20_000,
     failovers: 40,
     handovers: 1_000,
+    etcd_samples: 20,
+    etcd_services: 1_000,
 };
 
 /// A no-op request for the baseline actor.
@@ -134,10 +142,18 @@ impl Handler<Ping> for NoOp {
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
 
+#[cfg(feature = "etcd")]
+mod etcd;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let which = args.get(i + 1).map(String::as_str).unwrap_or("");
+        #[cfg(feature = "etcd")]
+        if which == "etcd-leaders" {
+            etcd::leaders_child(&args);
+            return;
+        }
         let batch = args
             .iter()
             .position(|a| a == "--batch")
@@ -148,6 +164,13 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let size = if quick { QUICK } else { FULL };
+    // The etcd figures run when a server is named or `--etcd` asks for a private one;
+    // they need the `etcd` feature, so a build without it runs itself again with it.
+    let want_etcd = args.iter().any(|a| a == "--etcd")
+        || std::env::var("LEADERSHIP_ETCD_ENDPOINTS").is_ok_and(|v| !v.trim().is_empty());
+    if want_etcd && !cfg!(feature = "etcd") {
+        rerun_with_etcd_feature(&args);
+    }
     let started = StdInstant::now();
     println!(
         "leadership bench ({}), load average at start: {}",
@@ -180,6 +203,13 @@ fn main() {
         timed_group!("failover", failover);
         timed_group!("handover", handover);
     });
+    #[cfg(feature = "etcd")]
+    if want_etcd && runs("etcd") {
+        let server = etcd::Server::find(true).expect("an etcd server");
+        let cpu = Cpu::sample();
+        System::new().block_on(etcd::run(&server, size, quick, &mut report));
+        report.others("etcd", cpu);
+    }
     if runs("memory") {
         memory(&mut report);
     }
@@ -189,6 +219,29 @@ fn main() {
         started.elapsed().as_secs_f64(),
         loadavg()
     );
+}
+
+/// Runs this bench again through cargo with the `etcd` feature (the etcd figures need
+/// it), passing the same arguments, and exits with its status.
+fn rerun_with_etcd_feature(args: &[String]) -> ! {
+    if std::env::var_os("LEADERSHIP_BENCH_RERUN").is_some() {
+        eprintln!("the etcd figures need the `etcd` feature, and the rerun lacks it");
+        std::process::exit(2);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "the etcd figures need the `etcd` feature: running \
+         `cargo bench --features etcd --bench leadership -- {}`",
+        args.join(" ")
+    );
+    let status = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["bench", "--features", "etcd", "--bench", "leadership", "--"])
+        .args(args)
+        .env("LEADERSHIP_BENCH_RERUN", "1")
+        .status()
+        .expect("cargo runs");
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// The 1-, 5- and 15-minute load averages, from `/proc/loadavg`.
