@@ -1,11 +1,19 @@
-//! Benchmarks of `leadership` against bare actix, measured in the same run (issue 5).
+//! Benchmarks of `leadership` against bare actix, and of its etcd backend against
+//! `etcdctl elect`, each measured beside its baseline in the same run (issues 5, 13).
 //!
 //! Run with
 //!
 //! ```sh
-//! cargo bench --bench leadership             # the full run (a few minutes of real time)
+//! cargo bench --bench leadership             # the full run (about a minute in memory)
 //! cargo bench --bench leadership -- --quick  # under 60 s on a 2-core machine
+//! .ci/with-etcd cargo bench --bench leadership -- --quick --etcd   # with the etcd figures
+//! cargo bench --bench leadership -- --only handover,memory          # some groups only
 //! ```
+//!
+//! Groups: per-op, concurrent, expiry, failover, handover, etcd, memory. The etcd group
+//! runs when `LEADERSHIP_ETCD_ENDPOINTS` names a server or `--etcd` asks for a private
+//! one; it needs the crate's `etcd` feature, so a build without it runs itself again
+//! through `cargo bench --features etcd` (see `benches/etcd/mod.rs` for its figures).
 //!
 //! It prints a human table (figure | value | baseline | ratio | target | met?), notes
 //! with medians and maxima, and one line `metric <name> <value>` per figure:
@@ -14,15 +22,17 @@
 //! |---|---|
 //! | `actix_roundtrip_ns` | `addr.send(Ping).await` to a no-op actor on the same arbiter; median of sequential per-op timings (the baseline) |
 //! | `ticket_roundtrip_ns` | `tracker.claim_leader().await` (the handle path) on a tracker that is leader; median of sequential per-op timings. The `addr.send(ClaimLeader).await?.await` path is printed too, not as a metric |
-//! | `ticket_ratio` | ticket / actix; target ≤ 1.5 |
+//! | `ticket_ratio` | ticket / actix: the median over the interleaved rounds of each round's ratio of medians; target ≤ 1.2 |
 //! | `ticket_concurrent_per_s` | tickets answered per second with 1 000 concurrent clients (tasks on the same arbiter) looping `claim_leader().await` on one leader |
 //! | `manager_claim_ns` | `ClaimLeadership` extensions against a `ManagerActor` holding 100 000 live leases, services visited in a scattered order, messages built before timing; median of sequential per-op timings |
-//! | `manager_ratio` | manager / actix; target ≤ 1.7 |
+//! | `manager_ratio` | manager / actix, the median of the rounds' ratios as for `ticket_ratio`; target ≤ 1.5 |
 //! | `expiry_wake_p99_ms` | 100 000 leases expiring spread evenly over 10 s of real time, each with a pending `BlockUntilLeadershipReleased`; p99 of (instant the block's answer is observed − `LeaseInfo.expires`); target ≤ 2. Baseline: bare `tokio::time::sleep_until` tasks, one per millisecond of the same window |
 //! | `tracker_bytes` | resident memory (RSS growth from `/proc/self/statm`) per tracker: 100 000 trackers of distinct services on one manager, measured after all are granted |
 //! | `actor_bytes` | the same for 100 000 bare no-op actix actors, each answered one `Ping` |
-//! | `memory_ratio` | tracker / actor; target ≤ 2.5 |
+//! | `memory_ratio` | tracker / actor, both started 1 000 at a time; target ≤ 2.0 |
+//! | `tracker_bytes_burst`, `memory_ratio_burst` | the same with all 100 000 started at once (against 100 000 actors started at once); target ≤ 2.5 |
 //! | `failover_p99_ms` | d = 50 ms, 200 failovers, each on a fresh service with two units: the leader's tracker is killed; p99 of (instant the other unit's `WaitLeader` ticket resolves − the old lease's expiry, read with `Leader` once the old tracker has stopped); target ≤ 2. Baseline: after each failover, one bare tokio sleep on the idle runtime |
+//! | `handover_us_p99` | 1 000 hand-overs (5 000 in the full run), each on a fresh service with two units, d = 10 s: the leader (its status says it leads, so nothing is promised) calls `resign()`; p99 of the time until the other unit's `WaitLeader` ticket resolves `true`. No timer is on that path; target ≤ 100 µs |
 //! | `trackers_100k_start_s` | wall time from starting 100 000 trackers (all at once) to all of them being granted. Baseline: 100 000 no-op actors started at once and answered once |
 //!
 //! Everything runs on one actix `System` (one thread), the way an agent runs its
@@ -53,8 +63,11 @@
 //! `--quick` keeps every measurement's shape but runs fewer operations: 20 000 timed
 //! operations per per-op figure instead of 200 000, 1 000 tickets per concurrent client
 //! instead of 2 000, 20 000 leases (still spread over 10 s of real time) for the
-//! expiry figure, and 40 failovers instead of 200 (so its p99 is the worst of 40).
-//! The memory and start-up figures use 100 000 trackers in both modes.
+//! expiry figure, 40 failovers instead of 200 (so its p99 is the worst of 40), 1 000
+//! hand-overs instead of 5 000; with etcd, 20 hand-overs and failovers each instead of
+//! 40, a 10 s scale window instead of 60 s, no 100- and 300-service scale windows, and
+//! no `etcdctl elect` failover (a minute per sample). The memory and start-up figures
+//! use 100 000 trackers in both modes.
 
 use std::future::IntoFuture;
 use std::process::Command;

@@ -128,7 +128,10 @@ mod tests {
         let cell = StatusCell::new();
         cell.publish(Status::Minion);
         let mut rx = cell.subscribe();
-        assert!(rx.has_changed().unwrap(), "changed since the tracker started");
+        assert!(
+            rx.has_changed().unwrap(),
+            "changed since the tracker started"
+        );
         assert_eq!(*rx.borrow_and_update(), Status::Minion);
         cell.publish(Status::Minion);
         assert!(!rx.has_changed().unwrap(), "no change, no notification");
@@ -147,7 +150,10 @@ mod tests {
         cell.close();
         assert!(rx.has_changed().is_err(), "closed with the actor");
         let late = cell.subscribe();
-        assert!(late.has_changed().is_err(), "a receiver made after the close");
+        assert!(
+            late.has_changed().is_err(),
+            "a receiver made after the close"
+        );
         assert_eq!(*late.borrow(), Status::Claiming);
     }
 
