@@ -111,8 +111,10 @@ struct Size {
     /// Hand-overs in the hand-over figure.
     handovers: usize,
     /// Samples of each etcd hand-over and failover figure (ours and `etcdctl elect`'s).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     etcd_samples: usize,
     /// Services in the etcd scale figure.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     etcd_services: usize,
 }
 
