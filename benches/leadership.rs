@@ -1,11 +1,19 @@
-//! Benchmarks of `leadership` against bare actix, measured in the same run (issue 5).
+//! Benchmarks of `leadership` against bare actix, and of its etcd backend against
+//! `etcdctl elect`, each measured beside its baseline in the same run (issues 5, 13).
 //!
 //! Run with
 //!
 //! ```sh
-//! cargo bench --bench leadership             # the full run (a few minutes of real time)
+//! cargo bench --bench leadership             # the full run (about a minute in memory)
 //! cargo bench --bench leadership -- --quick  # under 60 s on a 2-core machine
+//! .ci/with-etcd cargo bench --bench leadership -- --quick --etcd   # with the etcd figures
+//! cargo bench --bench leadership -- --only handover,memory          # some groups only
 //! ```
+//!
+//! Groups: per-op, concurrent, expiry, failover, handover, etcd, memory. The etcd group
+//! runs when `LEADERSHIP_ETCD_ENDPOINTS` names a server or `--etcd` asks for a private
+//! one; it needs the crate's `etcd` feature, so a build without it runs itself again
+//! through `cargo bench --features etcd` (see `benches/etcd/mod.rs` for its figures).
 //!
 //! It prints a human table (figure | value | baseline | ratio | target | met?), notes
 //! with medians and maxima, and one line `metric <name> <value>` per figure:
@@ -14,15 +22,17 @@
 //! |---|---|
 //! | `actix_roundtrip_ns` | `addr.send(Ping).await` to a no-op actor on the same arbiter; median of sequential per-op timings (the baseline) |
 //! | `ticket_roundtrip_ns` | `tracker.claim_leader().await` (the handle path) on a tracker that is leader; median of sequential per-op timings. The `addr.send(ClaimLeader).await?.await` path is printed too, not as a metric |
-//! | `ticket_ratio` | ticket / actix; target ≤ 1.5 |
+//! | `ticket_ratio` | ticket / actix: the median over the interleaved rounds of each round's ratio of medians; target ≤ 1.2 |
 //! | `ticket_concurrent_per_s` | tickets answered per second with 1 000 concurrent clients (tasks on the same arbiter) looping `claim_leader().await` on one leader |
 //! | `manager_claim_ns` | `ClaimLeadership` extensions against a `ManagerActor` holding 100 000 live leases, services visited in a scattered order, messages built before timing; median of sequential per-op timings |
-//! | `manager_ratio` | manager / actix; target ≤ 1.7 |
+//! | `manager_ratio` | manager / actix, the median of the rounds' ratios as for `ticket_ratio`; target ≤ 1.5 |
 //! | `expiry_wake_p99_ms` | 100 000 leases expiring spread evenly over 10 s of real time, each with a pending `BlockUntilLeadershipReleased`; p99 of (instant the block's answer is observed − `LeaseInfo.expires`); target ≤ 2. Baseline: bare `tokio::time::sleep_until` tasks, one per millisecond of the same window |
 //! | `tracker_bytes` | resident memory (RSS growth from `/proc/self/statm`) per tracker: 100 000 trackers of distinct services on one manager, measured after all are granted |
 //! | `actor_bytes` | the same for 100 000 bare no-op actix actors, each answered one `Ping` |
-//! | `memory_ratio` | tracker / actor; target ≤ 2.5 |
+//! | `memory_ratio` | tracker / actor, both started 1 000 at a time; target ≤ 2.0 |
+//! | `tracker_bytes_burst`, `memory_ratio_burst` | the same with all 100 000 started at once (against 100 000 actors started at once); target ≤ 2.5 |
 //! | `failover_p99_ms` | d = 50 ms, 200 failovers, each on a fresh service with two units: the leader's tracker is killed; p99 of (instant the other unit's `WaitLeader` ticket resolves − the old lease's expiry, read with `Leader` once the old tracker has stopped); target ≤ 2. Baseline: after each failover, one bare tokio sleep on the idle runtime |
+//! | `handover_us_p99` | 1 000 hand-overs (5 000 in the full run), each on a fresh service with two units, d = 10 s: the leader (its status says it leads, so nothing is promised) calls `resign()`; p99 of the time until the other unit's `WaitLeader` ticket resolves `true`. No timer is on that path; target ≤ 100 µs |
 //! | `trackers_100k_start_s` | wall time from starting 100 000 trackers (all at once) to all of them being granted. Baseline: 100 000 no-op actors started at once and answered once |
 //!
 //! Everything runs on one actix `System` (one thread), the way an agent runs its
@@ -53,8 +63,11 @@
 //! `--quick` keeps every measurement's shape but runs fewer operations: 20 000 timed
 //! operations per per-op figure instead of 200 000, 1 000 tickets per concurrent client
 //! instead of 2 000, 20 000 leases (still spread over 10 s of real time) for the
-//! expiry figure, and 40 failovers instead of 200 (so its p99 is the worst of 40).
-//! The memory and start-up figures use 100 000 trackers in both modes.
+//! expiry figure, 40 failovers instead of 200 (so its p99 is the worst of 40), 1 000
+//! hand-overs instead of 5 000; with etcd, 20 hand-overs and failovers each instead of
+//! 40, a 10 s scale window instead of 60 s, no 100- and 300-service scale windows, and
+//! no `etcdctl elect` failover (a minute per sample). The memory and start-up figures
+//! use 100 000 trackers in both modes.
 
 use std::future::IntoFuture;
 use std::process::Command;
@@ -63,7 +76,7 @@ use std::time::{Duration, Instant as StdInstant};
 use actix::prelude::*;
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeader, ClaimLeadership, Claimer, Leader, ManagerActor,
-    ReleaseLeadership, Tracker, UnitName,
+    ReleaseLeadership, Status, Tracker, UnitName,
 };
 
 /// How many actors the memory and start-up figures use, and how many live leases the
@@ -95,6 +108,14 @@ struct Size {
     leases: usize,
     /// Failovers in the failover figure.
     failovers: usize,
+    /// Hand-overs in the hand-over figure.
+    handovers: usize,
+    /// Samples of each etcd hand-over and failover figure (ours and `etcdctl elect`'s).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    etcd_samples: usize,
+    /// Services in the etcd scale figure.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    etcd_services: usize,
 }
 
 const FULL: Size = Size {
@@ -103,6 +124,9 @@ const FULL: Size = Size {
     per_client: 2_000,
     leases: 100_000,
     failovers: 200,
+    handovers: 5_000,
+    etcd_samples: 40,
+    etcd_services: 1_000,
 };
 
 const QUICK: Size = Size {
@@ -111,6 +135,9 @@ const QUICK: Size = Size {
     per_client: 1_000,
     leases: 20_000,
     failovers: 40,
+    handovers: 1_000,
+    etcd_samples: 20,
+    etcd_services: 1_000,
 };
 
 /// A no-op request for the baseline actor.
@@ -130,10 +157,18 @@ impl Handler<Ping> for NoOp {
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
 
+#[cfg(feature = "etcd")]
+mod etcd;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let which = args.get(i + 1).map(String::as_str).unwrap_or("");
+        #[cfg(feature = "etcd")]
+        if which == "etcd-leaders" {
+            etcd::leaders_child(&args);
+            return;
+        }
         let batch = args
             .iter()
             .position(|a| a == "--batch")
@@ -144,6 +179,13 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let size = if quick { QUICK } else { FULL };
+    // The etcd figures run when a server is named or `--etcd` asks for a private one;
+    // they need the `etcd` feature, so a build without it runs itself again with it.
+    let want_etcd = args.iter().any(|a| a == "--etcd")
+        || std::env::var("LEADERSHIP_ETCD_ENDPOINTS").is_ok_and(|v| !v.trim().is_empty());
+    if want_etcd && !cfg!(feature = "etcd") {
+        rerun_with_etcd_feature(&args);
+    }
     let started = StdInstant::now();
     println!(
         "leadership bench ({}), load average at start: {}",
@@ -174,7 +216,15 @@ fn main() {
         timed_group!("concurrent", concurrent);
         timed_group!("expiry", expiry_wake);
         timed_group!("failover", failover);
+        timed_group!("handover", handover);
     });
+    #[cfg(feature = "etcd")]
+    if want_etcd && runs("etcd") {
+        let server = etcd::Server::find(true).expect("an etcd server");
+        let cpu = Cpu::sample();
+        System::new().block_on(etcd::run(&server, size, quick, &mut report));
+        report.others("etcd", cpu);
+    }
     if runs("memory") {
         memory(&mut report);
     }
@@ -184,6 +234,29 @@ fn main() {
         started.elapsed().as_secs_f64(),
         loadavg()
     );
+}
+
+/// Runs this bench again through cargo with the `etcd` feature (the etcd figures need
+/// it), passing the same arguments, and exits with its status.
+fn rerun_with_etcd_feature(args: &[String]) -> ! {
+    if std::env::var_os("LEADERSHIP_BENCH_RERUN").is_some() {
+        eprintln!("the etcd figures need the `etcd` feature, and the rerun lacks it");
+        std::process::exit(2);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!(
+        "the etcd figures need the `etcd` feature: running \
+         `cargo bench --features etcd --bench leadership -- {}`",
+        args.join(" ")
+    );
+    let status = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["bench", "--features", "etcd", "--bench", "leadership", "--"])
+        .args(args)
+        .env("LEADERSHIP_BENCH_RERUN", "1")
+        .status()
+        .expect("cargo runs");
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// The 1-, 5- and 15-minute load averages, from `/proc/loadavg`.
@@ -359,6 +432,13 @@ fn p99(samples: &mut [Duration]) -> Duration {
     samples[rank - 1]
 }
 
+/// The median over rounds of `num[i] / den[i]`.
+fn median_ratio(num: &[Duration], den: &[Duration]) -> f64 {
+    let mut ratios: Vec<f64> = num.iter().zip(den).map(|(n, d)| ns(*n) / ns(*d)).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
 fn ns(d: Duration) -> f64 {
     d.as_nanos() as f64
 }
@@ -436,6 +516,10 @@ async fn per_op(size: Size, report: &mut Report) {
     let mut ticket_addr = Vec::with_capacity(size.ops);
     let mut claim = Vec::with_capacity(size.ops);
     let mut scratch = Vec::new();
+    // Each round's median per path, for the per-round ratios.
+    let mut round_actix = Vec::with_capacity(size.rounds);
+    let mut round_ticket = Vec::with_capacity(size.rounds);
+    let mut round_claim = Vec::with_capacity(size.rounds);
     // Visit the services in a scattered order (a stride coprime with 100 000), as
     // renewals from many trackers would, rather than walking memory in order.
     let mut next_service = 0usize;
@@ -451,6 +535,7 @@ async fn per_op(size: Size, report: &mut Report) {
         .await;
         if keep {
             actix.extend_from_slice(&scratch);
+            round_actix.push(median(&mut scratch));
         }
         scratch.clear();
         time_each(n, &mut scratch, |_| {
@@ -460,6 +545,7 @@ async fn per_op(size: Size, report: &mut Report) {
         .await;
         if keep {
             ticket.extend_from_slice(&scratch);
+            round_ticket.push(median(&mut scratch));
         }
         scratch.clear();
         time_each(n, &mut scratch, |_| {
@@ -501,22 +587,26 @@ async fn per_op(size: Size, report: &mut Report) {
         .await;
         if keep {
             claim.extend_from_slice(&scratch);
+            round_claim.push(median(&mut scratch));
         }
     }
     let actix = median(&mut actix);
     let ticket = median(&mut ticket);
     let ticket_addr = median(&mut ticket_addr);
     let claim = median(&mut claim);
+    // The ratios are the median over rounds of each round's ratio of medians, so that
+    // one round disturbed by the rest of the machine does not decide them.
+    let ratio = median_ratio(&round_ticket, &round_actix);
+    let mratio = median_ratio(&round_claim, &round_actix);
     let base = format!("{:.0} ns", ns(actix));
     report.row("actix_roundtrip_ns", base.clone(), "-".into(), None);
-    let ratio = ns(ticket) / ns(actix);
     report.target_row(
         "ticket_roundtrip_ns",
         format!("{:.0} ns", ns(ticket)),
         base.clone(),
         Some(ratio),
         ratio,
-        1.5,
+        1.2,
     );
     let addr_ratio = ns(ticket_addr) / ns(actix);
     report.row(
@@ -525,20 +615,27 @@ async fn per_op(size: Size, report: &mut Report) {
         base.clone(),
         Some(addr_ratio),
     );
-    let mratio = ns(claim) / ns(actix);
     report.target_row(
         "manager_claim_ns",
         format!("{:.0} ns", ns(claim)),
         base,
         Some(mratio),
         mratio,
-        1.7,
+        1.5,
     );
+    let spread = |num: &[Duration], den: &[Duration]| {
+        let mut r: Vec<f64> = num.iter().zip(den).map(|(n, d)| ns(*n) / ns(*d)).collect();
+        r.sort_by(f64::total_cmp);
+        format!("{:.2}-{:.2}", r[0], r[r.len() - 1])
+    };
     report.notes.push(format!(
-        "per-op figures: {} timed ops each in {} interleaved rounds (+ warm-up); \
+        "per-op figures: {} timed ops each in {} interleaved rounds (+ warm-up); the ratios \
+         are the median of the rounds' ratios (ticket {}, manager {} across rounds); \
          ticket via addr.send(ClaimLeader).await?.await: {:.0} ns (not a metric)",
         per_round * size.rounds,
         size.rounds,
+        spread(&round_ticket, &round_actix),
+        spread(&round_claim, &round_actix),
         ns(ticket_addr)
     ));
     report.metric("actix_roundtrip_ns", ns(actix));
@@ -791,6 +888,66 @@ async fn failover(size: Size, report: &mut Report) {
     report.metric("failover_p99_ms", ms(p));
 }
 
+/// Waits until `tracker`'s status says it leads. Watching the status promises
+/// nothing, unlike a `WaitLeader` ticket, so a resign after it releases at once.
+pub(crate) async fn until_leading(tracker: &Tracker) {
+    let mut status = tracker.status();
+    status
+        .wait_for(|s| matches!(s, Status::Leader(_)))
+        .await
+        .expect("the tracker is running");
+}
+
+/// Hand-overs with nothing promised: from `resign()` to the successor's `WaitLeader`
+/// resolving `true`. No timer is on this path: the release, the blocked minion's
+/// answer, its claim and grant, its ticket.
+async fn handover(size: Size, report: &mut Report) {
+    const D: Duration = Duration::from_secs(10);
+    let manager = ManagerActor::new().start();
+    let claimer = Claimer::new(&manager);
+    let mut gaps = Vec::with_capacity(size.handovers);
+    for k in 0..size.handovers {
+        let service = service("ho", k);
+        let old = Tracker::start(unit(&format!("{service}/0")), claimer.clone(), D)
+            .expect("a valid duration");
+        until_leading(&old).await;
+        let new = Tracker::start(unit(&format!("{service}/1")), claimer.clone(), D)
+            .expect("a valid duration");
+        // Denied, so now blocked until the lease goes.
+        assert!(!new.wait_minion().await);
+        let took_over = new.wait_leader().into_future();
+        let start = StdInstant::now();
+        let (resigned, led) = futures::join!(old.resign(), async {
+            let led = took_over.await;
+            (led, start.elapsed())
+        });
+        resigned.expect("a clean resign");
+        assert!(led.0, "the successor leads");
+        gaps.push(led.1);
+        new.kill();
+        let _ = new.wait().await;
+    }
+    let p = p99(&mut gaps);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    report.target_row(
+        "handover_us_p99",
+        format!("{:.1} µs", us(p)),
+        "-".into(),
+        None,
+        us(p),
+        100.0,
+    );
+    report.notes.push(format!(
+        "hand-over (resign with nothing promised, to the successor's WaitLeader): {} \
+         hand-overs; median {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+        gaps.len(),
+        us(gaps[gaps.len() / 2]),
+        us(p),
+        us(gaps.last().copied().unwrap_or_default()),
+    ));
+    report.metric("handover_us_p99", us(p));
+}
+
 /// Runs the memory children and reports their figures.
 fn memory(report: &mut Report) {
     // Steady state: started 1 000 at a time, so that what start-up leaves behind in
@@ -815,13 +972,16 @@ fn memory(report: &mut Report) {
         format!("{actor_bytes:.0} B"),
         Some(ratio),
         ratio,
-        2.5,
+        2.0,
     );
-    report.row(
-        "(tracker_bytes, all at once)",
+    let burst_ratio = burst["bytes"] / burst_actors["bytes"];
+    report.target_row(
+        "tracker_bytes_burst",
         format!("{:.0} B", burst["bytes"]),
         format!("{:.0} B", burst_actors["bytes"]),
-        Some(burst["bytes"] / burst_actors["bytes"]),
+        Some(burst_ratio),
+        burst_ratio,
+        2.5,
     );
     let start_s = burst["start_s"];
     report.row(
@@ -841,6 +1001,8 @@ fn memory(report: &mut Report) {
     report.metric("tracker_bytes", tracker_bytes);
     report.metric("actor_bytes", actor_bytes);
     report.metric("memory_ratio", ratio);
+    report.metric("tracker_bytes_burst", burst["bytes"]);
+    report.metric("memory_ratio_burst", burst_ratio);
     report.metric("trackers_100k_start_s", start_s);
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::actor::{CloseScope, OpenScope, Resign, StopReport, StopTracker, Submit, TrackerActor};
 use super::machine::{ScopeId, TicketKind};
-use super::status::Status;
+use super::status::{Status, StatusCell};
 use super::TrackerError;
 use crate::latch::Latch;
 use crate::names::UnitName;
@@ -50,7 +50,7 @@ struct Inner {
     unit: UnitName,
     duration: Duration,
     stopped: Latch<StopReport>,
-    status: watch::Receiver<Status>,
+    status: Arc<StatusCell>,
     /// The id of the next lead scope; ids are unique per tracker, since only handles
     /// (which share this counter) open scopes.
     next_scope: AtomicU64,
@@ -71,7 +71,7 @@ impl std::fmt::Debug for Tracker {
         f.debug_struct("Tracker")
             .field("unit", &self.inner.unit.as_str())
             .field("claim_duration", &self.inner.duration)
-            .field("status", &*self.inner.status.borrow())
+            .field("status", &self.inner.status.get())
             .field("stopped", &self.inner.stopped.get())
             .finish_non_exhaustive()
     }
@@ -131,7 +131,7 @@ impl Tracker {
         start: impl FnOnce(TrackerActor) -> Addr<TrackerActor>,
     ) -> Tracker {
         let stopped = actor.stop_report();
-        let status = actor.status_receiver();
+        let status = actor.status_cell();
         Tracker {
             inner: Arc::new(Inner {
                 addr: start(actor),
@@ -304,7 +304,7 @@ impl Tracker {
     /// during a resign, [`Status::Stopped`] once stopped. Unlike a ticket, it promises
     /// nothing, so watching it never holds up a resign.
     pub fn status(&self) -> watch::Receiver<Status> {
-        self.inner.status.clone()
+        self.inner.status.subscribe()
     }
 
     fn submit(&self, kind: TicketKind) -> Ticket {

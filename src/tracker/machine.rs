@@ -172,32 +172,38 @@ const PRUNE_FLOOR: usize = 64;
 /// doubles, capped at the claim duration; a granted claim resets it.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
-    first: Duration,
     cap: Duration,
-    next: Option<Duration>,
+    /// The first wait, in milliseconds (500 to 1 000).
+    first_ms: u16,
+    /// How many waits since the last reset: the next is `first · 2^waits`, capped. A
+    /// count rather than the next wait's `Duration`, to keep every tracker's task small.
+    waits: u8,
 }
 
 impl Backoff {
     /// `spread` picks the first wait in [0.5 s, 1 s]; any value is valid.
     pub(crate) fn new(spread: u64, cap: Duration) -> Backoff {
-        let first = Duration::from_millis(500 + spread % 501);
         Backoff {
-            first,
             cap,
-            next: None,
+            first_ms: 500 + (spread % 501) as u16,
+            waits: 0,
         }
     }
 
     /// The wait before the next retry; doubles the one after.
     pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next.unwrap_or(self.first).min(self.cap);
-        self.next = Some(delay.saturating_mul(2).min(self.cap));
+        // 2^31 times the first wait is beyond any cap a tracker accepts anyway.
+        let factor = 1u32 << self.waits.min(31);
+        let delay = Duration::from_millis(u64::from(self.first_ms))
+            .saturating_mul(factor)
+            .min(self.cap);
+        self.waits = self.waits.saturating_add(1);
         delay
     }
 
     /// A granted claim: the next failure starts from the first wait again.
     pub(crate) fn reset(&mut self) {
-        self.next = None;
+        self.waits = 0;
     }
 }
 
@@ -257,7 +263,9 @@ pub(crate) struct Machine<T> {
     horizon: Option<Instant>,
     /// Open lead scopes. One entry per running `lead` call, so bounded by them.
     scopes: Vec<ScopeId>,
-    resigning: Option<Resigning>,
+    /// Boxed: a resign happens once per tracker at most, and inline it would cost every
+    /// tracker's task 64 bytes.
+    resigning: Option<Box<Resigning>>,
 }
 
 impl<T: Readable> Machine<T> {
@@ -573,11 +581,11 @@ impl<T: Readable> Machine<T> {
         if self.resigning.is_some() || self.is_stopped() || self.phase == Phase::Idle {
             return;
         }
-        self.resigning = Some(Resigning {
+        self.resigning = Some(Box::new(Resigning {
             since: now,
             leave,
             scopes_ended: false,
-        });
+        }));
         // Lead tickets still parked will never open a scope now: `settle` answers them
         // (and every other parked ticket) `false`.
     }
@@ -587,7 +595,7 @@ impl<T: Readable> Machine<T> {
     /// expires, which covers every promise, so it need not.
     fn waits_for_horizon(&self) -> bool {
         matches!(
-            &self.resigning,
+            self.resigning.as_deref(),
             Some(Resigning {
                 leave: Leave::Release | Leave::HandOver(_),
                 ..

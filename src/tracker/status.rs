@@ -1,5 +1,9 @@
 //! [`Status`]: what a tracker is doing, as a value a program can watch.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
 use crate::ticket::Guarantee;
 
 /// What a tracker is doing now, from [`Tracker::status`](crate::Tracker::status).
@@ -24,4 +28,142 @@ pub enum Status {
     Resigning,
     /// Stopped for good: killed, failed (unsupervised), or resigned.
     Stopped,
+}
+
+/// Where a tracker publishes its [`Status`], shared by the actor and its handles.
+///
+/// The watch channel behind [`Tracker::status`](crate::Tracker::status) is created
+/// when somebody first asks for it: a tokio watch channel takes ~360 bytes (its
+/// receivers' eight notifiers), more than a tracker's whole state, and most trackers
+/// are never watched. Until then the cell keeps only the current value. Receivers see
+/// exactly what an eagerly created channel would have shown them: the channel starts
+/// at [`Status::Claiming`] (moved on to the current value at once if that differs), so
+/// a receiver's `changed()` reports every change since the tracker started, and the
+/// channel closes when the actor is dropped.
+#[derive(Debug)]
+pub(crate) struct StatusCell {
+    state: Mutex<CellState>,
+}
+
+#[derive(Debug)]
+struct CellState {
+    current: Status,
+    /// The channel, once asked for: its sender (until the actor is dropped) and the
+    /// first receiver, which every [`subscribe`](StatusCell::subscribe) clones.
+    channel: Option<(Option<watch::Sender<Status>>, watch::Receiver<Status>)>,
+    /// The actor is gone: a channel created now starts closed.
+    closed: bool,
+}
+
+impl StatusCell {
+    pub(crate) fn new() -> Arc<StatusCell> {
+        Arc::new(StatusCell {
+            state: Mutex::new(CellState {
+                current: Status::Claiming,
+                channel: None,
+                closed: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CellState> {
+        // Nothing panics while holding this lock; recover the data if something did.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current status.
+    pub(crate) fn get(&self) -> Status {
+        self.lock().current
+    }
+
+    /// Sets the status, notifying receivers if it changed.
+    pub(crate) fn publish(&self, status: Status) {
+        let mut state = self.lock();
+        if state.current == status {
+            return;
+        }
+        state.current = status;
+        if let Some((Some(sender), _)) = &state.channel {
+            sender.send_replace(status);
+        }
+    }
+
+    /// A receiver of the status, creating the channel on first use.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Status> {
+        let mut state = self.lock();
+        let current = state.current;
+        let closed = state.closed;
+        let (_, receiver) = state.channel.get_or_insert_with(|| {
+            let (sender, receiver) = watch::channel(Status::Claiming);
+            if current != Status::Claiming {
+                sender.send_replace(current);
+            }
+            ((!closed).then_some(sender), receiver)
+        });
+        receiver.clone()
+    }
+
+    /// The actor is gone: receivers see the channel closed.
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        if let Some((sender, _)) = &mut state.channel {
+            sender.take();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(until: tokio::time::Instant) -> Status {
+        Status::Leader(Guarantee { term: 7, until })
+    }
+
+    #[test]
+    fn a_receiver_made_late_sees_every_change_since_start_and_then_the_next() {
+        let cell = StatusCell::new();
+        cell.publish(Status::Minion);
+        let mut rx = cell.subscribe();
+        assert!(
+            rx.has_changed().unwrap(),
+            "changed since the tracker started"
+        );
+        assert_eq!(*rx.borrow_and_update(), Status::Minion);
+        cell.publish(Status::Minion);
+        assert!(!rx.has_changed().unwrap(), "no change, no notification");
+        let until = tokio::time::Instant::now();
+        cell.publish(leader(until));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), leader(until));
+        assert_eq!(cell.get(), leader(until));
+    }
+
+    #[test]
+    fn an_unchanged_tracker_reports_no_change_and_closing_ends_every_receiver() {
+        let cell = StatusCell::new();
+        let rx = cell.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        cell.close();
+        assert!(rx.has_changed().is_err(), "closed with the actor");
+        let late = cell.subscribe();
+        assert!(
+            late.has_changed().is_err(),
+            "a receiver made after the close"
+        );
+        assert_eq!(*late.borrow(), Status::Claiming);
+    }
+
+    #[test]
+    fn a_channel_first_made_after_the_close_holds_the_last_status() {
+        let cell = StatusCell::new();
+        cell.publish(Status::Stopped);
+        cell.close();
+        let rx = cell.subscribe();
+        assert_eq!(*rx.borrow(), Status::Stopped);
+        assert!(rx.has_changed().is_err());
+    }
 }
