@@ -1835,4 +1835,35 @@ mod tests {
         assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
         assert_eq!(h.event(D + MS, Event::ClaimAnswered(Ok(G))), vec![]);
     }
+
+    /// A readable ticket that counts how often it is asked.
+    #[derive(Debug)]
+    struct Counted(std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Readable for Counted {
+        fn readable(&self) -> bool {
+            self.0.set(self.0.get() + 1);
+            true
+        }
+    }
+
+    #[test]
+    fn pruning_reads_each_parked_ticket_amortised_o1_times() {
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut machine: Machine<Counted> = Machine::new(D, Backoff::new(0, D));
+        let start = Instant::now();
+        let mut effects = Vec::new();
+        machine.handle(start, Event::Start, &mut effects);
+        let denied = Event::ClaimAnswered(Err(LeaseError::ClaimDenied));
+        machine.handle(start, denied, &mut effects);
+        let n = 1000;
+        for _ in 0..n {
+            let ticket = Counted(asked.clone());
+            machine.handle(start, Event::Ticket(WaitLeader, ticket), &mut effects);
+        }
+        assert_eq!(machine.parked(), n);
+        // Prunes at 64, 128, 256 and 512 parked: 960 questions, not one per ticket
+        // parked (a prune per park, or a threshold that grows by 2, asks ~n²/4).
+        assert_eq!(asked.get(), 64 + 128 + 256 + 512);
+    }
 }
