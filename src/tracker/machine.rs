@@ -1715,4 +1715,163 @@ mod tests {
             }
         );
     }
+
+    // Mutation gaps in the v2 rules (docs/testing.md).
+
+    #[test]
+    fn test_tickets_survive_pruning_and_the_accessors_say_what_the_machine_is() {
+        let mut h = Harness::started();
+        assert_eq!(h.machine.claim_duration(), D);
+        assert!(!h.machine.is_resigning());
+        h.event(NS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        // More parked tickets than the pruning floor: plain ids are always read, so a
+        // prune keeps every one of them.
+        let n = 2 * PRUNE_FLOOR as u32;
+        for id in 0..n {
+            assert_eq!(h.ticket(NS, WaitLeader, id), vec![]);
+        }
+        assert_eq!(h.machine.parked(), n as usize);
+        h.event(MS, Event::BlockAnswered(Ok(())));
+        let fx = h.event(MS, Event::ClaimAnswered(Ok(G)));
+        let answered: Vec<_> = (0..n).map(|id| Resolve(id, true)).collect();
+        assert_eq!(fx, answered);
+        resign(&mut h, 2 * MS);
+        assert!(h.machine.is_resigning());
+    }
+
+    #[test]
+    fn a_resign_before_the_start_or_after_a_stop_is_ignored() {
+        let mut h = Harness {
+            machine: Machine::new(D, Backoff::new(0, D)),
+            start: Instant::now(),
+            effects: Vec::new(),
+            guarantees: Vec::new(),
+        };
+        assert_eq!(resign(&mut h, Duration::ZERO), vec![]);
+        assert!(!h.machine.is_resigning());
+        assert_eq!(h.machine.phase(), Phase::Idle);
+        assert_eq!(
+            h.event(NS, Event::Start),
+            vec![SendClaim],
+            "starts as usual"
+        );
+
+        let mut h = Harness::leader();
+        h.machine.stop(&mut h.effects);
+        assert_eq!(resign(&mut h, NS), vec![]);
+        assert!(
+            !h.machine.is_resigning(),
+            "a stopped tracker does not resign"
+        );
+    }
+
+    #[test]
+    fn a_resign_ready_when_the_renewal_is_due_releases_instead_of_renewing() {
+        let mut h = Harness::leader();
+        // The promise ends at D, the instant the renewal is due.
+        assert_eq!(
+            h.ticket(Duration::ZERO, ClaimLeader, 1),
+            vec![Resolve(1, true)]
+        );
+        assert_eq!(resign(&mut h, D / 2), vec![]);
+        assert_eq!(h.machine.next_deadline(), Some(h.at(D)));
+        assert_eq!(h.event(D, Event::Tick), vec![Fx::SendLeave(None)]);
+    }
+
+    #[test]
+    fn a_passed_horizon_or_ended_scopes_set_no_deadline() {
+        // The horizon (1.5·D) passes while a renewal is in flight: the next deadline is
+        // the renewal's own, not the horizon again (a timer for "now" would spin).
+        let mut h = Harness::leader();
+        h.ticket(D / 2, ClaimLeader, 1);
+        resign(&mut h, D / 2);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        assert_eq!(h.machine.next_deadline(), Some(h.at(D + D / 2)));
+        assert_eq!(h.event(D + D / 2, Event::Tick), vec![]);
+        let end = 2 * D - TIMER_LATENESS;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(end)), "leadership end");
+
+        // Scopes already told to end, still open: the deadline is the renewal's.
+        let mut h = Harness::leader();
+        h.ticket(NS, TicketKind::Lead(1), 1);
+        resign(&mut h, D / 2);
+        h.event(D, Event::Tick);
+        h.event(D, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)), "renewal");
+    }
+
+    #[test]
+    fn without_a_release_the_horizon_sets_no_deadline() {
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        h.ticket(NS, TicketKind::Lead(1), 2);
+        assert_eq!(h.event(D / 2, Event::Resign(Leave::Expire)), vec![]);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        assert_eq!(h.event(D, Event::ClaimAnswered(Ok(G))), vec![]);
+        // The horizon (D + NS) is not waited for: the next deadline is the scopes' end.
+        assert_eq!(h.machine.next_deadline(), Some(h.at(D / 2 + D)));
+    }
+
+    #[test]
+    fn a_release_in_flight_is_waited_for_even_past_the_leadership_end() {
+        let mut h = Harness::leader();
+        // Sent just before the renewal is due: leadership ends before the release's
+        // own timeout, and the tracker still waits for the manager's answer.
+        assert_eq!(resign(&mut h, D - NS), vec![Fx::SendLeave(None)]);
+        let end = 2 * D - TIMER_LATENESS;
+        assert_eq!(h.event(end, Event::Tick), vec![]);
+        assert!(!h.machine.is_leader());
+        assert_eq!(
+            h.machine.phase(),
+            Phase::Leaving {
+                sent_at: h.at(D - NS)
+            }
+        );
+        let fx = h.event(end + NS, Event::LeaveAnswered(Ok(())));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+    }
+
+    #[test]
+    fn without_a_release_a_resign_during_a_renewal_stops_at_once() {
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        // Nothing to give up explicitly and no scope open: it need not wait for the
+        // renewal's answer (the lease is left to expire, covering every promise).
+        let fx = h.event(D + NS, Event::Resign(Leave::Expire));
+        assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
+        assert_eq!(h.event(D + MS, Event::ClaimAnswered(Ok(G))), vec![]);
+    }
+
+    /// A readable ticket that counts how often it is asked.
+    #[derive(Debug)]
+    struct Counted(std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl Readable for Counted {
+        fn readable(&self) -> bool {
+            self.0.set(self.0.get() + 1);
+            true
+        }
+    }
+
+    #[test]
+    fn pruning_reads_each_parked_ticket_amortised_o1_times() {
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut machine: Machine<Counted> = Machine::new(D, Backoff::new(0, D));
+        let start = Instant::now();
+        let mut effects = Vec::new();
+        machine.handle(start, Event::Start, &mut effects);
+        let denied = Event::ClaimAnswered(Err(LeaseError::ClaimDenied));
+        machine.handle(start, denied, &mut effects);
+        let n = 1000;
+        for _ in 0..n {
+            let ticket = Counted(asked.clone());
+            machine.handle(start, Event::Ticket(WaitLeader, ticket), &mut effects);
+        }
+        assert_eq!(machine.parked(), n);
+        // Prunes at 64, 128, 256 and 512 parked: 960 questions, not one per ticket
+        // parked (a prune per park, or a threshold that grows by 2, asks ~n²/4).
+        assert_eq!(asked.get(), 64 + 128 + 256 + 512);
+    }
 }
