@@ -898,6 +898,22 @@ pub(crate) async fn until_leading(tracker: &Tracker) {
         .expect("the tracker is running");
 }
 
+/// Resigns `old` and returns how long until `new`, blocked as a minion, leads (its
+/// `WaitLeader` resolving `true`); then stops `new`.
+async fn time_handover(old: &Tracker, new: &Tracker) -> Duration {
+    let took_over = new.wait_leader().into_future();
+    let start = StdInstant::now();
+    let (resigned, led) = futures::join!(old.resign(), async {
+        let led = took_over.await;
+        (led, start.elapsed())
+    });
+    resigned.expect("a clean resign");
+    assert!(led.0, "the successor leads");
+    new.kill();
+    let _ = new.wait().await;
+    led.1
+}
+
 /// Hand-overs with nothing promised: from `resign()` to the successor's `WaitLeader`
 /// resolving `true`. No timer is on this path: the release, the blocked minion's
 /// answer, its claim and grant, its ticket.
@@ -915,17 +931,7 @@ async fn handover(size: Size, report: &mut Report) {
             .expect("a valid duration");
         // Denied, so now blocked until the lease goes.
         assert!(!new.wait_minion().await);
-        let took_over = new.wait_leader().into_future();
-        let start = StdInstant::now();
-        let (resigned, led) = futures::join!(old.resign(), async {
-            let led = took_over.await;
-            (led, start.elapsed())
-        });
-        resigned.expect("a clean resign");
-        assert!(led.0, "the successor leads");
-        gaps.push(led.1);
-        new.kill();
-        let _ = new.wait().await;
+        gaps.push(time_handover(&old, &new).await);
     }
     let p = p99(&mut gaps);
     let us = |d: Duration| d.as_secs_f64() * 1e6;

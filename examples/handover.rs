@@ -113,6 +113,26 @@ async fn next(reports: &mut mpsc::UnboundedReceiver<Work>, wanted: impl Fn(&Work
     }
 }
 
+/// Waits for `leader`'s scope to end, then for the next unit's scope to start: returns
+/// when the first ended, and who leads next, under which term, from when.
+async fn succession(
+    reports: &mut mpsc::UnboundedReceiver<Work>,
+    leader: usize,
+) -> (Instant, usize, u64, Instant) {
+    let ended = next(
+        reports,
+        |w| matches!(w, Work::Ended { unit, .. } if *unit == leader),
+    )
+    .await;
+    let started = next(reports, |w| matches!(w, Work::Started { .. })).await;
+    match (ended, started) {
+        (Work::Ended { at: ended, .. }, Work::Started { unit, term, at }) => {
+            (ended, unit, term, at)
+        }
+        _ => unreachable!("next returns only what it was asked for"),
+    }
+}
+
 fn micros(d: Duration) -> String {
     if d < Duration::from_millis(10) {
         format!("{} µs", d.as_micros())
@@ -157,22 +177,7 @@ async fn story(args: Args, units: Rc<RefCell<Units>>, mut reports: mpsc::Unbound
         };
         let released = Instant::now();
         resigned.expect("the resign succeeds");
-        let Work::Ended { at: ended, .. } = next(
-            &mut reports,
-            |w| matches!(w, Work::Ended { unit, .. } if *unit == leader),
-        )
-        .await
-        else {
-            unreachable!()
-        };
-        let Work::Started {
-            unit: new,
-            term,
-            at: started,
-        } = next(&mut reports, |w| matches!(w, Work::Started { .. })).await
-        else {
-            unreachable!()
-        };
+        let (ended, new, term, started) = succession(&mut reports, leader).await;
         println!(
             "  web/{leader}'s scope finished {} after the resign began; resign() returned after {}",
             micros(ended - asked),
@@ -193,23 +198,7 @@ async fn story(args: Args, units: Rc<RefCell<Units>>, mut reports: mpsc::Unbound
     println!("Finally, for comparison: web/{leader} is killed (no release).");
     let tracker = units.borrow().trackers[leader].clone();
     tracker.kill();
-    let Work::Ended { at: ended, .. } = next(
-        &mut reports,
-        |w| matches!(w, Work::Ended { unit, .. } if *unit == leader),
-    )
-    .await
-    else {
-        unreachable!()
-    };
-    let Work::Started {
-        unit: new,
-        term,
-        at,
-        ..
-    } = next(&mut reports, |w| matches!(w, Work::Started { .. })).await
-    else {
-        unreachable!()
-    };
+    let (ended, new, term, at) = succession(&mut reports, leader).await;
     println!(
         "  web/{new} leads (term {term}) after a leaderless gap of {} (between d and 2·d: the \
          old lease had to expire).",

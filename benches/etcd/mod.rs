@@ -19,7 +19,6 @@
 //! directory, removed afterwards).
 
 use std::cell::RefCell;
-use std::future::IntoFuture;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
@@ -39,7 +38,7 @@ use leadership::{
 #[path = "../../tests/etcd_support/mod.rs"]
 mod etcd_support;
 
-use super::{median, ms, p99, service, unit, until_leading, Report, Size};
+use super::{median, ms, p99, service, time_handover, unit, until_leading, Report, Size};
 
 /// The etcd server the figures run against.
 pub struct Server {
@@ -194,17 +193,7 @@ async fn handover(server: &Server, size: Size, report: &mut Report) {
         // Let the minion's block reach etcd (its watch), as etcdctl's campaigner is
         // given time to wait below.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let took_over = new.wait_leader().into_future();
-        let start = StdInstant::now();
-        let (resigned, led) = futures::join!(old.resign(), async {
-            let led = took_over.await;
-            (led, start.elapsed())
-        });
-        resigned.expect("a clean resign");
-        assert!(led.0, "the successor leads");
-        ours.push(led.1);
-        new.kill();
-        let _ = new.wait().await;
+        ours.push(time_handover(&old, &new).await);
 
         let name = format!("{prefix}/elect-{k}");
         let endpoint = endpoint.clone();
