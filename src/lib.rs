@@ -2,10 +2,10 @@
 //!
 //! # Layout
 //!
-//! Users import everything from the crate root. Three modules are public as such,
+//! Users import everything from the crate root. Four modules are public as such,
 //! because their items belong together: [`manifold`] (composition into an agent),
-//! [`testing`] (a stub manager for your tests) and `etcd` (feature `etcd`); the rest
-//! are private and re-exported.
+//! [`testing`] (a stub manager for your tests), [`metrics`] (the metric names) and
+//! `etcd` (feature `etcd`); the rest are private and re-exported.
 //!
 //! - `names`: [`UnitName`] (`"<service>/<number>"`), juju-style [`Tag`]s, and the
 //!   service-name rules every manager applies.
