@@ -201,8 +201,7 @@ impl TrackerActor {
     /// Publishes the machine's status if it changed.
     fn publish_status(&self) {
         let status = self.machine.status();
-        let before = self.status.get();
-        self.status.publish(status);
+        let before = self.status.publish(status);
         crate::metrics::status(&self.unit, before, status);
     }
 
