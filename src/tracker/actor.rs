@@ -201,8 +201,7 @@ impl TrackerActor {
     /// Publishes the machine's status if it changed.
     fn publish_status(&self) {
         let status = self.machine.status();
-        let before = self.status.get();
-        self.status.publish(status);
+        let before = self.status.publish(status);
         crate::metrics::status(&self.unit, before, status);
     }
 
@@ -225,7 +224,9 @@ impl TrackerActor {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Resolve(ticket, answer) => ticket.resolve(answer),
-                Effect::EndScope(id) => self.end_scope(id),
+                Effect::EndScope(id) => {
+                    self.remove_scope(id);
+                }
                 Effect::SendClaim => self.send_claim(ctx),
                 Effect::SendBlock => self.send_block(ctx),
                 Effect::SendLeave(successor) => self.send_leave(ctx, successor),
@@ -309,11 +310,6 @@ impl TrackerActor {
         };
         self.scopes.swap_remove(i);
         true
-    }
-
-    /// Tells lead scope `id` to end: dropping its sender wakes its `lead` call.
-    fn end_scope(&mut self, id: ScopeId) {
-        self.remove_scope(id);
     }
 
     /// Feeds the manager's answer to `request` to the machine as `event`, unless the
@@ -545,14 +541,13 @@ impl Handler<CloseScope> for TrackerActor {
     }
 }
 
-impl TrackerActor {
-    /// Checks a successor named in a [`Resign`]: a unit of the same service, not this one.
-    fn check_successor(&self, successor: &UnitName) -> Result<(), TrackerError> {
-        if successor.service() != self.unit.service() || *successor == self.unit {
-            return Err(TrackerError::InvalidSuccessor(successor.to_string()));
-        }
-        Ok(())
+/// Checks a successor named for `unit`'s hand-over: a unit of the same service, not
+/// `unit` itself.
+pub(crate) fn check_successor(unit: &UnitName, successor: &UnitName) -> Result<(), TrackerError> {
+    if successor.service() != unit.service() || successor == unit {
+        return Err(TrackerError::InvalidSuccessor(successor.to_string()));
     }
+    Ok(())
 }
 
 /// `ResponseFuture`: the answer waits for the stop, which the actor reaches through
@@ -562,7 +557,7 @@ impl Handler<Resign> for TrackerActor {
     fn handle(&mut self, resign: Resign, ctx: &mut Context<Self>) -> Self::Result {
         let _entered = self.span.clone().entered();
         if let Some(successor) = &resign.successor {
-            if let Err(error) = self.check_successor(successor) {
+            if let Err(error) = check_successor(&self.unit, successor) {
                 return Box::pin(std::future::ready(Err(error)));
             }
         }

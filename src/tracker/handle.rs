@@ -10,7 +10,9 @@ use futures::channel::oneshot;
 use futures::future::{select, Either};
 use tokio::sync::watch;
 
-use super::actor::{CloseScope, OpenScope, Resign, StopReport, StopTracker, Submit, TrackerActor};
+use super::actor::{
+    check_successor, CloseScope, OpenScope, Resign, StopReport, StopTracker, Submit, TrackerActor,
+};
 use super::machine::{ScopeId, TicketKind};
 use super::status::{Status, StatusCell};
 use super::TrackerError;
@@ -244,9 +246,7 @@ impl Tracker {
     /// is this unit; nothing changes then. Otherwise as [`resign`](Tracker::resign),
     /// e.g. [`TrackerError::LeadershipFailure`] if the manager refused the hand-over.
     pub async fn hand_over(&self, successor: UnitName) -> Result<(), TrackerError> {
-        if successor.service() != self.inner.unit.service() || successor == self.inner.unit {
-            return Err(TrackerError::InvalidSuccessor(successor.to_string()));
-        }
+        check_successor(&self.inner.unit, &successor)?;
         self.leave(Some(successor)).await
     }
 

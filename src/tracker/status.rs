@@ -78,16 +78,16 @@ impl StatusCell {
         self.lock().current
     }
 
-    /// Sets the status, notifying receivers if it changed.
-    pub(crate) fn publish(&self, status: Status) {
+    /// Sets the status, notifying receivers if it changed; returns the status it replaced.
+    pub(crate) fn publish(&self, status: Status) -> Status {
         let mut state = self.lock();
-        if state.current == status {
-            return;
+        let before = std::mem::replace(&mut state.current, status);
+        if before != status {
+            if let Some((Some(sender), _)) = &state.channel {
+                sender.send_replace(status);
+            }
         }
-        state.current = status;
-        if let Some((Some(sender), _)) = &state.channel {
-            sender.send_replace(status);
-        }
+        before
     }
 
     /// A receiver of the status, creating the channel on first use.
@@ -155,6 +155,15 @@ mod tests {
             "a receiver made after the close"
         );
         assert_eq!(*late.borrow(), Status::Claiming);
+    }
+
+    #[test]
+    fn publishing_returns_the_status_it_replaced() {
+        let cell = StatusCell::new();
+        assert_eq!(cell.publish(Status::Minion), Status::Claiming);
+        assert_eq!(cell.publish(Status::Minion), Status::Minion);
+        assert_eq!(cell.publish(Status::Stopped), Status::Minion);
+        assert_eq!(cell.get(), Status::Stopped);
     }
 
     #[test]
