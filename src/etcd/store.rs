@@ -151,13 +151,6 @@ impl Store {
         let key = self.key(service);
         let mut client = self.client.clone();
         let guard = Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision);
-        let changed = |ok: bool| {
-            if ok {
-                Extended::Done
-            } else {
-                Extended::Changed
-            }
-        };
         if lease != 0 {
             let live = bounded(
                 self.timeout,
@@ -169,32 +162,36 @@ impl Store {
                 return Ok(Extended::Lapsed);
             }
             // etcd rounds the remaining TTL down: the lease lasts at least that long.
-            if live.ttl() >= ttl {
+            let covered = live.ttl() >= ttl;
+            if covered || live.granted_ttl() >= ttl {
+                if !covered {
+                    // A keep-alive resets the lease to its granted TTL, which covers the
+                    // claim; it is refused for a lease that has expired.
+                    match tokio::time::timeout(self.timeout, client.lease_keep_alive(lease)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                            debug!(key, lease, error = %e, "lease gone");
+                            return Ok(Extended::Lapsed);
+                        }
+                        Ok(Err(e)) => {
+                            return Err(LeaseError::Failed(format!("etcd keep-alive: {e}")))
+                        }
+                        Err(_) => {
+                            return Err(LeaseError::Failed(format!(
+                                "etcd keep-alive: timed out after {:?}",
+                                self.timeout
+                            )))
+                        }
+                    }
+                }
                 // The lease covers the claim; prove the key is still bound to it.
                 let txn = Txn::new().when([guard]);
                 let resp = bounded(self.timeout, "etcd txn", client.txn(txn)).await?;
-                return Ok(changed(resp.succeeded()));
-            }
-            if live.granted_ttl() >= ttl {
-                // A keep-alive resets the lease to its granted TTL, which covers the
-                // claim; it is refused for a lease that has expired.
-                match tokio::time::timeout(self.timeout, client.lease_keep_alive(lease)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
-                        debug!(key, lease, error = %e, "lease gone");
-                        return Ok(Extended::Lapsed);
-                    }
-                    Ok(Err(e)) => return Err(LeaseError::Failed(format!("etcd keep-alive: {e}"))),
-                    Err(_) => {
-                        return Err(LeaseError::Failed(format!(
-                            "etcd keep-alive: timed out after {:?}",
-                            self.timeout
-                        )))
-                    }
-                }
-                let txn = Txn::new().when([guard]);
-                let resp = bounded(self.timeout, "etcd txn", client.txn(txn)).await?;
-                return Ok(changed(resp.succeeded()));
+                return Ok(if resp.succeeded() {
+                    Extended::Done
+                } else {
+                    Extended::Changed
+                });
             }
         }
         // The granted TTL is too short (or the key has no lease): move the key to a new,

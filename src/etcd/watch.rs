@@ -155,7 +155,7 @@ pub(super) async fn follow(
     let mut client = store.client.clone();
     let mut wait = RETRY_FIRST;
     let mut stream: Option<WatchStream> = None;
-    loop {
+    'follow: loop {
         if stream.is_none() {
             // Start (or resume) watching after the last revision seen.
             let options = WatchOptions::new().with_start_revision(revision + 1);
@@ -233,8 +233,7 @@ pub(super) async fn follow(
                 Err(e) => debug!(key, error = %e, "leader watch: cannot read the keys"),
             }
             if !pause(&mut wait, &upstream, &mut stopped).await {
-                manager.do_send(UpstreamEnded { service, upstream });
-                return;
+                break 'follow;
             }
         }
     }
