@@ -168,8 +168,7 @@ pub(crate) fn block_failed(unit: &UnitName) {
 /// The in-memory manager now holds `n` leases.
 pub(crate) fn leases(n: usize) {
     #[cfg(feature = "metrics")]
-    #[allow(clippy::cast_precision_loss)]
-    metrics::gauge!(LEASES).set(n as f64);
+    set_gauge(LEASES, n);
     #[cfg(not(feature = "metrics"))]
     let _ = n;
 }
@@ -177,10 +176,16 @@ pub(crate) fn leases(n: usize) {
 /// The in-memory manager now holds `n` pending blocks.
 pub(crate) fn blocked(n: usize) {
     #[cfg(feature = "metrics")]
-    #[allow(clippy::cast_precision_loss)]
-    metrics::gauge!(BLOCKED).set(n as f64);
+    set_gauge(BLOCKED, n);
     #[cfg(not(feature = "metrics"))]
     let _ = n;
+}
+
+/// Sets the unlabelled gauge `name` to the count `n`.
+#[cfg(feature = "metrics")]
+fn set_gauge(name: &'static str, n: usize) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(name).set(n as f64);
 }
 
 /// The answer to a claim, as a tracker receives it.
