@@ -103,7 +103,6 @@
 //! [`Leader`]: crate::Leader
 //! [`WatchLeader`]: crate::WatchLeader
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -112,6 +111,7 @@ use actix::prelude::*;
 mod claim;
 mod fenced;
 mod handlers;
+mod held;
 mod services;
 mod store;
 mod watch;
@@ -121,7 +121,7 @@ mod watch;
 pub use etcd_client;
 pub use fenced::{FencedTxn, FencedTxnError};
 
-use services::ServiceEntry;
+use services::Services;
 use store::Store;
 
 use crate::LeaseError;
@@ -180,9 +180,9 @@ impl EtcdConfig {
 pub struct EtcdManager {
     store: Store,
     /// Per service: the lock serialising its claims, releases and hand-overs through this
-    /// manager, and its shared leader watch. An entry is dropped as soon as it is idle
-    /// (see `services::prune`).
-    locks: HashMap<String, ServiceEntry>,
+    /// manager (guarding the holding it remembers), and its shared leader watch. An entry
+    /// is dropped once it is idle (see `services::Services::settle`).
+    services: Services,
     /// Dropped when the actor stops: pending blocks then answer `BlockCancelled`, leader
     /// watches end.
     stop: Option<tokio::sync::watch::Sender<()>>,
@@ -194,7 +194,7 @@ impl fmt::Debug for EtcdManager {
         f.debug_struct("EtcdManager")
             .field("prefix", &self.store.prefix)
             .field("request_timeout", &self.store.timeout)
-            .field("services", &self.locks.len())
+            .field("services", &self.services.len())
             .finish_non_exhaustive()
     }
 }
@@ -261,7 +261,7 @@ impl EtcdManager {
                 prefix: config.prefix,
                 timeout: options.timeout(),
             },
-            locks: HashMap::new(),
+            services: Services::default(),
             stop: Some(stop),
             stopped,
         })

@@ -20,11 +20,12 @@ impl Handler<Inspect> for EtcdManager {
 
     fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
         let receivers = self
-            .locks
+            .services
+            .map
             .get(msg.0)
             .and_then(|e| e.watch.as_ref())
             .map_or(0, |w| w.receivers());
-        MessageResult((self.locks.len(), receivers))
+        MessageResult((self.services.len(), receivers))
     }
 }
 
@@ -87,6 +88,18 @@ async fn idle_service_entries_are_evicted() {
     m.send(claim("s0", "s0/2")).await.unwrap().unwrap_err();
     m.send(claim("s0", "s1/2")).await.unwrap().unwrap_err();
     assert_eq!(m.send(Inspect("web")).await.unwrap(), (0, 0));
+
+    // A holding the manager remembers keeps its entry (for the next renewal) until it
+    // is released (or its lease is over: see `services`).
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(Inspect("web")).await.unwrap(), (1, 0));
+    let release = ReleaseLeadership {
+        service: "web".into(),
+        unit: "web/0".into(),
+    };
+    m.send(release).await.unwrap().unwrap();
+    assert_eq!(m.send(Inspect("web")).await.unwrap(), (0, 0));
 }
 
 #[actix_rt::test]
@@ -118,8 +131,9 @@ async fn one_upstream_watch_per_service_dropped_with_its_last_receiver() {
     receivers.truncate(1);
     until(&m, "four receivers gone", |seen| seen == (1, 1)).await;
     drop(receivers);
+    // The entry stays: it remembers web/0's live holding.
     until(&m, "the upstream to end with its last receiver", |seen| {
-        seen == (0, 0)
+        seen == (1, 0)
     })
     .await;
 
