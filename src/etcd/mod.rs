@@ -40,6 +40,11 @@
 //!   guarded on the key's mod revision; a lease etcd no longer knows (expired, not yet
 //!   reaped) is a lapse: a new term in place. Every `Ok` follows a transaction etcd
 //!   committed. Key held by another unit → [`LeaseError::ClaimDenied`].
+//!   A holder's **renewal** skips the read and the TTL query: the manager remembers
+//!   what its last claim for the service established (lease, granted TTL, both keys' mod
+//!   revisions) and sends a keep-alive and a transaction guarded on both mod revisions
+//!   together; `Ok` only when both succeed, anything else continues as above from the
+//!   keys the failed transaction read (`docs/etcd.md`, *Renewals*, argues why).
 //! - [`BlockUntilLeadershipReleased`]: answers at once when the key is absent; otherwise a
 //!   watch from the revision after the read waits for the key's deletion (release,
 //!   expiry) or a put naming another unit (a hand-over): push, no polling, and no change
