@@ -156,7 +156,11 @@ async fn a_renewal_after_another_unit_took_over_is_denied() {
     keys.claim("web/0").await.expect("granted");
     // The key deleted and taken by web/1 on a lease of its own, as after an expiry.
     let theirs = keys.grant(30).await;
-    keys.raw.clone().delete(keys.key.as_str(), None).await.unwrap();
+    keys.raw
+        .clone()
+        .delete(keys.key.as_str(), None)
+        .await
+        .unwrap();
     let txn = Txn::new().and_then([
         TxnOp::put(
             keys.key.as_str(),
@@ -178,7 +182,11 @@ async fn a_renewal_after_the_key_was_deleted_or_its_lease_revoked_starts_a_new_t
     let (lease, _) = keys.assert_covered("web/0").await;
 
     // Deleted (a release by hand): the holding ended, the next claim is a new term.
-    keys.raw.clone().delete(keys.key.as_str(), None).await.unwrap();
+    keys.raw
+        .clone()
+        .delete(keys.key.as_str(), None)
+        .await
+        .unwrap();
     let second = keys.claim("web/0").await.expect("granted again");
     assert!(second.term > first.term, "{second:?} after {first:?}");
     let (second_lease, _) = keys.assert_covered("web/0").await;
