@@ -20,7 +20,7 @@ use etcd_support::wait::poll_until;
 use etcd_support::{shared_endpoints, unique_prefix};
 use leadership::etcd::etcd_client::{self, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use leadership::etcd::{EtcdConfig, EtcdManager};
-use leadership::{ClaimLeadership, Grant, LeaseError};
+use leadership::{ClaimLeadership, Grant, Leader, LeaseError};
 
 const SERVICE: &str = "web";
 /// Every claim here is for 4 s: a 4 s lease.
@@ -293,6 +293,40 @@ async fn a_renewal_while_etcd_is_down_fails_then_recovers() {
     }
     keys.assert_covered("web/0").await;
     // Renewals go on from there.
+    assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
+    keys.assert_covered("web/0").await;
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --test etcd_renewal -- --include-ignored"]
+async fn a_renewal_whose_keep_alive_stream_broke_sends_it_on_a_new_one() {
+    let mut etcd = EtcdProcess::start("renewal-stream");
+    let keys = Keys::connect(&[etcd.endpoint.clone()], "renewal-stream").await;
+    let first = keys.claim("web/0").await.expect("granted");
+    keys.claim("web/0")
+        .await
+        .expect("renewed: the lease's stream opens");
+    keys.claim("web/0").await.expect("renewed on that stream");
+
+    // The stream dies with the connection; etcd keeps the key and its lease.
+    etcd.restart();
+    poll_until(
+        Duration::from_secs(10),
+        "both clients to reach etcd again",
+        || async {
+            let leader = Leader {
+                service: SERVICE.into(),
+            };
+            let through_manager = keys.manager.send(leader).await.unwrap().is_some();
+            through_manager && keys.raw.clone().get(keys.key.as_str(), None).await.is_ok()
+        },
+    )
+    .await;
+    // The manager's connection works again, but the kept stream is broken: the
+    // renewal notices and sends its keep-alive on a new stream, at once.
+    let renewed = keys.claim("web/0").await.expect("renewed");
+    assert_eq!(renewed.term, first.term);
+    keys.assert_covered("web/0").await;
     assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
     keys.assert_covered("web/0").await;
 }

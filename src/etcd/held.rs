@@ -8,8 +8,10 @@
 
 use tokio::time::{Duration, Instant};
 
+use super::keepalive::KeepAlive;
+
 /// A holding of one service as this manager last established or confirmed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) struct Held {
     /// The holding unit.
     pub(super) unit: String,
@@ -26,6 +28,8 @@ pub(super) struct Held {
     /// After this the lease has expired unless renewed: the hint is useless and its
     /// service's entry may be dropped.
     pub(super) stale_after: Instant,
+    /// The lease's keep-alive stream, once a renewal opened one.
+    pub(super) stream: Option<Box<KeepAlive>>,
 }
 
 impl Held {
@@ -45,6 +49,7 @@ impl Held {
             mod_revision,
             term_revision,
             stale_after: stale_after(granted),
+            stream: None,
         }
     }
 
@@ -104,7 +109,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(held.is_stale(Instant::now()), "4 s after the last renewal");
 
-        let renewed = held.clone().renewed();
+        let renewed = Held::new("web/0", 77, 4, 12, 10).renewed();
         assert_eq!(renewed.granted, 4);
         assert_eq!(
             renewed.mod_revision, 12,

@@ -42,8 +42,8 @@
 //!   committed. Key held by another unit → [`LeaseError::ClaimDenied`].
 //!   A holder's **renewal** skips the read and the TTL query: the manager remembers
 //!   what its last claim for the service established (lease, granted TTL, both keys' mod
-//!   revisions) and sends a keep-alive and a transaction guarded on both mod revisions
-//!   together; `Ok` only when both succeed, anything else continues as above from the
+//!   revisions) and sends a keep-alive (on the lease's stream, kept open between
+//!   renewals) and a transaction guarded on both mod revisions together; `Ok` only when both succeed, anything else continues as above from the
 //!   keys the failed transaction read (`docs/etcd.md`, *Renewals*, argues why).
 //! - [`BlockUntilLeadershipReleased`]: answers at once when the key is absent; otherwise a
 //!   watch from the revision after the read waits for the key's deletion (release,
@@ -117,6 +117,7 @@ mod claim;
 mod fenced;
 mod handlers;
 mod held;
+mod keepalive;
 mod services;
 mod store;
 mod watch;
@@ -265,6 +266,7 @@ impl EtcdManager {
                 client,
                 prefix: config.prefix,
                 timeout: options.timeout(),
+                streams: Default::default(),
             },
             services: Services::default(),
             stop: Some(stop),

@@ -29,6 +29,19 @@ impl Handler<Inspect> for EtcdManager {
     }
 }
 
+/// Test-only: how many keep-alive streams the manager keeps open.
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct OpenStreams;
+
+impl Handler<OpenStreams> for EtcdManager {
+    type Result = usize;
+
+    fn handle(&mut self, _: OpenStreams, _: &mut Context<Self>) -> usize {
+        self.store.streams.open()
+    }
+}
+
 async fn manager(test: &str) -> Addr<EtcdManager> {
     let endpoints = std::env::var("LEADERSHIP_ETCD_ENDPOINTS")
         .unwrap_or_else(|_| panic!("{test}: LEADERSHIP_ETCD_ENDPOINTS is unset"));
@@ -141,4 +154,29 @@ async fn one_upstream_watch_per_service_dropped_with_its_last_receiver() {
     let rx = watch().await.unwrap().unwrap();
     assert_eq!(rx.borrow().as_ref().unwrap().holder, "web/0");
     assert_eq!(m.send(Inspect("web")).await.unwrap(), (1, 1));
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --lib -- --include-ignored"]
+async fn a_keep_alive_stream_lives_as_long_as_its_remembered_holding() {
+    let m = manager("streams").await;
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 0, "a grant needs none");
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 1, "the renewal's, kept");
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 1, "reused");
+    // Another unit's claim is denied and leaves the holding remembered.
+    m.send(claim("web", "web/1")).await.unwrap().unwrap_err();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 1);
+    let release = ReleaseLeadership {
+        service: "web".into(),
+        unit: "web/0".into(),
+    };
+    m.send(release).await.unwrap().unwrap();
+    assert_eq!(
+        m.send(OpenStreams).await.unwrap(),
+        0,
+        "closed with the holding"
+    );
 }

@@ -129,8 +129,17 @@ mod tests {
         services.settle(service);
     }
 
-    fn remembered(services: &Services, service: &str) -> Option<Held> {
-        services.map.get(service)?.lock.try_lock().ok()?.clone()
+    fn remembered(services: &Services, service: &str) -> Option<i64> {
+        Some(
+            services
+                .map
+                .get(service)?
+                .lock
+                .try_lock()
+                .ok()?
+                .as_ref()?
+                .lease,
+        )
     }
 
     #[actix_rt::test]

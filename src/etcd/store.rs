@@ -16,6 +16,7 @@ use tracing::debug;
 use super::claim::{decide, retake_lapsed, Decision, Guard, Holder, Snapshot};
 use super::fenced::FencedTxnError;
 use super::held::Held;
+use super::keepalive::{KeepAlive, Streams};
 use super::MAX_TTL_SECS;
 use crate::{ClaimLeadership, Grant, LeaseError, LeaseInfo};
 
@@ -28,6 +29,8 @@ pub(super) struct Store {
     pub(super) client: Client,
     pub(super) prefix: String,
     pub(super) timeout: Duration,
+    /// The keep-alive streams kept open for remembered holdings.
+    pub(super) streams: Streams,
 }
 
 /// How a renewal of a remembered holding went.
@@ -90,14 +93,19 @@ impl Store {
         held: &mut Option<Held>,
     ) -> Result<Grant, LeaseError> {
         let unit = msg.unit.as_str();
-        // Taken out, and put back only with an answer etcd confirmed: a claim that fails
-        // or is cancelled midway leaves nothing remembered.
-        let hint = held.take();
+        // A holding this claim renews is taken out, and put back only with an answer etcd
+        // confirmed: a renewal that fails or is cancelled midway leaves nothing
+        // remembered. Any other (another unit's, or too short a lease) stays, a hint for
+        // its own holder, until the full path below establishes a holding of its own.
+        let mut hint = held.take();
+        if !hint.as_ref().is_some_and(|h| h.serves(unit, ttl)) {
+            *held = hint.take();
+        }
         // The keys as the last transaction read them, if that is the latest news.
         let mut read = None;
         let mut lapsed = None;
-        if let Some(hint) = hint.filter(|h| h.serves(unit, ttl)) {
-            match self.renew(&msg.service, &hint, ttl).await? {
+        if let Some(mut hint) = hint {
+            match self.renew(&msg.service, &mut hint, ttl).await? {
                 Renewed::Done => {
                     let term = hint.term();
                     *held = Some(hint.renewed());
@@ -213,7 +221,7 @@ impl Store {
     /// seconds after it stays, and so does the holding, until that lease ends or this
     /// unit releases or hands it over. The same argument as for a keep-alive followed by
     /// the transaction, which is what the full path does.
-    async fn renew(&self, service: &str, held: &Held, ttl: i64) -> Result<Renewed, LeaseError> {
+    async fn renew(&self, service: &str, held: &mut Held, ttl: i64) -> Result<Renewed, LeaseError> {
         debug_assert!(held.serves(&held.unit, ttl));
         let key = self.key(service);
         let term_key = self.term_key(service);
@@ -229,30 +237,58 @@ impl Store {
         let mut client = self.client.clone();
         let (proof, kept) = tokio::join!(
             bounded(self.timeout, "etcd txn", client.txn(txn)),
-            self.keep_alive(&key, held.lease)
+            self.keep_alive(&key, held.lease, held.stream.take())
         );
         let proof = proof?;
         if !proof.succeeded() {
             return Ok(Renewed::Changed(snapshot_of(&proof)));
         }
-        Ok(if kept? {
+        let (alive, stream) = kept?;
+        held.stream = stream;
+        Ok(if alive {
             Renewed::Done
         } else {
             Renewed::Lapsed
         })
     }
 
-    /// One keep-alive of `lease` (on a stream of its own: etcd-client binds a keep-alive
-    /// stream to one lease). `true` when etcd reset the lease to its granted TTL, `false`
-    /// when etcd no longer knows the lease (expired or revoked).
-    async fn keep_alive(&self, key: &str, lease: i64) -> Result<bool, LeaseError> {
+    /// One keep-alive of `lease`: on `stream`, the lease's stream kept from an earlier
+    /// renewal, if given and still working, else on a new stream (etcd-client binds a
+    /// keep-alive stream to one lease). Whether etcd reset the lease to its granted TTL
+    /// (`false`: etcd no longer knows the lease, expired or revoked), and the stream to
+    /// keep for the next renewal.
+    async fn keep_alive(
+        &self,
+        key: &str,
+        lease: i64,
+        stream: Option<Box<KeepAlive>>,
+    ) -> Result<(bool, Option<Box<KeepAlive>>), LeaseError> {
+        if let Some(mut stream) = stream {
+            match tokio::time::timeout(self.timeout, stream.once()).await {
+                Ok(Ok(ttl)) if ttl > 0 => return Ok((true, Some(stream))),
+                Ok(Ok(_)) => {
+                    debug!(key, lease, "lease gone");
+                    return Ok((false, None));
+                }
+                // Broken (etcd restarted, the connection dropped): try a new stream.
+                Ok(Err(e)) => debug!(key, lease, error = %e, "keep-alive stream broken"),
+                Err(_) => {
+                    return Err(LeaseError::Failed(format!(
+                        "etcd keep-alive: timed out after {:?}",
+                        self.timeout
+                    )))
+                }
+            }
+        }
         let mut client = self.client.clone();
         match tokio::time::timeout(self.timeout, client.lease_keep_alive(lease)).await {
             // Its first answer came with a TTL above zero (etcd-client checks).
-            Ok(Ok(_)) => Ok(true),
+            Ok(Ok((keeper, answers))) => {
+                Ok((true, self.streams.keep(keeper, answers).map(Box::new)))
+            }
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
                 debug!(key, lease, error = %e, "lease gone");
-                Ok(false)
+                Ok((false, None))
             }
             Ok(Err(e)) => Err(LeaseError::Failed(format!("etcd keep-alive: {e}"))),
             Err(_) => Err(LeaseError::Failed(format!(
@@ -292,7 +328,7 @@ impl Store {
             if covered || live.granted_ttl() >= ttl {
                 // A keep-alive resets the lease to its granted TTL, which covers the
                 // claim; it is refused for a lease that has expired.
-                if !covered && !self.keep_alive(&key, lease).await? {
+                if !covered && !self.keep_alive(&key, lease, None).await?.0 {
                     return Ok(Extended::Lapsed);
                 }
                 // The lease covers the claim; prove the key is still bound to it.
