@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::fenced::{check_term, FencedTxn, FencedTxnError};
-use super::services::{entry, lock, prune};
+use super::services::Serialised;
 use super::watch::{block, follow, Upstream, UpstreamEnded};
 use super::{ttl_secs, EtcdManager};
 use crate::names::validate_service;
@@ -30,19 +30,16 @@ impl EtcdManager {
     ///
     /// A `ResponseActFuture` only for that last step: the request itself never touches
     /// the actor, which keeps serving while etcd answers.
-    fn serialised<T: 'static>(
+    fn serialised<T: 'static, F: Future<Output = Result<T, LeaseError>> + 'static>(
         &mut self,
         service: &str,
         bound: Duration,
         what: &'static str,
-        op: impl Future<Output = Result<T, LeaseError>> + 'static,
+        op: impl FnOnce(Serialised) -> F + 'static,
     ) -> ResponseActFuture<Self, Result<T, LeaseError>> {
-        let lock = lock(&mut self.locks, service);
+        let lock = self.services.lock(service);
         let service = service.to_owned();
-        let run = async move {
-            let _serialised = lock.lock_owned().await;
-            op.await
-        };
+        let run = async move { op(lock.lock_owned().await).await };
         let bounded = async move {
             tokio::time::timeout(bound, run).await.unwrap_or_else(|_| {
                 Err(LeaseError::Failed(format!(
@@ -51,7 +48,7 @@ impl EtcdManager {
             })
         };
         Box::pin(bounded.into_actor(self).map(move |result, act, _| {
-            prune(&mut act.locks, &service);
+            act.services.settle(&service);
             result
         }))
     }
@@ -81,9 +78,9 @@ impl Handler<ClaimLeadership> for EtcdManager {
         let bound = self.store.timeout.min(msg.duration / 4);
         let store = self.store.clone();
         let service = msg.service.clone();
-        let claim = async move {
+        let claim = move |mut held: Serialised| async move {
             let started = Instant::now();
-            let result = store.claim(&msg, ttl).await;
+            let result = store.claim(&msg, ttl, &mut held).await;
             match &result {
                 Ok(grant) => debug!(service = %msg.service, unit = %msg.unit, term = grant.term,
                                  elapsed = ?started.elapsed(), "claim granted"),
@@ -135,7 +132,11 @@ impl Handler<ReleaseLeadership> for EtcdManager {
         let store = self.store.clone();
         let bound = store.timeout;
         let service = msg.service.clone();
-        let release = async move { store.release(&msg.service, &msg.unit).await };
+        let release = move |mut held: Serialised| async move {
+            // Whatever the answer, the holding changed or was never ours.
+            *held = None;
+            store.release(&msg.service, &msg.unit).await
+        };
         self.serialised(&service, bound, "release", release)
     }
 }
@@ -152,7 +153,9 @@ impl Handler<HandOverLeadership> for EtcdManager {
         let store = self.store.clone();
         let bound = store.timeout;
         let service = msg.service.clone();
-        let hand_over = async move {
+        let hand_over = move |mut held: Serialised| async move {
+            // Whatever the answer, the holding changed or was never ours.
+            *held = None;
             store
                 .hand_over(&msg.service, &msg.unit, &msg.successor)
                 .await
@@ -211,7 +214,7 @@ impl Handler<WatchLeader> for EtcdManager {
             }
             let upstream = Upstream::new(info);
             let receiver = upstream.subscribe().expect("a new upstream is not closing");
-            entry(&mut act.locks, &service).watch = Some(upstream.clone());
+            act.services.entry(&service).watch = Some(upstream.clone());
             actix_rt::spawn(follow(
                 act.store.clone(),
                 service,
@@ -228,7 +231,7 @@ impl Handler<WatchLeader> for EtcdManager {
 impl EtcdManager {
     /// A receiver of the service's running watch, if one runs.
     fn subscribe(&self, service: &str) -> Option<LeaderReceiver> {
-        self.locks.get(service)?.watch.as_ref()?.subscribe()
+        self.services.map.get(service)?.watch.as_ref()?.subscribe()
     }
 }
 
@@ -237,7 +240,7 @@ impl Handler<UpstreamEnded> for EtcdManager {
     type Result = ();
 
     fn handle(&mut self, msg: UpstreamEnded, _: &mut Context<Self>) {
-        if let Some(entry) = self.locks.get_mut(&msg.service) {
+        if let Some(entry) = self.services.map.get_mut(&msg.service) {
             if entry
                 .watch
                 .as_ref()
@@ -246,7 +249,7 @@ impl Handler<UpstreamEnded> for EtcdManager {
                 entry.watch = None;
             }
         }
-        prune(&mut self.locks, &msg.service);
+        self.services.settle(&msg.service);
     }
 }
 

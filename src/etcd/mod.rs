@@ -40,6 +40,11 @@
 //!   guarded on the key's mod revision; a lease etcd no longer knows (expired, not yet
 //!   reaped) is a lapse: a new term in place. Every `Ok` follows a transaction etcd
 //!   committed. Key held by another unit → [`LeaseError::ClaimDenied`].
+//!   A holder's **renewal** skips the read and the TTL query: the manager remembers
+//!   what its last claim for the service established (lease, granted TTL, both keys' mod
+//!   revisions) and sends a keep-alive (on the lease's stream, kept open between
+//!   renewals) and a transaction guarded on both mod revisions together; `Ok` only when both succeed, anything else continues as above from the
+//!   keys the failed transaction read (`docs/etcd.md`, *Renewals*, argues why).
 //! - [`BlockUntilLeadershipReleased`]: answers at once when the key is absent; otherwise a
 //!   watch from the revision after the read waits for the key's deletion (release,
 //!   expiry) or a put naming another unit (a hand-over): push, no polling, and no change
@@ -103,7 +108,6 @@
 //! [`Leader`]: crate::Leader
 //! [`WatchLeader`]: crate::WatchLeader
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -112,6 +116,8 @@ use actix::prelude::*;
 mod claim;
 mod fenced;
 mod handlers;
+mod held;
+mod keepalive;
 mod services;
 mod store;
 mod watch;
@@ -121,7 +127,7 @@ mod watch;
 pub use etcd_client;
 pub use fenced::{FencedTxn, FencedTxnError};
 
-use services::ServiceEntry;
+use services::Services;
 use store::Store;
 
 use crate::LeaseError;
@@ -180,9 +186,9 @@ impl EtcdConfig {
 pub struct EtcdManager {
     store: Store,
     /// Per service: the lock serialising its claims, releases and hand-overs through this
-    /// manager, and its shared leader watch. An entry is dropped as soon as it is idle
-    /// (see `services::prune`).
-    locks: HashMap<String, ServiceEntry>,
+    /// manager (guarding the holding it remembers), and its shared leader watch. An entry
+    /// is dropped once it is idle (see `services::Services::settle`).
+    services: Services,
     /// Dropped when the actor stops: pending blocks then answer `BlockCancelled`, leader
     /// watches end.
     stop: Option<tokio::sync::watch::Sender<()>>,
@@ -194,7 +200,7 @@ impl fmt::Debug for EtcdManager {
         f.debug_struct("EtcdManager")
             .field("prefix", &self.store.prefix)
             .field("request_timeout", &self.store.timeout)
-            .field("services", &self.locks.len())
+            .field("services", &self.services.len())
             .finish_non_exhaustive()
     }
 }
@@ -260,8 +266,9 @@ impl EtcdManager {
                 client,
                 prefix: config.prefix,
                 timeout: options.timeout(),
+                streams: Default::default(),
             },
-            locks: HashMap::new(),
+            services: Services::default(),
             stop: Some(stop),
             stopped,
         })

@@ -20,11 +20,25 @@ impl Handler<Inspect> for EtcdManager {
 
     fn handle(&mut self, msg: Inspect, _: &mut Context<Self>) -> Self::Result {
         let receivers = self
-            .locks
+            .services
+            .map
             .get(msg.0)
             .and_then(|e| e.watch.as_ref())
             .map_or(0, |w| w.receivers());
-        MessageResult((self.locks.len(), receivers))
+        MessageResult((self.services.len(), receivers))
+    }
+}
+
+/// Test-only: how many keep-alive streams the manager keeps open.
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct OpenStreams;
+
+impl Handler<OpenStreams> for EtcdManager {
+    type Result = usize;
+
+    fn handle(&mut self, _: OpenStreams, _: &mut Context<Self>) -> usize {
+        self.store.streams.open()
     }
 }
 
@@ -87,6 +101,18 @@ async fn idle_service_entries_are_evicted() {
     m.send(claim("s0", "s0/2")).await.unwrap().unwrap_err();
     m.send(claim("s0", "s1/2")).await.unwrap().unwrap_err();
     assert_eq!(m.send(Inspect("web")).await.unwrap(), (0, 0));
+
+    // A holding the manager remembers keeps its entry (for the next renewal) until it
+    // is released (or its lease is over: see `services`).
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(Inspect("web")).await.unwrap(), (1, 0));
+    let release = ReleaseLeadership {
+        service: "web".into(),
+        unit: "web/0".into(),
+    };
+    m.send(release).await.unwrap().unwrap();
+    assert_eq!(m.send(Inspect("web")).await.unwrap(), (0, 0));
 }
 
 #[actix_rt::test]
@@ -118,8 +144,9 @@ async fn one_upstream_watch_per_service_dropped_with_its_last_receiver() {
     receivers.truncate(1);
     until(&m, "four receivers gone", |seen| seen == (1, 1)).await;
     drop(receivers);
+    // The entry stays: it remembers web/0's live holding.
     until(&m, "the upstream to end with its last receiver", |seen| {
-        seen == (0, 0)
+        seen == (1, 0)
     })
     .await;
 
@@ -127,4 +154,29 @@ async fn one_upstream_watch_per_service_dropped_with_its_last_receiver() {
     let rx = watch().await.unwrap().unwrap();
     assert_eq!(rx.borrow().as_ref().unwrap().holder, "web/0");
     assert_eq!(m.send(Inspect("web")).await.unwrap(), (1, 1));
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --lib -- --include-ignored"]
+async fn a_keep_alive_stream_lives_as_long_as_its_remembered_holding() {
+    let m = manager("streams").await;
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 0, "a grant needs none");
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 1, "the renewal's, kept");
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 1, "reused");
+    // Another unit's claim is denied and leaves the holding remembered.
+    m.send(claim("web", "web/1")).await.unwrap().unwrap_err();
+    assert_eq!(m.send(OpenStreams).await.unwrap(), 1);
+    let release = ReleaseLeadership {
+        service: "web".into(),
+        unit: "web/0".into(),
+    };
+    m.send(release).await.unwrap().unwrap();
+    assert_eq!(
+        m.send(OpenStreams).await.unwrap(),
+        0,
+        "closed with the holding"
+    );
 }

@@ -15,6 +15,8 @@ use tracing::debug;
 
 use super::claim::{decide, retake_lapsed, Decision, Guard, Holder, Snapshot};
 use super::fenced::FencedTxnError;
+use super::held::Held;
+use super::keepalive::{KeepAlive, Streams};
 use super::MAX_TTL_SECS;
 use crate::{ClaimLeadership, Grant, LeaseError, LeaseInfo};
 
@@ -27,12 +29,25 @@ pub(super) struct Store {
     pub(super) client: Client,
     pub(super) prefix: String,
     pub(super) timeout: Duration,
+    /// The keep-alive streams kept open for remembered holdings.
+    pub(super) streams: Streams,
+}
+
+/// How a renewal of a remembered holding went.
+enum Renewed {
+    /// etcd reset the lease, and the keys are as remembered: the lease covers the claim.
+    Done,
+    /// The keys are as remembered, but etcd no longer knows their lease (expired, not
+    /// yet reaped): the holding lapsed.
+    Lapsed,
+    /// The keys are not as remembered: here they are, as the transaction read them.
+    Changed(Snapshot),
 }
 
 /// How an extension of a held key went.
 enum Extended {
-    /// The lease covers the claim and the key is still ours, as read.
-    Done,
+    /// The lease covers the claim and the key is still ours: the holding as it is now.
+    Done(Held),
     /// The key changed since the read: read it again.
     Changed,
     /// etcd no longer knows the key's lease (expired, not yet reaped): the holding
@@ -64,29 +79,76 @@ impl Store {
         Ok(snapshot_of(&resp))
     }
 
-    /// One claim; the caller bounds it as a whole and serialises it per service.
-    pub(super) async fn claim(&self, msg: &ClaimLeadership, ttl: i64) -> Result<Grant, LeaseError> {
+    /// One claim; the caller bounds it as a whole and serialises it per service, and
+    /// hands it what this manager remembers of the service's holding (`held`), which it
+    /// replaces with the holding it leaves behind.
+    ///
+    /// A renewal of a remembered holding is [`Store::renew`]: two requests sent together.
+    /// Anything else, and whatever that renewal finds changed, takes the full path: the
+    /// keys (read, or as the renewal's transaction read them), then the pure decision.
+    pub(super) async fn claim(
+        &self,
+        msg: &ClaimLeadership,
+        ttl: i64,
+        held: &mut Option<Held>,
+    ) -> Result<Grant, LeaseError> {
         let unit = msg.unit.as_str();
+        // A holding this claim renews is taken out, and put back only with an answer etcd
+        // confirmed: a renewal that fails or is cancelled midway leaves nothing
+        // remembered. Any other (another unit's, or too short a lease) stays, a hint for
+        // its own holder, until the full path below establishes a holding of its own.
+        let mut hint = held.take();
+        if !hint.as_ref().is_some_and(|h| h.serves(unit, ttl)) {
+            *held = hint.take();
+        }
+        // The keys as the last transaction read them, if that is the latest news.
+        let mut read = None;
+        let mut lapsed = None;
+        if let Some(mut hint) = hint {
+            match self.renew(&msg.service, &mut hint, ttl).await? {
+                Renewed::Done => {
+                    let term = hint.term();
+                    *held = Some(hint.renewed());
+                    return Ok(Grant::new(term));
+                }
+                Renewed::Lapsed => lapsed = Some(retake_lapsed(hint.mod_revision, hint.lease)),
+                Renewed::Changed(found) => read = Some(found),
+            }
+        }
         for _ in 0..CLAIM_ATTEMPTS {
-            let found = self.snapshot(&msg.service).await?;
-            let decision = match decide(&found, unit) {
-                Decision::Deny => return Err(LeaseError::ClaimDenied),
-                Decision::Extend {
-                    term,
-                    lease,
-                    mod_revision,
-                } => match self
-                    .extend(&msg.service, unit, ttl, lease, mod_revision)
-                    .await?
-                {
-                    Extended::Done => return Ok(Grant::new(term)),
-                    Extended::Changed => continue,
-                    Extended::Lapsed => retake_lapsed(mod_revision, lease),
-                },
-                take => take,
+            let decision = match lapsed.take() {
+                Some(retake) => retake,
+                None => {
+                    let found = match read.take() {
+                        Some(found) => found,
+                        None => self.snapshot(&msg.service).await?,
+                    };
+                    match decide(&found, unit) {
+                        Decision::Deny => return Err(LeaseError::ClaimDenied),
+                        Decision::Extend {
+                            term,
+                            lease,
+                            mod_revision,
+                        } => match self
+                            .extend(&msg.service, unit, ttl, &found, lease, mod_revision)
+                            .await?
+                        {
+                            Extended::Done(now) => {
+                                *held = Some(now);
+                                return Ok(Grant::new(term));
+                            }
+                            Extended::Changed => continue,
+                            Extended::Lapsed => retake_lapsed(mod_revision, lease),
+                        },
+                        take => take,
+                    }
+                }
             };
             if let Decision::Take { guard, old_lease } = decision {
-                if let Some(grant) = self.take(&msg.service, unit, ttl, guard, old_lease).await? {
+                if let Some((grant, now)) =
+                    self.take(&msg.service, unit, ttl, guard, old_lease).await?
+                {
+                    *held = Some(now);
                     return Ok(grant);
                 }
             }
@@ -98,8 +160,8 @@ impl Store {
     }
 
     /// Starts a new term for `unit`: a new lease, and the holder key and the term key
-    /// written in one transaction guarded by `guard`. `None` when the guard failed (the
-    /// key changed since the read).
+    /// written in one transaction guarded by `guard`. The grant and the holding it
+    /// established; `None` when the guard failed (the key changed since the read).
     async fn take(
         &self,
         service: &str,
@@ -107,13 +169,13 @@ impl Store {
         ttl: i64,
         guard: Guard,
         old_lease: i64,
-    ) -> Result<Option<Grant>, LeaseError> {
+    ) -> Result<Option<(Grant, Held)>, LeaseError> {
         let key = self.key(service);
         let compare = match guard {
             Guard::Absent => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
             Guard::At(revision) => Compare::mod_revision(key.as_str(), CompareOp::Equal, revision),
         };
-        let lease = self.grant(ttl).await?;
+        let (lease, granted) = self.grant(ttl).await?;
         // No guard on the term key is needed: the term is the revision etcd gives this
         // transaction, greater than every earlier one, however late it commits.
         let txn = Txn::new().when([compare]).and_then([
@@ -135,16 +197,116 @@ impl Store {
         }
         let term = revision_of(&resp);
         debug!(key, unit, term, "new term");
-        Ok(Some(Grant::new(term)))
+        // Both keys were written by this transaction, at its revision.
+        let revision = header_revision(&resp);
+        let now = Held::new(unit, lease, granted, revision, revision);
+        Ok(Some((Grant::new(term), now)))
     }
 
-    /// Extends the key held by `unit` so that its lease covers `ttl` seconds from now,
-    /// never shortening it and never touching the term key.
+    /// Renews a holding this manager remembers, in two requests sent together: a
+    /// keep-alive of its lease, and a transaction that succeeds only while both keys are
+    /// exactly as remembered (on failure it reads them, so a stale memory costs no extra
+    /// request).
+    ///
+    /// Why `Done` means the lease covers the claim from when it was received. The
+    /// keep-alive is sent after the claim arrived; etcd answers it only for a lease that
+    /// has not expired (an expired one it answers with TTL 0, once revoked) and resets that
+    /// lease to expire its granted TTL after handling it. The granted TTL is fixed when a
+    /// lease is granted, and `held.granted` is what etcd reported for this lease, at
+    /// least `ttl` (checked by `Held::serves`). The transaction proves that the holder key
+    /// is still the version remembered — its mod revision — which names `unit` and is
+    /// bound to `held.lease`: a key changes its mod revision with every write, and is
+    /// deleted, never rebound, when its lease ends. In whichever order etcd handles the
+    /// two, the key bound to a lease that is alive at the keep-alive and lasts `ttl`
+    /// seconds after it stays, and so does the holding, until that lease ends or this
+    /// unit releases or hands it over. The same argument as for a keep-alive followed by
+    /// the transaction, which is what the full path does.
+    async fn renew(&self, service: &str, held: &mut Held, ttl: i64) -> Result<Renewed, LeaseError> {
+        debug_assert!(held.serves(&held.unit, ttl));
+        let key = self.key(service);
+        let term_key = self.term_key(service);
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(key.as_str(), CompareOp::Equal, held.mod_revision),
+                Compare::mod_revision(term_key.as_str(), CompareOp::Equal, held.term_revision),
+            ])
+            .or_else([
+                TxnOp::get(key.as_str(), None),
+                TxnOp::get(term_key.as_str(), None),
+            ]);
+        let mut client = self.client.clone();
+        let (proof, kept) = tokio::join!(
+            bounded(self.timeout, "etcd txn", client.txn(txn)),
+            self.keep_alive(&key, held.lease, held.stream.take())
+        );
+        let proof = proof?;
+        if !proof.succeeded() {
+            return Ok(Renewed::Changed(snapshot_of(&proof)));
+        }
+        let (alive, stream) = kept?;
+        held.stream = stream;
+        Ok(if alive {
+            Renewed::Done
+        } else {
+            Renewed::Lapsed
+        })
+    }
+
+    /// One keep-alive of `lease`: on `stream`, the lease's stream kept from an earlier
+    /// renewal, if given and still working, else on a new stream (etcd-client binds a
+    /// keep-alive stream to one lease). Whether etcd reset the lease to its granted TTL
+    /// (`false`: etcd no longer knows the lease, expired or revoked), and the stream to
+    /// keep for the next renewal.
+    async fn keep_alive(
+        &self,
+        key: &str,
+        lease: i64,
+        stream: Option<Box<KeepAlive>>,
+    ) -> Result<(bool, Option<Box<KeepAlive>>), LeaseError> {
+        if let Some(mut stream) = stream {
+            match tokio::time::timeout(self.timeout, stream.once()).await {
+                Ok(Ok(ttl)) if ttl > 0 => return Ok((true, Some(stream))),
+                Ok(Ok(_)) => {
+                    debug!(key, lease, "lease gone");
+                    return Ok((false, None));
+                }
+                // Broken (etcd restarted, the connection dropped): try a new stream.
+                Ok(Err(e)) => debug!(key, lease, error = %e, "keep-alive stream broken"),
+                Err(_) => {
+                    return Err(LeaseError::Failed(format!(
+                        "etcd keep-alive: timed out after {:?}",
+                        self.timeout
+                    )))
+                }
+            }
+        }
+        let mut client = self.client.clone();
+        match tokio::time::timeout(self.timeout, client.lease_keep_alive(lease)).await {
+            // Its first answer came with a TTL above zero (etcd-client checks).
+            Ok(Ok((keeper, answers))) => {
+                Ok((true, self.streams.keep(keeper, answers).map(Box::new)))
+            }
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                debug!(key, lease, error = %e, "lease gone");
+                Ok((false, None))
+            }
+            Ok(Err(e)) => Err(LeaseError::Failed(format!("etcd keep-alive: {e}"))),
+            Err(_) => Err(LeaseError::Failed(format!(
+                "etcd keep-alive: timed out after {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    /// Extends the key held by `unit`, as `found` shows it (`lease`, `mod_revision`), so
+    /// that its lease covers `ttl` seconds from now, never shortening it and never
+    /// touching the term key.
     async fn extend(
         &self,
         service: &str,
         unit: &str,
         ttl: i64,
+        found: &Snapshot,
         lease: i64,
         mod_revision: i64,
     ) -> Result<Extended, LeaseError> {
@@ -164,31 +326,22 @@ impl Store {
             // etcd rounds the remaining TTL down: the lease lasts at least that long.
             let covered = live.ttl() >= ttl;
             if covered || live.granted_ttl() >= ttl {
-                if !covered {
-                    // A keep-alive resets the lease to its granted TTL, which covers the
-                    // claim; it is refused for a lease that has expired.
-                    match tokio::time::timeout(self.timeout, client.lease_keep_alive(lease)).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
-                            debug!(key, lease, error = %e, "lease gone");
-                            return Ok(Extended::Lapsed);
-                        }
-                        Ok(Err(e)) => {
-                            return Err(LeaseError::Failed(format!("etcd keep-alive: {e}")))
-                        }
-                        Err(_) => {
-                            return Err(LeaseError::Failed(format!(
-                                "etcd keep-alive: timed out after {:?}",
-                                self.timeout
-                            )))
-                        }
-                    }
+                // A keep-alive resets the lease to its granted TTL, which covers the
+                // claim; it is refused for a lease that has expired.
+                if !covered && !self.keep_alive(&key, lease, None).await?.0 {
+                    return Ok(Extended::Lapsed);
                 }
                 // The lease covers the claim; prove the key is still bound to it.
                 let txn = Txn::new().when([guard]);
                 let resp = bounded(self.timeout, "etcd txn", client.txn(txn)).await?;
                 return Ok(if resp.succeeded() {
-                    Extended::Done
+                    Extended::Done(Held::new(
+                        unit,
+                        lease,
+                        live.granted_ttl(),
+                        mod_revision,
+                        found.term_revision,
+                    ))
                 } else {
                     Extended::Changed
                 });
@@ -196,27 +349,33 @@ impl Store {
         }
         // The granted TTL is too short (or the key has no lease): move the key to a new,
         // longer lease. Only the holder key is written: the term stays.
-        let longer = self.grant(ttl).await?;
+        let (longer, granted) = self.grant(ttl).await?;
         let txn = Txn::new().when([guard]).and_then([TxnOp::put(
             key.as_str(),
             unit,
             Some(PutOptions::new().with_lease(longer)),
         )]);
-        if bounded(self.timeout, "etcd txn", client.txn(txn))
-            .await?
-            .succeeded()
-        {
+        let resp = bounded(self.timeout, "etcd txn", client.txn(txn)).await?;
+        if resp.succeeded() {
             if lease != 0 {
                 self.revoke_later(lease);
             }
-            Ok(Extended::Done)
+            let moved = header_revision(&resp);
+            Ok(Extended::Done(Held::new(
+                unit,
+                longer,
+                granted,
+                moved,
+                found.term_revision,
+            )))
         } else {
             self.revoke_later(longer);
             Ok(Extended::Changed)
         }
     }
 
-    async fn grant(&self, ttl: i64) -> Result<i64, LeaseError> {
+    /// A new lease of `ttl` seconds: its id and the TTL etcd granted (never less).
+    async fn grant(&self, ttl: i64) -> Result<(i64, i64), LeaseError> {
         let mut client = self.client.clone();
         let resp = bounded(
             self.timeout,
@@ -224,7 +383,7 @@ impl Store {
             client.lease_grant(ttl, None),
         )
         .await?;
-        Ok(resp.id())
+        Ok((resp.id(), resp.ttl()))
     }
 
     /// Revokes a lease that holds no key of ours any more, in the background; if that
@@ -405,7 +564,12 @@ fn snapshot_of(resp: &TxnResponse) -> Snapshot {
 
 /// The revision a committed transaction created.
 fn revision_of(resp: &TxnResponse) -> u64 {
-    u64::try_from(resp.header().map_or(0, |h| h.revision())).unwrap_or(0)
+    u64::try_from(header_revision(resp)).unwrap_or(0)
+}
+
+/// The revision in a response's header: for a committed write, the revision it created.
+fn header_revision(resp: &TxnResponse) -> i64 {
+    resp.header().map_or(0, |h| h.revision())
 }
 
 /// Runs one etcd call with a bound; errors and timeouts become `Failed`.
