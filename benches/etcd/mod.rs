@@ -8,7 +8,7 @@
 //! | `etcd_handover_ratio` | that median / the median for `etcdctl elect`: two `etcdctl elect` processes on one election name; SIGINT the leader (it resigns), time until the waiting campaigner prints that it leads |
 //! | `etcd_failover_ms_p50` | d = 1 s: the leaders of several services run in a child process (started d / n apart, so the kill falls at every point of the renewal cycle), which is killed (SIGKILL); median of the time from the kill until each successor's `WaitLeader` resolves `true`. Bound: `2·d` (the lease, renewed every `d`) plus etcd's expiry granularity (~0.5 s) plus a watch event and a claim |
 //! | (`etcdctl elect` failover) | the same with `etcdctl elect` (session TTL 60 s): full run only, one sample (it takes about a minute), measured while the scale figure runs |
-//! | `etcd_services` | services in the scale figure: each with 3 units, unit `j` on connection `j` of 3, d = 2 s, for 60 s (10 s with `--quick`) |
+//! | `etcd_services` | services in the scale figure: each with 3 units, unit `j` on connection `j` of 3, d = 2 s, started ten services at a time with the batches spread over one `d` (as services started at unrelated instants: their renewals are spread, not in one burst), then measured for 60 s (10 s with `--quick`) |
 //! | `etcd_claim_ms_p99` | p99 of the claims answered during that window (renewals, and denied claims of minions), timed between the tracker's `ClaimLeadership` and the manager's answer by a forwarding actor |
 //! | `etcd_claim_failures` | claims in the window answered with an error other than "denied" (a timeout, etcd unreachable), plus trackers that stopped |
 //! | `etcd_leader_samples_bad` | samples (every 0.5 s) at which some service did not have exactly one unit whose status is `Leader` |
@@ -493,11 +493,21 @@ async fn scale(
         claimers.push(Claimer::new(&timed));
         managers.push((manager, timed));
     }
-    // Start a hundred services at a time, each batch settled before the next.
+    // Start ten services at a time, the batches spread evenly over one claim duration,
+    // each settled before the next. Services in a deployment start at unrelated
+    // instants, so their renewals (every `D` from their first claim) are spread over
+    // `D`; starting them all at once would lock every renewal into one burst per `D`,
+    // which measures the burst, not a renewal (earlier runs started a hundred at a time
+    // back to back: the p99 was then the time etcd took to drain ~100 renewals).
+    const BATCH: usize = 10;
     let set_up = StdInstant::now();
+    let batches = services.div_ceil(BATCH).max(1);
+    let spacing = D / u32::try_from(batches).expect("a few batches");
     let mut trackers: Vec<Vec<Tracker>> = Vec::with_capacity(services);
-    for first in (0..services).step_by(100) {
-        let end = (first + 100).min(services);
+    for (batch, first) in (0..services).step_by(BATCH).enumerate() {
+        let due = set_up + spacing * u32::try_from(batch).expect("a few batches");
+        tokio::time::sleep_until(due.into()).await;
+        let end = (first + BATCH).min(services);
         for i in first..end {
             let service = service("scale", i);
             trackers.push(
