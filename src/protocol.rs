@@ -156,15 +156,23 @@ impl LeaseError {
 /// [`Claimer::from_recipients`] from a claim and a block recipient alone, it cannot:
 /// a resigning tracker then stops without releasing, and its lease expires on its own.
 ///
-/// Cloning a `Claimer` only increments reference counts: every tracker of a process
+/// Cloning a `Claimer` only increments a reference count: every tracker of a process
 /// holds a clone, and cloning the recipients themselves would allocate three blocks
 /// each (actix gives every `Recipient` clone its own boxed sender and parking state).
+/// One `Arc` rather than one per recipient keeps the claimer 8 bytes inside every
+/// tracker's task.
 #[derive(Clone, Debug)]
 pub struct Claimer {
-    pub(crate) claim: Arc<Recipient<ClaimLeadership>>,
-    pub(crate) block: Arc<Recipient<BlockUntilLeadershipReleased>>,
+    recipients: Arc<Recipients>,
+}
+
+/// What every clone of a [`Claimer`] shares.
+#[derive(Debug)]
+struct Recipients {
+    claim: Recipient<ClaimLeadership>,
+    block: Recipient<BlockUntilLeadershipReleased>,
     /// Release and hand-over, when the manager offers them.
-    pub(crate) leave: Option<Arc<Leave>>,
+    leave: Option<Leave>,
 }
 
 /// The recipients a resigning tracker uses to give its lease up early.
@@ -188,13 +196,14 @@ impl Claimer {
             + ToEnvelope<A, ReleaseLeadership>
             + ToEnvelope<A, HandOverLeadership>,
     {
-        Claimer {
-            leave: Some(Arc::new(Leave {
+        Claimer::with(
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            Some(Leave {
                 release: addr.clone().recipient(),
                 hand_over: addr.clone().recipient(),
-            })),
-            ..Claimer::from_recipients(addr.clone().recipient(), addr.clone().recipient())
-        }
+            }),
+        )
     }
 
     /// Builds a claimer from a claim and a block recipient, e.g. of two different
@@ -204,16 +213,41 @@ impl Claimer {
         claim: Recipient<ClaimLeadership>,
         block: Recipient<BlockUntilLeadershipReleased>,
     ) -> Claimer {
+        Claimer::with(claim, block, None)
+    }
+
+    fn with(
+        claim: Recipient<ClaimLeadership>,
+        block: Recipient<BlockUntilLeadershipReleased>,
+        leave: Option<Leave>,
+    ) -> Claimer {
         Claimer {
-            claim: Arc::new(claim),
-            block: Arc::new(block),
-            leave: None,
+            recipients: Arc::new(Recipients {
+                claim,
+                block,
+                leave,
+            }),
         }
     }
 
     /// Whether this claimer can release and hand over a lease.
     pub fn can_release(&self) -> bool {
-        self.leave.is_some()
+        self.recipients.leave.is_some()
+    }
+
+    /// Where claims go.
+    pub(crate) fn claim(&self) -> &Recipient<ClaimLeadership> {
+        &self.recipients.claim
+    }
+
+    /// Where blocks go.
+    pub(crate) fn block(&self) -> &Recipient<BlockUntilLeadershipReleased> {
+        &self.recipients.block
+    }
+
+    /// Where releases and hand-overs go, if the manager offers them.
+    pub(crate) fn leave(&self) -> Option<&Leave> {
+        self.recipients.leave.as_ref()
     }
 }
 

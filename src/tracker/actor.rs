@@ -14,8 +14,7 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use super::machine::{Backoff, Effect, Event, Leave, Machine, Phase, ScopeId, TicketKind};
-use super::status::StatusCell;
-use crate::latch::{latch, Latch, LatchSetter};
+use super::shared::Shared;
 use crate::names::UnitName;
 use crate::protocol::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, HandOverLeadership, LeaseError,
@@ -91,9 +90,6 @@ pub(crate) struct CloseScope {
     pub(crate) id: ScopeId,
 }
 
-/// The outcome a tracker reports when it stops for good.
-pub(crate) type StopReport = Result<(), TrackerError>;
-
 /// The leadership tracker of one unit: claims and renews the unit's lease through a
 /// [`Claimer`] and answers [`ClaimLeader`], [`WaitLeader`] and [`WaitMinion`] with
 /// [`Ticket`]s.
@@ -101,7 +97,8 @@ pub(crate) type StopReport = Result<(), TrackerError>;
 /// Most users start it through [`Tracker::start`](crate::Tracker::start), which also
 /// gives them a handle; starting a `TrackerActor` yourself is fine too.
 pub struct TrackerActor {
-    unit: UnitName,
+    /// The unit, status and stop report, shared with the handles.
+    shared: Arc<Shared>,
     claimer: Claimer,
     machine: Machine<TicketSender>,
     /// The single armed timer: its deadline and handle.
@@ -114,10 +111,6 @@ pub struct TrackerActor {
     /// Boxed: rare, and 32 bytes inline in every tracker's task otherwise.
     failure: Option<Box<LeaseError>>,
     supervised: bool,
-    report: Option<LatchSetter<StopReport>>,
-    stopped: Latch<StopReport>,
-    /// Shared with the handles; closed when the actor is dropped.
-    status: Arc<StatusCell>,
     /// How to tell each open (or parked) lead scope to end: dropping the sender does.
     /// An entry lives from `OpenScope` until the scope's `CloseScope` or its end. A
     /// vector, not a map: a tracker has a handful of scopes at most, and an empty map
@@ -128,18 +121,20 @@ pub struct TrackerActor {
 
 impl Drop for TrackerActor {
     fn drop(&mut self) {
-        // As a dropped watch sender would: status receivers see the channel closed.
-        self.status.close();
+        // As a dropped watch sender would: status receivers see the channel closed. A
+        // tracker that vanishes without reporting (its System shut down) stopped without
+        // a failure.
+        self.shared.close();
     }
 }
 
 impl std::fmt::Debug for TrackerActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrackerActor")
-            .field("unit", &self.unit.as_str())
+            .field("unit", &self.shared.unit.as_str())
             .field("claim_duration", &self.machine.claim_duration())
             .field("phase", &self.machine.phase())
-            .field("guarantee", &self.machine.guarantee())
+            .field("status", &self.machine.status())
             .finish_non_exhaustive()
     }
 }
@@ -159,25 +154,19 @@ impl TrackerActor {
             .ok_or(TrackerError::InvalidDuration(duration))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         unit.hash(&mut hasher);
-        let backoff = Backoff::new(hasher.finish(), duration);
-        // A tracker that vanishes without reporting (its System shut down) stopped
-        // without a failure.
-        let (report, stopped) = latch(Ok(()));
+        let backoff = Backoff::new(hasher.finish());
         // A span is enabled only if its level passes the subscriber's filter; at ERROR
         // it is there whenever any of the tracker's events is, so a warning logged
         // under a WARN filter still says which service and unit it is about.
         let span = tracing::error_span!("tracker", service = unit.service(), unit = unit.as_str());
         Ok(TrackerActor {
-            unit,
+            shared: Arc::new(Shared::new(unit, duration)),
             claimer,
             machine: Machine::new(duration, backoff),
             timer: None,
             epoch: 0,
             failure: None,
             supervised: false,
-            report: Some(report),
-            stopped,
-            status: StatusCell::new(),
             scopes: Vec::new(),
             span,
         })
@@ -188,21 +177,16 @@ impl TrackerActor {
         self
     }
 
-    /// The latch the actor sets when it stops for good.
-    pub(crate) fn stop_report(&self) -> Latch<StopReport> {
-        self.stopped.clone()
-    }
-
-    /// Where the tracker's [`Status`](super::Status) is published.
-    pub(crate) fn status_cell(&self) -> Arc<StatusCell> {
-        self.status.clone()
+    /// What the actor shares with its handles.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Publishes the machine's status if it changed.
     fn publish_status(&self) {
         let status = self.machine.status();
-        let before = self.status.publish(status);
-        crate::metrics::status(&self.unit, before, status);
+        let before = self.shared.publish(status);
+        crate::metrics::status(&self.shared.unit, before, status);
     }
 
     /// Feeds one event to the machine at the current instant and performs its effects.
@@ -232,7 +216,7 @@ impl TrackerActor {
                 Effect::SendLeave(successor) => self.send_leave(ctx, successor),
                 Effect::Fail(error) => {
                     tracing::warn!(%error, "leadership failure");
-                    crate::metrics::failure(&self.unit, &error);
+                    crate::metrics::failure(&self.shared.unit, &error);
                     self.failure = Some(Box::new(error));
                     ctx.stop();
                 }
@@ -254,34 +238,34 @@ impl TrackerActor {
         // The lease claimed is 2·d (rule 1); `new` checked that it is representable.
         let lease = 2 * self.machine.claim_duration();
         let claim = ClaimLeadership {
-            service: self.unit.service().to_owned(),
-            unit: self.unit.as_str().to_owned(),
+            service: self.shared.unit.service().to_owned(),
+            unit: self.shared.unit.as_str().to_owned(),
             duration: lease,
         };
         tracing::debug!(?lease, "claiming leadership");
-        let request = crate::metrics::timed_claim(&self.unit, self.claimer.claim.send(claim));
+        let request = crate::metrics::timed_claim(&self.shared.unit, self.claimer.claim().send(claim));
         self.on_answer(ctx, request, Event::ClaimAnswered);
     }
 
     fn send_block(&mut self, ctx: &mut Context<Self>) {
         let block = BlockUntilLeadershipReleased {
-            service: self.unit.service().to_owned(),
+            service: self.shared.unit.service().to_owned(),
         };
         tracing::debug!("blocking until leadership is released");
-        let request = self.claimer.block.send(block);
+        let request = self.claimer.block().send(block);
         self.on_answer(ctx, request, Event::BlockAnswered);
     }
 
     /// Sends the release, or the hand-over to `successor`, of a resigning tracker.
     fn send_leave(&mut self, ctx: &mut Context<Self>, successor: Option<UnitName>) {
-        let Some(leave) = self.claimer.leave.clone() else {
+        let Some(leave) = self.claimer.leave() else {
             // The machine leaves by expiry when the claimer cannot release.
             debug_assert!(false, "a release without the recipients to send it");
             self.on_event(ctx, Event::LeaveAnswered(Ok(())));
             return;
         };
-        let service = self.unit.service().to_owned();
-        let unit = self.unit.as_str().to_owned();
+        let service = self.shared.unit.service().to_owned();
+        let unit = self.shared.unit.as_str().to_owned();
         match successor {
             None => {
                 tracing::info!("releasing leadership");
@@ -334,7 +318,7 @@ impl TrackerActor {
             let event = event(answer);
             if let Event::BlockAnswered(Err(error)) = &event {
                 tracing::warn!(%error, "waiting for leadership release failed; backing off");
-                crate::metrics::block_failed(&act.unit);
+                crate::metrics::block_failed(&act.shared.unit);
             }
             act.on_event(ctx, event);
         }));
@@ -379,7 +363,7 @@ impl Actor for TrackerActor {
         let _entered = self.span.clone().entered();
         let event = if self.machine.phase() == Phase::Idle {
             tracing::info!(claim_duration = ?self.machine.claim_duration(), "tracker started");
-            crate::metrics::tracker_started(&self.unit);
+            crate::metrics::tracker_started(&self.shared.unit);
             Event::Start
         } else {
             // Restarted by a Supervisor: a restart clears the context's timers, and a
@@ -410,9 +394,9 @@ impl Actor for TrackerActor {
         };
         // A killed supervised tracker is restarted inert and stops again when its last
         // handle drops; only its first stop is reported.
-        if let Some(setter) = self.report.take() {
+        if self.shared.report().is_none() {
             tracing::info!(?report, "tracker stopped");
-            setter.set(report);
+            self.shared.set_report(report);
         }
     }
 }
@@ -557,7 +541,7 @@ impl Handler<Resign> for TrackerActor {
     fn handle(&mut self, resign: Resign, ctx: &mut Context<Self>) -> Self::Result {
         let _entered = self.span.clone().entered();
         if let Some(successor) = &resign.successor {
-            if let Err(error) = check_successor(&self.unit, successor) {
+            if let Err(error) = check_successor(&self.shared.unit, successor) {
                 return Box::pin(std::future::ready(Err(error)));
             }
         }
@@ -570,7 +554,21 @@ impl Handler<Resign> for TrackerActor {
             tracing::info!(?leave, "resigning");
             self.on_event(ctx, Event::Resign(leave));
         }
-        let stopped = self.stopped.clone();
-        Box::pin(async move { stopped.wait().await })
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.stopped().await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_actor_fits_a_768_byte_task() {
+        // tokio rounds a task cell up to 128 bytes; a tracker's task is its actor plus
+        // actix's context (336 bytes) and tokio's header and trailer (~100): 312 bytes
+        // of actor make a 768-byte task, 432 made an 896-byte one. A tripwire, not a
+        // contract: it says when a change costs every tracker another 128 bytes.
+        assert!(std::mem::size_of::<TrackerActor>() <= 320);
     }
 }

@@ -172,7 +172,6 @@ const PRUNE_FLOOR: usize = 64;
 /// doubles, capped at the claim duration; a granted claim resets it.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
-    cap: Duration,
     /// The first wait, in milliseconds (500 to 1 000).
     first_ms: u16,
     /// How many waits since the last reset: the next is `first · 2^waits`, capped. A
@@ -182,21 +181,21 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// `spread` picks the first wait in [0.5 s, 1 s]; any value is valid.
-    pub(crate) fn new(spread: u64, cap: Duration) -> Backoff {
+    pub(crate) fn new(spread: u64) -> Backoff {
         Backoff {
-            cap,
             first_ms: 500 + (spread % 501) as u16,
             waits: 0,
         }
     }
 
-    /// The wait before the next retry; doubles the one after.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    /// The wait before the next retry, at most `cap` (the claim duration, passed in
+    /// rather than kept: 16 bytes less in every tracker); doubles the one after.
+    pub(crate) fn next_delay(&mut self, cap: Duration) -> Duration {
         // 2^31 times the first wait is beyond any cap a tracker accepts anyway.
         let factor = 1u32 << self.waits.min(31);
         let delay = Duration::from_millis(u64::from(self.first_ms))
             .saturating_mul(factor)
-            .min(self.cap);
+            .min(cap);
         self.waits = self.waits.saturating_add(1);
         delay
     }
@@ -320,11 +319,6 @@ impl<T: Readable> Machine<T> {
         self.parked.len()
     }
 
-    /// The guarantee a `true` answer given now would carry, if the tracker leads.
-    pub(crate) fn guarantee(&self) -> Option<Guarantee> {
-        self.grant.map(|held| self.guarantee_of(held))
-    }
-
     /// What [`Tracker::status`](crate::Tracker::status) shows: it changes exactly when
     /// the tickets' answers do. `Leader` from the instant a `WaitLeader` would resolve
     /// `true` (a grant) until the instant a `WaitMinion` would resolve `false` (the
@@ -444,7 +438,7 @@ impl<T: Readable> Machine<T> {
         if self.is_ended() {
             return None;
         }
-        let delay = self.backoff.next_delay();
+        let delay = self.backoff.next_delay(self.d);
         self.phase = Phase::BackingOff { until: now + delay };
         Some(delay)
     }
@@ -569,7 +563,7 @@ impl<T: Readable> Machine<T> {
             Ok(()) => self.claim(now, ClaimKind::Fresh, effects),
             // Rule 3: never a hot loop against a failing manager.
             Err(_) => {
-                let delay = self.backoff.next_delay();
+                let delay = self.backoff.next_delay(self.d);
                 self.phase = Phase::BackingOff { until: now + delay };
             }
         }
@@ -810,7 +804,7 @@ mod tests {
         /// A machine that has sent its first claim at `start`.
         fn started() -> Harness {
             let mut h = Harness {
-                machine: Machine::new(D, Backoff::new(0, D)),
+                machine: Machine::new(D, Backoff::new(0)),
                 start: Instant::now(),
                 effects: Vec::new(),
                 guarantees: Vec::new(),
@@ -989,7 +983,7 @@ mod tests {
         );
         // With d below a timer's lateness, leadership still lasts until t0 + d.
         let tiny = Duration::from_micros(300);
-        let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0, tiny));
+        let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0));
         let mut fx = Vec::new();
         machine.handle(h.start, Event::Start, &mut fx);
         machine.handle(h.start, Event::ClaimAnswered(Ok(G)), &mut fx);
@@ -1124,10 +1118,13 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_by_a_short_claim_duration_and_spread_by_unit() {
-        let mut short = Backoff::new(0, Duration::from_millis(50));
-        assert_eq!(short.next_delay(), Duration::from_millis(50));
+        let mut short = Backoff::new(0);
+        assert_eq!(
+            short.next_delay(Duration::from_millis(50)),
+            Duration::from_millis(50)
+        );
         let firsts: std::collections::HashSet<_> = (0..20)
-            .map(|spread| Backoff::new(spread * 37, D).next_delay())
+            .map(|spread| Backoff::new(spread * 37).next_delay(D))
             .collect();
         assert!(firsts.len() > 10, "{firsts:?}");
         assert!(firsts
@@ -1193,7 +1190,7 @@ mod tests {
                 }
             )]
         );
-        assert_eq!(h.machine.guarantee().map(|g| g.term), Some(7));
+        assert!(matches!(h.machine.status(), Status::Leader(g) if g.term == 7));
         // Handled in the last instants before t0 + d: until is never before now + d.
         let late = D - NS;
         assert_eq!(h.ticket(late, ClaimLeader, 2), vec![Resolve(2, true)]);
@@ -1220,7 +1217,7 @@ mod tests {
         h.machine.stop(&mut h.effects);
         assert_eq!(h.ticket(3 * D, ClaimLeader, 5), vec![Resolve(5, false)]);
         assert_eq!(h.guarantees.len(), 4);
-        assert_eq!(h.machine.guarantee(), None);
+        assert_eq!(h.machine.status(), Status::Stopped);
     }
 
     // Resigning (contract section 6), instant by instant.
@@ -1530,7 +1527,7 @@ mod tests {
 
     #[test]
     fn abandoned_parked_tickets_are_dropped_amortised() {
-        let mut machine: Machine<std::sync::Arc<()>> = Machine::new(D, Backoff::new(0, D));
+        let mut machine: Machine<std::sync::Arc<()>> = Machine::new(D, Backoff::new(0));
         let start = Instant::now();
         let mut effects = Vec::new();
         machine.handle(start, Event::Start, &mut effects);
@@ -1742,7 +1739,7 @@ mod tests {
     #[test]
     fn a_resign_before_the_start_or_after_a_stop_is_ignored() {
         let mut h = Harness {
-            machine: Machine::new(D, Backoff::new(0, D)),
+            machine: Machine::new(D, Backoff::new(0)),
             start: Instant::now(),
             effects: Vec::new(),
             guarantees: Vec::new(),
@@ -1858,7 +1855,7 @@ mod tests {
     #[test]
     fn pruning_reads_each_parked_ticket_amortised_o1_times() {
         let asked = std::rc::Rc::new(std::cell::Cell::new(0));
-        let mut machine: Machine<Counted> = Machine::new(D, Backoff::new(0, D));
+        let mut machine: Machine<Counted> = Machine::new(D, Backoff::new(0));
         let start = Instant::now();
         let mut effects = Vec::new();
         machine.handle(start, Event::Start, &mut effects);

@@ -4,6 +4,7 @@
 mod actor;
 mod handle;
 pub(crate) mod machine;
+mod shared;
 mod status;
 
 use std::time::Duration;
