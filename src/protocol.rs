@@ -13,6 +13,7 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
 use crate::names::{validate_service, UnitName};
+use crate::tracker::gate::{FirstClaims, FIRST_CLAIMS_IN_FLIGHT};
 
 /// Claims (or extends) leadership of `service` for `unit`, for `duration` from the
 /// moment the manager handles it. Granted, it answers the lease's [`Grant`].
@@ -173,6 +174,8 @@ struct Recipients {
     block: Recipient<BlockUntilLeadershipReleased>,
     /// Release and hand-over, when the manager offers them.
     leave: Option<Leave>,
+    /// Bounds the first claims in flight of the trackers using this claimer.
+    first_claims: Arc<FirstClaims>,
 }
 
 /// The recipients a resigning tracker uses to give its lease up early.
@@ -226,6 +229,7 @@ impl Claimer {
                 claim,
                 block,
                 leave,
+                first_claims: FirstClaims::new(FIRST_CLAIMS_IN_FLIGHT),
             }),
         }
     }
@@ -248,6 +252,11 @@ impl Claimer {
     /// Where releases and hand-overs go, if the manager offers them.
     pub(crate) fn leave(&self) -> Option<&Leave> {
         self.recipients.leave.as_ref()
+    }
+
+    /// The slots for first claims, shared by this claimer's trackers.
+    pub(crate) fn first_claims(&self) -> &Arc<FirstClaims> {
+        &self.recipients.first_claims
     }
 }
 

@@ -13,6 +13,7 @@ use futures::channel::oneshot;
 use tokio::time::Instant;
 use tracing::Span;
 
+use super::gate::{FirstClaimSlot, Permit};
 use super::machine::{Backoff, Effect, Event, Leave, Machine, Phase, ScopeId, TicketKind};
 use super::shared::Shared;
 use crate::names::UnitName;
@@ -111,6 +112,9 @@ pub struct TrackerActor {
     /// Boxed: rare, and 32 bytes inline in every tracker's task otherwise.
     failure: Option<Box<LeaseError>>,
     supervised: bool,
+    /// The slot for the first claim, from the moment the claimer gives it until the
+    /// claim is sent (it then travels with the claim's request).
+    permit: Option<Permit>,
     /// How to tell each open (or parked) lead scope to end: dropping the sender does.
     /// An entry lives from `OpenScope` until the scope's `CloseScope` or its end. A
     /// vector, not a map: a tracker has a handful of scopes at most, and an empty map
@@ -167,6 +171,7 @@ impl TrackerActor {
             epoch: 0,
             failure: None,
             supervised: false,
+            permit: None,
             scopes: Vec::new(),
             span,
         })
@@ -243,7 +248,15 @@ impl TrackerActor {
             duration: lease,
         };
         tracing::debug!(?lease, "claiming leadership");
-        let request = crate::metrics::timed_claim(&self.shared.unit, self.claimer.claim().send(claim));
+        let request =
+            crate::metrics::timed_claim(&self.shared.unit, self.claimer.claim().send(claim));
+        // A first claim's slot is returned when it is answered, or dropped unanswered.
+        let permit = self.permit.take();
+        let request = async move {
+            let answer = request.await;
+            drop(permit);
+            answer
+        };
         self.on_answer(ctx, request, Event::ClaimAnswered);
     }
 
@@ -364,7 +377,20 @@ impl Actor for TrackerActor {
         let event = if self.machine.phase() == Phase::Idle {
             tracing::info!(claim_duration = ?self.machine.claim_duration(), "tracker started");
             crate::metrics::tracker_started(&self.shared.unit);
-            Event::Start
+            match self
+                .claimer
+                .first_claims()
+                .acquire(|| ctx.address().downgrade())
+            {
+                Some(permit) => {
+                    self.permit = Some(permit);
+                    Event::Start
+                }
+                None => {
+                    tracing::debug!("first claim queued: too many in flight on this claimer");
+                    Event::StartQueued
+                }
+            }
         } else {
             // Restarted by a Supervisor: a restart clears the context's timers, and a
             // tick re-arms the one the machine needs (its backoff).
@@ -488,6 +514,17 @@ impl Handler<Submit> for TrackerActor {
     type Result = ();
     fn handle(&mut self, submit: Submit, ctx: &mut Context<Self>) {
         self.submit(ctx, submit.kind, submit.sender);
+    }
+}
+
+impl Handler<FirstClaimSlot> for TrackerActor {
+    type Result = ();
+    fn handle(&mut self, slot: FirstClaimSlot, ctx: &mut Context<Self>) {
+        let _entered = self.span.clone().entered();
+        self.permit = Some(slot.0);
+        self.on_event(ctx, Event::ClaimSlot);
+        // Not queued any more (killed or resigned meanwhile): the slot goes on.
+        self.permit = None;
     }
 }
 

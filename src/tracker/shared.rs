@@ -260,7 +260,11 @@ mod tests {
         assert_eq!(first.now_or_never(), Some(Err(failure.clone())));
         assert_eq!(second.now_or_never(), Some(Err(failure.clone())));
         cell.close();
-        assert_eq!(cell.report(), Some(Err(failure)), "closing keeps the report");
+        assert_eq!(
+            cell.report(),
+            Some(Err(failure)),
+            "closing keeps the report"
+        );
     }
 
     #[test]
