@@ -196,6 +196,9 @@ impl TrackerActor {
 
     /// Feeds one event to the machine at the current instant and performs its effects.
     fn on_event(&mut self, ctx: &mut Context<Self>, event: Event<TicketSender>) {
+        // What the handles see: every event that changes the status publishes it, so
+        // an unchanged one (most tickets) need not take the shared lock.
+        let inputs = self.machine.status_inputs();
         let was_leader = self.machine.is_leader();
         let mut effects = take_effects();
         self.machine.handle(Instant::now(), event, &mut effects);
@@ -206,7 +209,9 @@ impl TrackerActor {
         }
         self.perform(ctx, &mut effects);
         return_effects(effects);
-        self.publish_status();
+        if self.machine.status_inputs() != inputs {
+            self.publish_status();
+        }
     }
 
     fn perform(&mut self, ctx: &mut Context<Self>, effects: &mut Vec<Effect<TicketSender>>) {

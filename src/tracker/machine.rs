@@ -346,6 +346,12 @@ impl<T: Readable> Machine<T> {
         }
     }
 
+    /// What [`status`](Machine::status) is computed from, cheap to copy and compare: if
+    /// it is unchanged by an event, so is the status.
+    pub(crate) fn status_inputs(&self) -> (Phase, Option<Held>, bool) {
+        (self.phase, self.grant, self.resigning.is_some())
+    }
+
     /// The guarantee of `held` for an answer given now: leadership lasts until the
     /// tracker's own end of it, and a `true` answer is only given while `now < t0 + d`,
     /// so `now + d` lies within the lease too. The later of the two is promised: it is
