@@ -352,12 +352,15 @@ impl TrackerActor {
             ctx.cancel_future(handle);
         }
         if let Some(at) = wanted {
-            let delay = at.saturating_duration_since(Instant::now());
-            let handle = ctx.run_later(delay, |act, ctx| {
+            // A bare sleep mapped to the tick, not `run_later`: that boxes the closure
+            // beside its sleep, 112 bytes per tracker against 97 (a 112-byte malloc
+            // block instead of 128).
+            let wake = tokio::time::sleep_until(at).into_actor(self);
+            let handle = ctx.spawn(wake.map(|(), act, ctx| {
                 act.timer = None;
                 let _entered = act.span.clone().entered();
                 act.on_event(ctx, Event::Tick);
-            });
+            }));
             self.timer = Some((at, handle));
         }
     }
