@@ -474,6 +474,11 @@ impl<T: Readable> Machine<T> {
     /// Applies every rule that the passage of time triggers by `now`.
     fn catch_up(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) {
         let mut changed = false;
+        // A passed horizon promises nothing more. (Kept across a failure and restart
+        // until then: the lease it was promised under may be extended again.)
+        if self.horizon.is_some_and(|h| self.now >= h) {
+            self.horizon = None;
+        }
         // Rule 8: an unrenewed lease ends at t0 + 2·d, whatever else is going on;
         // leadership ends a timer's lateness before, so that a late timer is on time.
         if let Some(held) = self.grant {
@@ -1530,6 +1535,26 @@ mod tests {
         assert_eq!(fx, vec![Fx::EndScope(1), Fx::EndScope(2), SendBlock]);
         // Closing an ended scope changes nothing.
         assert_eq!(h.event(D + MS, Event::ScopeClosed(1)), vec![]);
+    }
+
+    #[test]
+    fn the_promise_horizon_is_forgotten_once_it_has_passed() {
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        h.ticket(D / 2, WaitLeader, 2);
+        assert_eq!(
+            h.machine.horizon,
+            Some(h.at(D / 2 + D)),
+            "the later promise"
+        );
+        h.event(D, Event::Tick);
+        h.event(D, Event::ClaimAnswered(Ok(G)));
+        h.event(D / 2 + D - NS, Event::Tick);
+        assert_eq!(h.machine.horizon, Some(h.at(D / 2 + D)));
+        h.event(D / 2 + D, Event::Tick);
+        assert_eq!(h.machine.horizon, None);
+        // A resign now releases at once: nothing promised is still running.
+        assert_eq!(resign(&mut h, D / 2 + D), vec![Fx::SendLeave(None)]);
     }
 
     #[test]
