@@ -91,6 +91,16 @@ pub(crate) struct CloseScope {
     pub(crate) id: ScopeId,
 }
 
+/// A lead scope of the actor: how to tell it to end (dropping `end` does), and whether
+/// it is open (its ticket answered `true`) rather than parked.
+#[derive(Debug)]
+struct Scope {
+    id: ScopeId,
+    /// `None` once told to end (cancelled at a resign's deadline, still open).
+    end: Option<oneshot::Sender<()>>,
+    open: bool,
+}
+
 /// The leadership tracker of one unit: claims and renews the unit's lease through a
 /// [`Claimer`] and answers [`ClaimLeader`], [`WaitLeader`] and [`WaitMinion`] with
 /// [`Ticket`]s.
@@ -115,11 +125,11 @@ pub struct TrackerActor {
     /// The slot for the first claim, from the moment the claimer gives it until the
     /// claim is sent (it then travels with the claim's request).
     permit: Option<Permit>,
-    /// How to tell each open (or parked) lead scope to end: dropping the sender does.
-    /// An entry lives from `OpenScope` until the scope's `CloseScope` or its end. A
-    /// vector, not a map: a tracker has a handful of scopes at most, and an empty map
-    /// is 48 bytes inline in every tracker's task against a vector's 24.
-    scopes: Vec<(ScopeId, oneshot::Sender<()>)>,
+    /// The lead scopes, parked or open (the machine only counts the open ones). An
+    /// entry lives from `OpenScope` until the scope's `CloseScope` or the machine ends
+    /// it. A vector, not a map: a tracker has a handful of scopes at most, and an empty
+    /// map is 48 bytes inline in every tracker's task against a vector's 24.
+    scopes: Vec<Scope>,
     span: Span,
 }
 
@@ -218,8 +228,8 @@ impl TrackerActor {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Resolve(ticket, answer) => ticket.resolve(answer),
-                Effect::EndScope(id) => {
-                    self.remove_scope(id);
+                Effect::ScopeOpened(_) | Effect::EndScopes | Effect::CancelScopes => {
+                    self.scope_effect(&effect)
                 }
                 Effect::SendClaim => self.send_claim(ctx),
                 Effect::SendBlock => self.send_block(ctx),
@@ -304,14 +314,23 @@ impl TrackerActor {
         }
     }
 
-    /// Forgets lead scope `id`, dropping its end signal (which wakes its `lead` call if
-    /// it still runs); whether it was open.
-    fn remove_scope(&mut self, id: ScopeId) -> bool {
-        let Some(i) = self.scopes.iter().position(|(open, _)| *open == id) else {
-            return false;
-        };
-        self.scopes.swap_remove(i);
-        true
+    /// Performs a scope effect of the machine.
+    fn scope_effect(&mut self, effect: &Effect<TicketSender>) {
+        match effect {
+            Effect::ScopeOpened(id) => {
+                if let Some(scope) = self.scopes.iter_mut().find(|s| s.id == *id) {
+                    scope.open = true;
+                }
+            }
+            // Dropping a scope's end signal wakes its `lead` call, which ends it.
+            Effect::EndScopes => self.scopes.retain(|s| !s.open),
+            Effect::CancelScopes => {
+                for scope in self.scopes.iter_mut().filter(|s| s.open) {
+                    scope.end = None;
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Feeds the manager's answer to `request` to the machine as `event`, unless the
@@ -491,7 +510,7 @@ fn resolve_tickets(effects: &mut Vec<Effect<TicketSender>>) {
     for effect in effects.drain(..) {
         match effect {
             Effect::Resolve(ticket, answer) => ticket.resolve(answer),
-            Effect::EndScope(_) => {}
+            Effect::ScopeOpened(_) | Effect::EndScopes | Effect::CancelScopes => {}
             other => debug_assert!(false, "a stopping machine asked for {other:?}"),
         }
     }
@@ -553,7 +572,11 @@ impl Handler<OpenScope> for TrackerActor {
         if self.machine.is_stopped() {
             return; // Dropping `open` answers the ticket `false` and ends the scope.
         }
-        self.scopes.push((open.id, open.end));
+        self.scopes.push(Scope {
+            id: open.id,
+            end: Some(open.end),
+            open: false,
+        });
         let _entered = self.span.clone().entered();
         self.on_event(ctx, Event::Ticket(TicketKind::Lead(open.id), open.sender));
     }
@@ -562,11 +585,19 @@ impl Handler<OpenScope> for TrackerActor {
 impl Handler<CloseScope> for TrackerActor {
     type Result = ();
     fn handle(&mut self, close: CloseScope, ctx: &mut Context<Self>) {
-        if !self.remove_scope(close.id) && self.machine.is_stopped() {
+        // A scope the actor no longer has was ended and forgotten by the machine (or the
+        // tracker stopped): its close is no event.
+        let Some(i) = self.scopes.iter().position(|s| s.id == close.id) else {
             return;
-        }
+        };
+        let scope = self.scopes.swap_remove(i);
+        let event = if scope.open {
+            Event::ScopeClosed
+        } else {
+            Event::ParkedScopeClosed(scope.id)
+        };
         let _entered = self.span.clone().entered();
-        self.on_event(ctx, Event::ScopeClosed(close.id));
+        self.on_event(ctx, event);
     }
 }
 

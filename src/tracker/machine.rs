@@ -97,8 +97,11 @@ pub(crate) enum Event<T> {
     Kill,
     /// The manager answered the release or hand-over in flight.
     LeaveAnswered(Result<(), LeaseError>),
-    /// A lead scope finished, or its future was dropped (parked or open).
-    ScopeClosed(ScopeId),
+    /// An open lead scope finished, or its future was dropped. (The actor knows which
+    /// scopes are open: it keeps their end signals, see [`Effect::ScopeOpened`].)
+    ScopeClosed,
+    /// A lead scope's future was dropped before the scope opened: its ticket is parked.
+    ParkedScopeClosed(ScopeId),
 }
 
 /// Something the actor must do.
@@ -112,8 +115,15 @@ pub(crate) enum Effect<T> {
     SendLeave(Option<UnitName>),
     /// Answer a ticket: `true` with its guarantee, or `false` (`None`).
     Resolve(T, Option<Guarantee>),
-    /// Tell an open lead scope to end now (its future is dropped).
-    EndScope(ScopeId),
+    /// The lead scope of this ticket opens (its ticket resolves `true` next); it is open
+    /// until it closes ([`Event::ScopeClosed`]) or the machine ends it.
+    ScopeOpened(ScopeId),
+    /// Every open lead scope ends now (their futures are dropped), and is forgotten: a
+    /// close arriving for one of them later is not an event.
+    EndScopes,
+    /// Tell every open lead scope to end now, but keep counting them as open until
+    /// they close (a resign waits for them).
+    CancelScopes,
     /// Stop: a claim failed or went unanswered (contract rule 4). A supervised tracker
     /// restarts.
     Fail(LeaseError),
@@ -270,8 +280,10 @@ pub(crate) struct Machine<T> {
     /// The promise horizon: the latest `handled_at + d` over the `true` answers to
     /// `ClaimLeader` and `WaitLeader`. A resigning leader keeps its lease until then.
     horizon: Option<Instant>,
-    /// Open lead scopes. One entry per running `lead` call, so bounded by them.
-    scopes: Vec<ScopeId>,
+    /// How many lead scopes are open (at most one per running `lead` call). A count:
+    /// the actor keeps the scopes themselves (their end signals), so they are not
+    /// listed twice.
+    open_scopes: u32,
     /// Boxed: a resign happens once per tracker at most, and inline it would cost every
     /// tracker's task 64 bytes.
     resigning: Option<Box<Resigning>>,
@@ -289,7 +301,7 @@ impl<T: Readable> Machine<T> {
             parked: VecDeque::new(),
             prune_at: PRUNE_FLOOR as u32,
             horizon: None,
-            scopes: Vec::new(),
+            open_scopes: 0,
             resigning: None,
         }
     }
@@ -395,7 +407,8 @@ impl<T: Readable> Machine<T> {
                     self.finish(result, effects);
                 }
             }
-            Event::ScopeClosed(id) => self.on_scope_closed(id),
+            Event::ScopeClosed => self.open_scopes = self.open_scopes.saturating_sub(1),
+            Event::ParkedScopeClosed(id) => self.on_parked_scope_closed(id),
         }
         // An answer can leave a deadline already passed (a grant whose renewal is
         // already due): apply it now rather than on the next timer.
@@ -426,8 +439,7 @@ impl<T: Readable> Machine<T> {
             let horizon = self
                 .horizon
                 .filter(|h| *h > self.now && self.waits_for_horizon());
-            let scopes_end =
-                (!r.scopes_ended && !self.scopes.is_empty()).then_some(r.since + self.d);
+            let scopes_end = (!r.scopes_ended && self.open_scopes > 0).then_some(r.since + self.d);
             [horizon, scopes_end].into_iter().flatten().min()
         });
         [cycle, resign].into_iter().flatten().min()
@@ -530,8 +542,8 @@ impl<T: Readable> Machine<T> {
         if let Some(resigning) = &mut self.resigning {
             if !resigning.scopes_ended && now >= resigning.since + self.d {
                 resigning.scopes_ended = true;
-                for id in &self.scopes {
-                    effects.push(Effect::EndScope(*id));
+                if self.open_scopes > 0 {
+                    effects.push(Effect::CancelScopes);
                 }
                 // They stay open until they close: the release waits for that.
             }
@@ -549,7 +561,10 @@ impl<T: Readable> Machine<T> {
     }
 
     fn end_scopes(&mut self, effects: &mut Vec<Effect<T>>) {
-        effects.extend(self.scopes.drain(..).map(Effect::EndScope));
+        if self.open_scopes > 0 {
+            self.open_scopes = 0;
+            effects.push(Effect::EndScopes);
+        }
     }
 
     fn on_claim_answer(&mut self, result: Result<Grant, LeaseError>, effects: &mut Vec<Effect<T>>) {
@@ -628,7 +643,7 @@ impl<T: Readable> Machine<T> {
     /// would shorten the lease, every promise ended.
     fn ready_to_leave(&self, now: Instant) -> bool {
         self.resigning.is_some()
-            && self.scopes.is_empty()
+            && self.open_scopes == 0
             && (!self.waits_for_horizon() || self.horizon.map_or(true, |h| now >= h))
     }
 
@@ -668,10 +683,8 @@ impl<T: Readable> Machine<T> {
         effects.push(Effect::Finish(result));
     }
 
-    fn on_scope_closed(&mut self, id: ScopeId) {
-        if let Some(at) = self.scopes.iter().position(|open| *open == id) {
-            self.scopes.swap_remove(at);
-        } else if let Some(at) = self
+    fn on_parked_scope_closed(&mut self, id: ScopeId) {
+        if let Some(at) = self
             .parked
             .iter()
             .position(|(kind, _)| *kind == TicketKind::Lead(id))
@@ -761,7 +774,10 @@ impl<T: Readable> Machine<T> {
     ) {
         if answer.is_some() {
             match kind {
-                TicketKind::Lead(id) => self.scopes.push(id),
+                TicketKind::Lead(id) => {
+                    self.open_scopes = self.open_scopes.saturating_add(1);
+                    effects.push(Effect::ScopeOpened(id));
+                }
                 _ => {
                     let promise = self.now + self.d;
                     self.horizon = Some(self.horizon.map_or(promise, |h| h.max(promise)));
@@ -816,7 +832,10 @@ mod tests {
         /// A release (`None`) or hand-over (the successor's name).
         SendLeave(Option<&'static str>),
         Resolve(u32, bool),
-        EndScope(ScopeId),
+        /// Every open scope ends and is forgotten.
+        EndScopes,
+        /// Every open scope is told to end, and still counted open until it closes.
+        CancelScopes,
         Fail(LeaseError),
         Finish(Result<(), LeaseError>),
     }
@@ -828,6 +847,8 @@ mod tests {
         effects: Vec<Effect<u32>>,
         /// The guarantee of every ticket resolved `true`, in order.
         guarantees: Vec<(u32, Guarantee)>,
+        /// Every lead scope opened, in order.
+        opened: Vec<ScopeId>,
     }
 
     impl Harness {
@@ -838,6 +859,7 @@ mod tests {
                 start: Instant::now(),
                 effects: Vec::new(),
                 guarantees: Vec::new(),
+                opened: Vec::new(),
             };
             h.machine.handle(h.start, Event::Start, &mut h.effects);
             assert_eq!(h.take(), vec![Fx::SendClaim]);
@@ -868,7 +890,12 @@ mod tests {
                         "led-service/1" => "led-service/1",
                         other => panic!("unexpected successor {other}"),
                     })),
-                    Effect::EndScope(id) => Fx::EndScope(id),
+                    Effect::ScopeOpened(id) => {
+                        self.opened.push(id);
+                        continue;
+                    }
+                    Effect::EndScopes => Fx::EndScopes,
+                    Effect::CancelScopes => Fx::CancelScopes,
                     Effect::Fail(e) => Fx::Fail(e),
                     Effect::Finish(result) => Fx::Finish(result),
                     Effect::Resolve(id, answer) => {
@@ -913,6 +940,7 @@ mod tests {
             start: Instant::now(),
             effects: Vec::new(),
             guarantees: Vec::new(),
+            opened: Vec::new(),
         };
         assert_eq!(h.event(Duration::ZERO, Event::StartQueued), vec![]);
         assert_eq!(h.machine.phase(), Phase::Queued);
@@ -1404,9 +1432,9 @@ mod tests {
         assert_eq!(h.ticket(NS, TicketKind::Lead(1), 1), vec![Resolve(1, true)]);
         assert_eq!(h.ticket(NS, TicketKind::Lead(2), 2), vec![Resolve(2, true)]);
         assert_eq!(resign(&mut h, D / 2), vec![], "scopes are not cancelled");
-        assert_eq!(h.event(D / 2 + MS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(h.event(D / 2 + MS, Event::ScopeClosed), vec![]);
         // A scope promises nothing beyond its end: no horizon to wait for.
-        let fx = h.event(D / 2 + 2 * MS, Event::ScopeClosed(2));
+        let fx = h.event(D / 2 + 2 * MS, Event::ScopeClosed);
         assert_eq!(fx, vec![Fx::SendLeave(None)]);
     }
 
@@ -1420,10 +1448,10 @@ mod tests {
         let cancel_at = D / 2 + D;
         assert_eq!(h.machine.next_deadline(), Some(h.at(cancel_at)));
         assert_eq!(h.event(cancel_at - NS, Event::Tick), vec![]);
-        assert_eq!(h.event(cancel_at, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(cancel_at, Event::Tick), vec![Fx::CancelScopes]);
         assert_eq!(h.event(cancel_at, Event::Tick), vec![], "ended once");
         // The release waits until the scope's future is actually gone.
-        let fx = h.event(cancel_at + NS, Event::ScopeClosed(1));
+        let fx = h.event(cancel_at + NS, Event::ScopeClosed);
         assert_eq!(fx, vec![Fx::SendLeave(None)]);
     }
 
@@ -1494,9 +1522,9 @@ mod tests {
         let end = 2 * D - TIMER_LATENESS;
         // The scope is ended at D/2 + D, before leadership ends; still open, so the
         // tracker keeps waiting for it.
-        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::CancelScopes]);
         let fx = h.event(end, Event::Tick);
-        assert_eq!(fx, vec![Fx::EndScope(1), Fx::Finish(Ok(()))]);
+        assert_eq!(fx, vec![Fx::EndScopes, Fx::Finish(Ok(()))]);
 
         // A claim error while resigning ends the tracker for good, not a restart.
         let mut h = Harness::leader();
@@ -1515,7 +1543,7 @@ mod tests {
         h.ticket(NS, TicketKind::Lead(1), 2);
         assert_eq!(h.event(D / 2, Event::Resign(Leave::Expire)), vec![]);
         // The lease, left to expire, covers every promise: only the scope is waited for.
-        let fx = h.event(D / 2 + MS, Event::ScopeClosed(1));
+        let fx = h.event(D / 2 + MS, Event::ScopeClosed);
         assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
     }
 
@@ -1532,9 +1560,9 @@ mod tests {
         // Leadership ends (the renewal is denied): every open scope ends at once.
         h.event(D, Event::Tick);
         let fx = h.event(D + MS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
-        assert_eq!(fx, vec![Fx::EndScope(1), Fx::EndScope(2), SendBlock]);
-        // Closing an ended scope changes nothing.
-        assert_eq!(h.event(D + MS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(fx, vec![Fx::EndScopes, SendBlock]);
+        assert_eq!(h.opened, vec![1, 2]);
+        assert_eq!(h.machine.open_scopes, 0, "ended and forgotten");
     }
 
     #[test]
@@ -1562,7 +1590,7 @@ mod tests {
         let mut h = Harness::started();
         h.ticket(NS, TicketKind::Lead(1), 1);
         h.ticket(NS, WaitLeader, 2);
-        assert_eq!(h.event(NS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(h.event(NS, Event::ParkedScopeClosed(1)), vec![]);
         assert_eq!(h.machine.parked(), 1);
         let fx = h.event(MS, Event::ClaimAnswered(Ok(G)));
         assert_eq!(fx, vec![Resolve(2, true)]);
@@ -1579,7 +1607,8 @@ mod tests {
         let mut h = Harness::leader();
         h.ticket(NS, TicketKind::Lead(4), 1);
         h.machine.stop(&mut h.effects);
-        assert_eq!(h.take(), vec![Fx::EndScope(4)]);
+        assert_eq!(h.take(), vec![Fx::EndScopes]);
+        assert_eq!(h.opened, vec![4]);
     }
 
     // Status.
@@ -1687,7 +1716,7 @@ mod tests {
         let fx = h.event(D / 2, Event::Kill);
         assert_eq!(
             fx,
-            vec![Fx::EndScope(3), Resolve(1, false), Fx::Finish(Ok(()))]
+            vec![Fx::EndScopes, Resolve(1, false), Fx::Finish(Ok(()))]
         );
         assert_eq!(h.machine.phase(), Phase::Ended);
         assert_eq!(h.machine.status(), Status::Stopped);
@@ -1854,6 +1883,7 @@ mod tests {
             start: Instant::now(),
             effects: Vec::new(),
             guarantees: Vec::new(),
+            opened: Vec::new(),
         };
         assert_eq!(resign(&mut h, Duration::ZERO), vec![]);
         assert!(!h.machine.is_resigning());
@@ -1905,7 +1935,7 @@ mod tests {
         resign(&mut h, D / 2);
         h.event(D, Event::Tick);
         h.event(D, Event::ClaimAnswered(Ok(G)));
-        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::CancelScopes]);
         assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)), "renewal");
     }
 
