@@ -157,6 +157,12 @@ impl LeaseError {
 /// [`Claimer::from_recipients`] from a claim and a block recipient alone, it cannot:
 /// a resigning tracker then stops without releasing, and its lease expires on its own.
 ///
+/// A claimer (with its clones) lets 1 024 of its trackers' first claims be in flight at
+/// once: a tracker started beyond that waits, answering tickets as one whose first claim
+/// is unanswered, and sends its claim (counting its lease from then) as soon as an
+/// earlier first claim is answered or its tracker stops. Started all together, 100 000
+/// trackers would otherwise put 100 000 claims in the manager's mailbox at once.
+///
 /// Cloning a `Claimer` only increments a reference count: every tracker of a process
 /// holds a clone, and cloning the recipients themselves would allocate three blocks
 /// each (actix gives every `Recipient` clone its own boxed sender and parking state).

@@ -424,6 +424,9 @@ impl Actor for TrackerActor {
             Event::Tick
         };
         self.on_event(ctx, event);
+        // Sent with the first claim; were it not, the slot goes on rather than waiting
+        // for this actor's end.
+        self.permit = None;
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
