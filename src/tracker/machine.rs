@@ -264,6 +264,10 @@ impl Readable for u32 {
 #[derive(Debug)]
 pub(crate) struct Machine<T> {
     d: Duration,
+    /// How long after a grant's `t0` leadership ends: `2·d` less a timer's lateness,
+    /// never less than `d` ([`leadership_end`](Machine::leadership_end)). Kept rather
+    /// than computed: it is needed at every ticket.
+    held_for: Duration,
     phase: Phase,
     /// The last granted claim, while its lease may still be live.
     grant: Option<Held>,
@@ -294,6 +298,7 @@ impl<T: Readable> Machine<T> {
     pub(crate) fn new(d: Duration, backoff: Backoff) -> Machine<T> {
         Machine {
             d,
+            held_for: 2 * d - TIMER_LATENESS.min(d),
             phase: Phase::Idle,
             grant: None,
             now: Instant::now(),
@@ -480,7 +485,7 @@ impl<T: Readable> Machine<T> {
     /// When leadership from a claim granted with `t0` ends: a timer's lateness before
     /// the lease's expiry `t0 + 2·d` (see the module doc), never before `t0 + d`.
     fn leadership_end(&self, t0: Instant) -> Instant {
-        t0 + 2 * self.d - TIMER_LATENESS.min(self.d)
+        t0 + self.held_for
     }
 
     /// Applies every rule that the passage of time triggers by `now`.
