@@ -219,7 +219,13 @@ impl TrackerActor {
         }
         self.perform(ctx, &mut effects);
         return_effects(effects);
-        if self.machine.status_inputs() != inputs {
+        let changed = self.machine.status_inputs() != inputs;
+        // The machine's next deadline follows from the same inputs unless it is
+        // resigning, so an armed timer is still the right one when they did not change.
+        if changed || self.timer.is_none() || self.machine.is_resigning() {
+            self.arm_timer(ctx);
+        }
+        if changed {
             self.publish_status();
         }
     }
@@ -251,7 +257,6 @@ impl TrackerActor {
                 }
             }
         }
-        self.arm_timer(ctx);
     }
 
     fn send_claim(&mut self, ctx: &mut Context<Self>) {

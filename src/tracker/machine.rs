@@ -364,7 +364,8 @@ impl<T: Readable> Machine<T> {
     }
 
     /// What [`status`](Machine::status) is computed from, cheap to copy and compare: if
-    /// it is unchanged by an event, so is the status.
+    /// it is unchanged by an event, so is the status, and so is
+    /// [`next_deadline`](Machine::next_deadline) unless a resign is in progress.
     pub(crate) fn status_inputs(&self) -> (Phase, Option<Held>, bool) {
         (self.phase, self.grant, self.resigning.is_some())
     }
