@@ -3,30 +3,37 @@
 //!
 //! [`Ticket`]: crate::Ticket
 //!
-//! One mutex holds both the value and the wakers of those awaiting it, so a waiter that
-//! found no value has registered its waker before the setter can take the list: no
-//! wake-up is lost. The setter is consumed by `set`; dropping it unset stores the
+//! The value is a `OnceLock`, read without locking once set (a ticket's second poll,
+//! `try_wait`); the wakers of those awaiting it are under a mutex. A waiter looks for
+//! the value again while holding that mutex, and the setter takes the wakers under it
+//! after storing the value, so a waiter that found no value has registered its waker
+//! before the setter takes them: no wake-up is lost. The setter is consumed by `set`; dropping it unset stores the
 //! fallback given at creation, so a waiter never hangs on a setter that went away (an
 //! actor that died, a message that was dropped with a full or closed mailbox).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-struct State<T> {
-    value: Option<T>,
-    wakers: Vec<Waker>,
+#[derive(Default)]
+struct Wakers {
+    /// The first waiter's waker: most latches (a ticket awaited once) have one waiter,
+    /// and keeping it inline spares every ticket an allocation.
+    first: Option<Waker>,
+    /// The other waiters' wakers.
+    more: Vec<Waker>,
 }
 
 struct Shared<T> {
-    state: Mutex<State<T>>,
+    value: OnceLock<T>,
+    wakers: Mutex<Wakers>,
 }
 
 impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+    fn lock(&self) -> MutexGuard<'_, Wakers> {
         // Nothing panics while holding this lock; recover the data if something did.
-        self.state
+        self.wakers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -36,10 +43,8 @@ impl<T> Shared<T> {
 /// `fallback`.
 pub(crate) fn latch<T: Clone>(fallback: T) -> (LatchSetter<T>, Latch<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            value: None,
-            wakers: Vec::new(),
-        }),
+        value: OnceLock::new(),
+        wakers: Mutex::default(),
     });
     let setter = LatchSetter {
         shared: shared.clone(),
@@ -64,13 +69,20 @@ impl<T> Clone for Latch<T> {
 impl<T: Clone> Latch<T> {
     /// The value, if it has been set.
     pub(crate) fn get(&self) -> Option<T> {
-        self.shared.lock().value.clone()
+        self.shared.value.get().cloned()
     }
 
     /// A future resolving to the value once it is set.
     pub(crate) fn wait(&self) -> LatchFuture<T> {
         LatchFuture {
             shared: self.shared.clone(),
+        }
+    }
+
+    /// Like [`wait`](Latch::wait), consuming this reader (no reference count to touch).
+    pub(crate) fn into_wait(self) -> LatchFuture<T> {
+        LatchFuture {
+            shared: self.shared,
         }
     }
 }
@@ -84,12 +96,24 @@ impl<T: Clone> Future for LatchFuture<T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut state = self.shared.lock();
-        if let Some(value) = &state.value {
+        if let Some(value) = self.shared.value.get() {
             return Poll::Ready(value.clone());
         }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
+        let mut wakers = self.shared.lock();
+        // Again under the lock: a value set since is seen here, or its setter takes the
+        // waker registered below.
+        if let Some(value) = self.shared.value.get() {
+            return Poll::Ready(value.clone());
+        }
+        let waker = cx.waker();
+        match &wakers.first {
+            None => wakers.first = Some(waker.clone()),
+            Some(first) if first.will_wake(waker) => {}
+            Some(_) => {
+                if !wakers.more.iter().any(|w| w.will_wake(waker)) {
+                    wakers.more.push(waker.clone());
+                }
+            }
         }
         Poll::Pending
     }
@@ -116,16 +140,12 @@ impl<T> LatchSetter<T> {
     }
 
     fn store(&self, value: T) {
-        let wakers = {
-            let mut state = self.shared.lock();
-            if state.value.is_some() {
-                return;
-            }
-            state.value = Some(value);
-            std::mem::take(&mut state.wakers)
-        };
+        if self.shared.value.set(value).is_err() {
+            return; // Set already: the first value stays.
+        }
+        let Wakers { first, more } = std::mem::take(&mut *self.shared.lock());
         // Wake outside the lock: a woken task may poll on another thread at once.
-        wakers.into_iter().for_each(Waker::wake);
+        first.into_iter().chain(more).for_each(Waker::wake);
     }
 }
 

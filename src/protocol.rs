@@ -13,6 +13,7 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
 use crate::names::{validate_service, UnitName};
+use crate::tracker::gate::{FirstClaims, FIRST_CLAIMS_IN_FLIGHT};
 
 /// Claims (or extends) leadership of `service` for `unit`, for `duration` from the
 /// moment the manager handles it. Granted, it answers the lease's [`Grant`].
@@ -156,15 +157,31 @@ impl LeaseError {
 /// [`Claimer::from_recipients`] from a claim and a block recipient alone, it cannot:
 /// a resigning tracker then stops without releasing, and its lease expires on its own.
 ///
-/// Cloning a `Claimer` only increments reference counts: every tracker of a process
+/// A claimer (with its clones) lets 1 024 of its trackers' first claims be in flight at
+/// once: a tracker started beyond that waits, answering tickets as one whose first claim
+/// is unanswered, and sends its claim (counting its lease from then) as soon as an
+/// earlier first claim is answered or its tracker stops. Started all together, 100 000
+/// trackers would otherwise put 100 000 claims in the manager's mailbox at once.
+///
+/// Cloning a `Claimer` only increments a reference count: every tracker of a process
 /// holds a clone, and cloning the recipients themselves would allocate three blocks
 /// each (actix gives every `Recipient` clone its own boxed sender and parking state).
+/// One `Arc` rather than one per recipient keeps the claimer 8 bytes inside every
+/// tracker's task.
 #[derive(Clone, Debug)]
 pub struct Claimer {
-    pub(crate) claim: Arc<Recipient<ClaimLeadership>>,
-    pub(crate) block: Arc<Recipient<BlockUntilLeadershipReleased>>,
+    recipients: Arc<Recipients>,
+}
+
+/// What every clone of a [`Claimer`] shares.
+#[derive(Debug)]
+struct Recipients {
+    claim: Recipient<ClaimLeadership>,
+    block: Recipient<BlockUntilLeadershipReleased>,
     /// Release and hand-over, when the manager offers them.
-    pub(crate) leave: Option<Arc<Leave>>,
+    leave: Option<Leave>,
+    /// Bounds the first claims in flight of the trackers using this claimer.
+    first_claims: Arc<FirstClaims>,
 }
 
 /// The recipients a resigning tracker uses to give its lease up early.
@@ -188,13 +205,14 @@ impl Claimer {
             + ToEnvelope<A, ReleaseLeadership>
             + ToEnvelope<A, HandOverLeadership>,
     {
-        Claimer {
-            leave: Some(Arc::new(Leave {
+        Claimer::with(
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            Some(Leave {
                 release: addr.clone().recipient(),
                 hand_over: addr.clone().recipient(),
-            })),
-            ..Claimer::from_recipients(addr.clone().recipient(), addr.clone().recipient())
-        }
+            }),
+        )
     }
 
     /// Builds a claimer from a claim and a block recipient, e.g. of two different
@@ -204,16 +222,47 @@ impl Claimer {
         claim: Recipient<ClaimLeadership>,
         block: Recipient<BlockUntilLeadershipReleased>,
     ) -> Claimer {
+        Claimer::with(claim, block, None)
+    }
+
+    fn with(
+        claim: Recipient<ClaimLeadership>,
+        block: Recipient<BlockUntilLeadershipReleased>,
+        leave: Option<Leave>,
+    ) -> Claimer {
         Claimer {
-            claim: Arc::new(claim),
-            block: Arc::new(block),
-            leave: None,
+            recipients: Arc::new(Recipients {
+                claim,
+                block,
+                leave,
+                first_claims: FirstClaims::new(FIRST_CLAIMS_IN_FLIGHT),
+            }),
         }
     }
 
     /// Whether this claimer can release and hand over a lease.
     pub fn can_release(&self) -> bool {
-        self.leave.is_some()
+        self.recipients.leave.is_some()
+    }
+
+    /// Where claims go.
+    pub(crate) fn claim(&self) -> &Recipient<ClaimLeadership> {
+        &self.recipients.claim
+    }
+
+    /// Where blocks go.
+    pub(crate) fn block(&self) -> &Recipient<BlockUntilLeadershipReleased> {
+        &self.recipients.block
+    }
+
+    /// Where releases and hand-overs go, if the manager offers them.
+    pub(crate) fn leave(&self) -> Option<&Leave> {
+        self.recipients.leave.as_ref()
+    }
+
+    /// The slots for first claims, shared by this claimer's trackers.
+    pub(crate) fn first_claims(&self) -> &Arc<FirstClaims> {
+        &self.recipients.first_claims
     }
 }
 

@@ -93,7 +93,7 @@ impl IntoFuture for Ticket {
 
     fn into_future(self) -> TicketFuture {
         TicketFuture {
-            inner: self.answer.wait(),
+            inner: self.answer.into_wait(),
         }
     }
 }

@@ -439,6 +439,41 @@ async fn a_dropped_lead_closes_its_scope() {
 }
 
 #[actix_rt::test]
+async fn a_scope_ended_with_leadership_that_closes_late_is_not_taken_for_a_newer_one() {
+    // The machine counts open scopes; the actor forgets the ones leadership's end
+    // ended, so such a scope closing late (its task slow to notice) must not count as
+    // the close of a scope opened since, or a resign would release under it.
+    let (stub, tracker) = leader().await;
+    let mut old = Box::pin(tracker.lead(|_| std::future::pending::<()>()));
+    assert!(futures::poll!(old.as_mut()).is_pending());
+    settle().await;
+    assert!(futures::poll!(old.as_mut()).is_pending(), "open");
+    // The renewal is denied: leadership ends, and with it the old scope (not polled).
+    stub.script([StubAnswer::Deny]);
+    advance(D + TIMER_SLACK).await;
+    until("blocked", || stub.pending_blocks() == 1).await;
+    assert_eq!(*tracker.status().borrow(), Status::Minion);
+    // Leader again, with a new scope running.
+    stub.release_blocks();
+    leads(&tracker).await;
+    let _new = running_scope(&tracker, std::future::pending::<()>()).await;
+    drop(old);
+    settle().await;
+    let resign = tokio::task::spawn_local({
+        let tracker = tracker.clone();
+        async move { tracker.resign().await }
+    });
+    settle().await;
+    assert_eq!(leaves(&stub), vec![], "the new scope still runs");
+    // It is cancelled d after the resign, and the release follows.
+    assert_eq!(
+        within("resign", D + TIMER_SLACK, resign).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(leaves(&stub).len(), 1);
+}
+
+#[actix_rt::test]
 async fn a_scope_ends_when_the_tracker_is_killed() {
     let (_stub, tracker) = leader().await;
     let scope = running_scope(&tracker, std::future::pending::<()>()).await;

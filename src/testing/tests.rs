@@ -76,11 +76,11 @@ async fn start_with_sets_the_default_and_claimer_reaches_the_stub() {
     let stub = StubManager::start_with(StubAnswer::Fail(LeaseError::Invalid("x".into())));
     let claimer = stub.claimer();
     assert_eq!(
-        claimer.claim.send(claim("led-service/1")).await.unwrap(),
+        claimer.claim().send(claim("led-service/1")).await.unwrap(),
         Err(LeaseError::Invalid("x".into()))
     );
     stub.set_block_answer(Some(Ok(())));
-    assert_eq!(claimer.block.send(block()).await.unwrap(), Ok(()));
+    assert_eq!(claimer.block().send(block()).await.unwrap(), Ok(()));
     assert_eq!(stub.claim_count(), 1);
     assert_eq!(stub.block_count(), 1);
 }

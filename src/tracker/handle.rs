@@ -11,12 +11,12 @@ use futures::future::{select, Either};
 use tokio::sync::watch;
 
 use super::actor::{
-    check_successor, CloseScope, OpenScope, Resign, StopReport, StopTracker, Submit, TrackerActor,
+    check_successor, CloseScope, OpenScope, Resign, StopTracker, Submit, TrackerActor,
 };
 use super::machine::{ScopeId, TicketKind};
-use super::status::{Status, StatusCell};
+use super::shared::Shared;
+use super::status::Status;
 use super::TrackerError;
-use crate::latch::Latch;
 use crate::names::UnitName;
 use crate::protocol::Claimer;
 use crate::ticket::{Guarantee, Ticket};
@@ -49,10 +49,8 @@ pub struct Tracker {
 /// What every clone of a handle shares; dropped with the last one.
 struct Inner {
     addr: Addr<TrackerActor>,
-    unit: UnitName,
-    duration: Duration,
-    stopped: Latch<StopReport>,
-    status: Arc<StatusCell>,
+    /// The unit, status and stop report, shared with the actor.
+    shared: Arc<Shared>,
     /// The id of the next lead scope; ids are unique per tracker, since only handles
     /// (which share this counter) open scopes.
     next_scope: AtomicU64,
@@ -62,7 +60,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: resign, so that the actor, which actix keeps alive
         // while a timer or request is pending, does not renew a lease for ever.
-        if self.stopped.get().is_none() {
+        if self.shared.report().is_none() {
             self.addr.do_send(Resign::default());
         }
     }
@@ -71,10 +69,10 @@ impl Drop for Inner {
 impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracker")
-            .field("unit", &self.inner.unit.as_str())
-            .field("claim_duration", &self.inner.duration)
-            .field("status", &self.inner.status.get())
-            .field("stopped", &self.inner.stopped.get())
+            .field("unit", &self.inner.shared.unit.as_str())
+            .field("claim_duration", &self.inner.shared.duration)
+            .field("status", &self.inner.shared.status())
+            .field("stopped", &self.inner.shared.report())
             .finish_non_exhaustive()
     }
 }
@@ -102,8 +100,8 @@ impl Tracker {
         claimer: Claimer,
         duration: Duration,
     ) -> Result<Tracker, TrackerError> {
-        let actor = TrackerActor::new(unit.clone(), claimer, duration)?;
-        Ok(Tracker::with_actor(actor, unit, duration, Actor::start))
+        let actor = TrackerActor::new(unit, claimer, duration)?;
+        Ok(Tracker::with_actor(actor, Actor::start))
     }
 
     /// Like [`start`](Tracker::start), but under an actix [`Supervisor`]: a failure
@@ -120,27 +118,21 @@ impl Tracker {
         claimer: Claimer,
         duration: Duration,
     ) -> Result<Tracker, TrackerError> {
-        let actor = TrackerActor::new(unit.clone(), claimer, duration)?.supervised();
-        Ok(Tracker::with_actor(actor, unit, duration, |actor| {
+        let actor = TrackerActor::new(unit, claimer, duration)?.supervised();
+        Ok(Tracker::with_actor(actor, |actor| {
             Supervisor::start(move |_| actor)
         }))
     }
 
     fn with_actor(
         actor: TrackerActor,
-        unit: UnitName,
-        duration: Duration,
         start: impl FnOnce(TrackerActor) -> Addr<TrackerActor>,
     ) -> Tracker {
-        let stopped = actor.stop_report();
-        let status = actor.status_cell();
+        let shared = actor.shared();
         Tracker {
             inner: Arc::new(Inner {
                 addr: start(actor),
-                unit,
-                duration,
-                stopped,
-                status,
+                shared,
                 next_scope: AtomicU64::new(0),
             }),
         }
@@ -148,17 +140,17 @@ impl Tracker {
 
     /// The service whose leadership is tracked, e.g. `"led-service"`.
     pub fn service_name(&self) -> &str {
-        self.inner.unit.service()
+        self.inner.shared.unit.service()
     }
 
     /// The unit whose leadership is tracked.
     pub fn unit_name(&self) -> &UnitName {
-        &self.inner.unit
+        &self.inner.shared.unit
     }
 
     /// The claim duration given at start (the lease claimed is twice that).
     pub fn claim_duration(&self) -> Duration {
-        self.inner.duration
+        self.inner.shared.duration
     }
 
     /// `true` iff the unit is leader with the claim duration guaranteed from the moment
@@ -201,7 +193,7 @@ impl Tracker {
     /// [`TrackerError::LeadershipFailure`] when the tracker stopped because a claim,
     /// release or hand-over failed.
     pub async fn wait(&self) -> Result<(), TrackerError> {
-        self.inner.stopped.wait().await
+        self.inner.shared.stopped().await
     }
 
     /// Gives leadership up without making other units wait for the lease to expire,
@@ -246,17 +238,17 @@ impl Tracker {
     /// is this unit; nothing changes then. Otherwise as [`resign`](Tracker::resign),
     /// e.g. [`TrackerError::LeadershipFailure`] if the manager refused the hand-over.
     pub async fn hand_over(&self, successor: UnitName) -> Result<(), TrackerError> {
-        check_successor(&self.inner.unit, &successor)?;
+        check_successor(&self.inner.shared.unit, &successor)?;
         self.leave(Some(successor)).await
     }
 
     async fn leave(&self, successor: Option<UnitName>) -> Result<(), TrackerError> {
-        if let Some(report) = self.inner.stopped.get() {
+        if let Some(report) = self.inner.shared.report() {
             return report;
         }
         // `do_send`: delivered even if this future is dropped; the answer is the stop.
         self.inner.addr.do_send(Resign { successor });
-        self.inner.stopped.wait().await
+        self.inner.shared.stopped().await
     }
 
     /// Runs `work` as leader: waits until the unit leads, then runs
@@ -277,7 +269,7 @@ impl Tracker {
         F: FnOnce(Guarantee) -> Fut,
         Fut: Future,
     {
-        if self.inner.stopped.get().is_some() {
+        if self.inner.shared.report().is_some() {
             return None;
         }
         let id = self.inner.next_scope.fetch_add(1, Ordering::Relaxed);
@@ -304,7 +296,7 @@ impl Tracker {
     /// during a resign, [`Status::Stopped`] once stopped. Unlike a ticket, it promises
     /// nothing, so watching it never holds up a resign.
     pub fn status(&self) -> watch::Receiver<Status> {
-        self.inner.status.subscribe()
+        self.inner.shared.subscribe()
     }
 
     fn submit(&self, kind: TicketKind) -> Ticket {

@@ -78,6 +78,11 @@ pub(crate) enum Leave {
 pub(crate) enum Event<T> {
     /// The actor started: send the first claim (contract rule 1); nothing unless idle.
     Start,
+    /// The actor started, but its first claim must wait for a slot (too many first
+    /// claims in flight on its claimer, see `gate`): wait in [`Phase::Queued`].
+    StartQueued,
+    /// A slot for the first claim is free: send it now, if still queued.
+    ClaimSlot,
     /// Time passed (a timer fired); only the time-driven rules apply.
     Tick,
     /// The manager answered the claim in flight (a mailbox error arrives as `Failed`).
@@ -92,8 +97,11 @@ pub(crate) enum Event<T> {
     Kill,
     /// The manager answered the release or hand-over in flight.
     LeaveAnswered(Result<(), LeaseError>),
-    /// A lead scope finished, or its future was dropped (parked or open).
-    ScopeClosed(ScopeId),
+    /// An open lead scope finished, or its future was dropped. (The actor knows which
+    /// scopes are open: it keeps their end signals, see [`Effect::ScopeOpened`].)
+    ScopeClosed,
+    /// A lead scope's future was dropped before the scope opened: its ticket is parked.
+    ParkedScopeClosed(ScopeId),
 }
 
 /// Something the actor must do.
@@ -107,8 +115,15 @@ pub(crate) enum Effect<T> {
     SendLeave(Option<UnitName>),
     /// Answer a ticket: `true` with its guarantee, or `false` (`None`).
     Resolve(T, Option<Guarantee>),
-    /// Tell an open lead scope to end now (its future is dropped).
-    EndScope(ScopeId),
+    /// The lead scope of this ticket opens (its ticket resolves `true` next); it is open
+    /// until it closes ([`Event::ScopeClosed`]) or the machine ends it.
+    ScopeOpened(ScopeId),
+    /// Every open lead scope ends now (their futures are dropped), and is forgotten: a
+    /// close arriving for one of them later is not an event.
+    EndScopes,
+    /// Tell every open lead scope to end now, but keep counting them as open until
+    /// they close (a resign waits for them).
+    CancelScopes,
     /// Stop: a claim failed or went unanswered (contract rule 4). A supervised tracker
     /// restarts.
     Fail(LeaseError),
@@ -133,6 +148,10 @@ pub(crate) enum ClaimKind {
 pub(crate) enum Phase {
     /// Not started yet.
     Idle,
+    /// Started; the first claim waits for a slot of its claimer before it is sent (and
+    /// takes its `t0` then). Tickets are answered as while the first claim is in
+    /// flight, and nothing times out: the claim has not been sent.
+    Queued,
     /// A claim is in flight. `t0` is the instant its guarantee counts from, no later
     /// than `sent_at`, when it was actually sent (its timeout counts from there).
     Claiming {
@@ -172,7 +191,6 @@ const PRUNE_FLOOR: usize = 64;
 /// doubles, capped at the claim duration; a granted claim resets it.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
-    cap: Duration,
     /// The first wait, in milliseconds (500 to 1 000).
     first_ms: u16,
     /// How many waits since the last reset: the next is `first · 2^waits`, capped. A
@@ -182,21 +200,21 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// `spread` picks the first wait in [0.5 s, 1 s]; any value is valid.
-    pub(crate) fn new(spread: u64, cap: Duration) -> Backoff {
+    pub(crate) fn new(spread: u64) -> Backoff {
         Backoff {
-            cap,
             first_ms: 500 + (spread % 501) as u16,
             waits: 0,
         }
     }
 
-    /// The wait before the next retry; doubles the one after.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    /// The wait before the next retry, at most `cap` (the claim duration, passed in
+    /// rather than kept: 16 bytes less in every tracker); doubles the one after.
+    pub(crate) fn next_delay(&mut self, cap: Duration) -> Duration {
         // 2^31 times the first wait is beyond any cap a tracker accepts anyway.
         let factor = 1u32 << self.waits.min(31);
         let delay = Duration::from_millis(u64::from(self.first_ms))
             .saturating_mul(factor)
-            .min(self.cap);
+            .min(cap);
         self.waits = self.waits.saturating_add(1);
         delay
     }
@@ -246,6 +264,10 @@ impl Readable for u32 {
 #[derive(Debug)]
 pub(crate) struct Machine<T> {
     d: Duration,
+    /// How long after a grant's `t0` leadership ends: `2·d` less a timer's lateness,
+    /// never less than `d` ([`leadership_end`](Machine::leadership_end)). Kept rather
+    /// than computed: it is needed at every ticket.
+    held_for: Duration,
     phase: Phase,
     /// The last granted claim, while its lease may still be live.
     grant: Option<Held>,
@@ -257,12 +279,15 @@ pub(crate) struct Machine<T> {
     /// once without breaking the order.
     parked: VecDeque<(TicketKind, T)>,
     /// The parked length at which abandoned tickets are next looked for.
-    prune_at: usize,
+    /// (32 bits, packed beside the backoff: 8 bytes less in every tracker's task.)
+    prune_at: u32,
     /// The promise horizon: the latest `handled_at + d` over the `true` answers to
     /// `ClaimLeader` and `WaitLeader`. A resigning leader keeps its lease until then.
     horizon: Option<Instant>,
-    /// Open lead scopes. One entry per running `lead` call, so bounded by them.
-    scopes: Vec<ScopeId>,
+    /// How many lead scopes are open (at most one per running `lead` call). A count:
+    /// the actor keeps the scopes themselves (their end signals), so they are not
+    /// listed twice.
+    open_scopes: u32,
     /// Boxed: a resign happens once per tracker at most, and inline it would cost every
     /// tracker's task 64 bytes.
     resigning: Option<Box<Resigning>>,
@@ -273,14 +298,15 @@ impl<T: Readable> Machine<T> {
     pub(crate) fn new(d: Duration, backoff: Backoff) -> Machine<T> {
         Machine {
             d,
+            held_for: 2 * d - TIMER_LATENESS.min(d),
             phase: Phase::Idle,
             grant: None,
             now: Instant::now(),
             backoff,
             parked: VecDeque::new(),
-            prune_at: PRUNE_FLOOR,
+            prune_at: PRUNE_FLOOR as u32,
             horizon: None,
-            scopes: Vec::new(),
+            open_scopes: 0,
             resigning: None,
         }
     }
@@ -320,11 +346,6 @@ impl<T: Readable> Machine<T> {
         self.parked.len()
     }
 
-    /// The guarantee a `true` answer given now would carry, if the tracker leads.
-    pub(crate) fn guarantee(&self) -> Option<Guarantee> {
-        self.grant.map(|held| self.guarantee_of(held))
-    }
-
     /// What [`Tracker::status`](crate::Tracker::status) shows: it changes exactly when
     /// the tickets' answers do. `Leader` from the instant a `WaitLeader` would resolve
     /// `true` (a grant) until the instant a `WaitMinion` would resolve `false` (the
@@ -340,6 +361,13 @@ impl<T: Readable> Machine<T> {
             (Phase::Blocking, None) => Status::Minion,
             (_, None) => Status::Claiming,
         }
+    }
+
+    /// What [`status`](Machine::status) is computed from, cheap to copy and compare: if
+    /// it is unchanged by an event, so is the status, and so is
+    /// [`next_deadline`](Machine::next_deadline) unless a resign is in progress.
+    pub(crate) fn status_inputs(&self) -> (Phase, Option<Held>, bool) {
+        (self.phase, self.grant, self.resigning.is_some())
     }
 
     /// The guarantee of `held` for an answer given now: leadership lasts until the
@@ -361,6 +389,12 @@ impl<T: Readable> Machine<T> {
             Event::Tick => {}
             Event::Start if self.phase == Phase::Idle => self.claim(now, ClaimKind::First, effects),
             Event::Start => {}
+            Event::StartQueued if self.phase == Phase::Idle => self.phase = Phase::Queued,
+            Event::StartQueued => {}
+            Event::ClaimSlot if self.phase == Phase::Queued => {
+                self.claim(now, ClaimKind::First, effects)
+            }
+            Event::ClaimSlot => {}
             Event::Ticket(kind, ticket) => {
                 // Only the ticket is new: the catch-up above settled the queue already.
                 match self.answer(kind) {
@@ -379,7 +413,8 @@ impl<T: Readable> Machine<T> {
                     self.finish(result, effects);
                 }
             }
-            Event::ScopeClosed(id) => self.on_scope_closed(id),
+            Event::ScopeClosed => self.open_scopes = self.open_scopes.saturating_sub(1),
+            Event::ParkedScopeClosed(id) => self.on_parked_scope_closed(id),
         }
         // An answer can leave a deadline already passed (a grant whose renewal is
         // already due): apply it now rather than on the next timer.
@@ -401,7 +436,7 @@ impl<T: Readable> Machine<T> {
             }
             Phase::BackingOff { until } => Some(until),
             Phase::Leaving { sent_at } => return Some(sent_at + self.d),
-            Phase::Idle | Phase::Blocking | Phase::Stopped | Phase::Ended => None,
+            Phase::Idle | Phase::Queued | Phase::Blocking | Phase::Stopped | Phase::Ended => None,
         };
         let resign = self.resigning.as_ref().and_then(|r| {
             if self.is_stopped() {
@@ -410,8 +445,7 @@ impl<T: Readable> Machine<T> {
             let horizon = self
                 .horizon
                 .filter(|h| *h > self.now && self.waits_for_horizon());
-            let scopes_end =
-                (!r.scopes_ended && !self.scopes.is_empty()).then_some(r.since + self.d);
+            let scopes_end = (!r.scopes_ended && self.open_scopes > 0).then_some(r.since + self.d);
             [horizon, scopes_end].into_iter().flatten().min()
         });
         [cycle, resign].into_iter().flatten().min()
@@ -444,7 +478,7 @@ impl<T: Readable> Machine<T> {
         if self.is_ended() {
             return None;
         }
-        let delay = self.backoff.next_delay();
+        let delay = self.backoff.next_delay(self.d);
         self.phase = Phase::BackingOff { until: now + delay };
         Some(delay)
     }
@@ -452,12 +486,17 @@ impl<T: Readable> Machine<T> {
     /// When leadership from a claim granted with `t0` ends: a timer's lateness before
     /// the lease's expiry `t0 + 2·d` (see the module doc), never before `t0 + d`.
     fn leadership_end(&self, t0: Instant) -> Instant {
-        t0 + 2 * self.d - TIMER_LATENESS.min(self.d)
+        t0 + self.held_for
     }
 
     /// Applies every rule that the passage of time triggers by `now`.
     fn catch_up(&mut self, now: Instant, effects: &mut Vec<Effect<T>>) {
         let mut changed = false;
+        // A passed horizon promises nothing more. (Kept across a failure and restart
+        // until then: the lease it was promised under may be extended again.)
+        if self.horizon.is_some_and(|h| self.now >= h) {
+            self.horizon = None;
+        }
         // Rule 8: an unrenewed lease ends at t0 + 2·d, whatever else is going on;
         // leadership ends a timer's lateness before, so that a late timer is on time.
         if let Some(held) = self.grant {
@@ -509,8 +548,8 @@ impl<T: Readable> Machine<T> {
         if let Some(resigning) = &mut self.resigning {
             if !resigning.scopes_ended && now >= resigning.since + self.d {
                 resigning.scopes_ended = true;
-                for id in &self.scopes {
-                    effects.push(Effect::EndScope(*id));
+                if self.open_scopes > 0 {
+                    effects.push(Effect::CancelScopes);
                 }
                 // They stay open until they close: the release waits for that.
             }
@@ -528,7 +567,10 @@ impl<T: Readable> Machine<T> {
     }
 
     fn end_scopes(&mut self, effects: &mut Vec<Effect<T>>) {
-        effects.extend(self.scopes.drain(..).map(Effect::EndScope));
+        if self.open_scopes > 0 {
+            self.open_scopes = 0;
+            effects.push(Effect::EndScopes);
+        }
     }
 
     fn on_claim_answer(&mut self, result: Result<Grant, LeaseError>, effects: &mut Vec<Effect<T>>) {
@@ -569,7 +611,7 @@ impl<T: Readable> Machine<T> {
             Ok(()) => self.claim(now, ClaimKind::Fresh, effects),
             // Rule 3: never a hot loop against a failing manager.
             Err(_) => {
-                let delay = self.backoff.next_delay();
+                let delay = self.backoff.next_delay(self.d);
                 self.phase = Phase::BackingOff { until: now + delay };
             }
         }
@@ -607,7 +649,7 @@ impl<T: Readable> Machine<T> {
     /// would shorten the lease, every promise ended.
     fn ready_to_leave(&self, now: Instant) -> bool {
         self.resigning.is_some()
-            && self.scopes.is_empty()
+            && self.open_scopes == 0
             && (!self.waits_for_horizon() || self.horizon.map_or(true, |h| now >= h))
     }
 
@@ -647,10 +689,8 @@ impl<T: Readable> Machine<T> {
         effects.push(Effect::Finish(result));
     }
 
-    fn on_scope_closed(&mut self, id: ScopeId) {
-        if let Some(at) = self.scopes.iter().position(|open| *open == id) {
-            self.scopes.swap_remove(at);
-        } else if let Some(at) = self
+    fn on_parked_scope_closed(&mut self, id: ScopeId) {
+        if let Some(at) = self
             .parked
             .iter()
             .position(|(kind, _)| *kind == TicketKind::Lead(id))
@@ -710,15 +750,17 @@ impl<T: Readable> Machine<T> {
                     ..
                 },
             ) if self.grant.is_none() => Some(None),
-            // Rules 5 and 6: a claim due or in flight is waited for, never guessed.
-            (TicketKind::ClaimLeader, Phase::Claiming { .. }) => None,
+            // Rules 5 and 6: a claim due or in flight is waited for, never guessed (a
+            // queued first claim is due).
+            (TicketKind::ClaimLeader, Phase::Claiming { .. } | Phase::Queued) => None,
             (TicketKind::ClaimLeader, _) => Some(leading),
             (TicketKind::WaitLeader | TicketKind::Lead(_), _) => leading.map(Some),
             // Rule 7: resolves once leadership cannot be guaranteed; while the first
             // claim is in flight the tracker does not know yet, so it waits.
             (
                 TicketKind::WaitMinion,
-                Phase::Claiming {
+                Phase::Queued
+                | Phase::Claiming {
                     kind: ClaimKind::First,
                     ..
                 },
@@ -738,7 +780,10 @@ impl<T: Readable> Machine<T> {
     ) {
         if answer.is_some() {
             match kind {
-                TicketKind::Lead(id) => self.scopes.push(id),
+                TicketKind::Lead(id) => {
+                    self.open_scopes = self.open_scopes.saturating_add(1);
+                    effects.push(Effect::ScopeOpened(id));
+                }
                 _ => {
                     let promise = self.now + self.d;
                     self.horizon = Some(self.horizon.map_or(promise, |h| h.max(promise)));
@@ -752,9 +797,10 @@ impl<T: Readable> Machine<T> {
     /// parked tickets nobody can read any more, so that abandoned tickets do not pile
     /// up in a tracker that stays a minion for ever.
     fn park(&mut self, kind: TicketKind, ticket: T) {
-        if self.parked.len() >= self.prune_at {
+        if self.parked.len() >= self.prune_at as usize {
             self.parked.retain(|(_, ticket)| ticket.readable());
-            self.prune_at = (2 * self.parked.len()).max(PRUNE_FLOOR);
+            let next = (2 * self.parked.len()).max(PRUNE_FLOOR);
+            self.prune_at = u32::try_from(next).unwrap_or(u32::MAX);
         }
         self.parked.push_back((kind, ticket));
     }
@@ -792,7 +838,10 @@ mod tests {
         /// A release (`None`) or hand-over (the successor's name).
         SendLeave(Option<&'static str>),
         Resolve(u32, bool),
-        EndScope(ScopeId),
+        /// Every open scope ends and is forgotten.
+        EndScopes,
+        /// Every open scope is told to end, and still counted open until it closes.
+        CancelScopes,
         Fail(LeaseError),
         Finish(Result<(), LeaseError>),
     }
@@ -804,16 +853,19 @@ mod tests {
         effects: Vec<Effect<u32>>,
         /// The guarantee of every ticket resolved `true`, in order.
         guarantees: Vec<(u32, Guarantee)>,
+        /// Every lead scope opened, in order.
+        opened: Vec<ScopeId>,
     }
 
     impl Harness {
         /// A machine that has sent its first claim at `start`.
         fn started() -> Harness {
             let mut h = Harness {
-                machine: Machine::new(D, Backoff::new(0, D)),
+                machine: Machine::new(D, Backoff::new(0)),
                 start: Instant::now(),
                 effects: Vec::new(),
                 guarantees: Vec::new(),
+                opened: Vec::new(),
             };
             h.machine.handle(h.start, Event::Start, &mut h.effects);
             assert_eq!(h.take(), vec![Fx::SendClaim]);
@@ -844,7 +896,12 @@ mod tests {
                         "led-service/1" => "led-service/1",
                         other => panic!("unexpected successor {other}"),
                     })),
-                    Effect::EndScope(id) => Fx::EndScope(id),
+                    Effect::ScopeOpened(id) => {
+                        self.opened.push(id);
+                        continue;
+                    }
+                    Effect::EndScopes => Fx::EndScopes,
+                    Effect::CancelScopes => Fx::CancelScopes,
                     Effect::Fail(e) => Fx::Fail(e),
                     Effect::Finish(result) => Fx::Finish(result),
                     Effect::Resolve(id, answer) => {
@@ -880,6 +937,68 @@ mod tests {
         assert_eq!(fx, vec![Resolve(2, true), Resolve(3, true)]);
         assert_eq!(h.machine.phase(), Phase::Leader);
         assert_eq!(h.machine.next_deadline(), Some(h.at(D)), "renewal from t0");
+    }
+
+    /// A machine started with its first claim queued (no slot on its claimer).
+    fn queued() -> Harness {
+        let mut h = Harness {
+            machine: Machine::new(D, Backoff::new(0)),
+            start: Instant::now(),
+            effects: Vec::new(),
+            guarantees: Vec::new(),
+            opened: Vec::new(),
+        };
+        assert_eq!(h.event(Duration::ZERO, Event::StartQueued), vec![]);
+        assert_eq!(h.machine.phase(), Phase::Queued);
+        h
+    }
+
+    #[test]
+    fn a_queued_first_claim_answers_tickets_as_one_in_flight_and_counts_from_its_send() {
+        let mut h = queued();
+        assert_eq!(h.machine.status(), Status::Claiming);
+        for (id, kind) in [(1, WaitMinion), (2, ClaimLeader), (3, WaitLeader)] {
+            assert_eq!(h.ticket(NS, kind, id), vec![], "{kind:?} parks");
+        }
+        // Nothing times out while queued: the claim has not been sent.
+        assert_eq!(h.machine.next_deadline(), None);
+        assert_eq!(h.event(5 * D, Event::Tick), vec![]);
+        assert_eq!(h.event(5 * D, Event::Start), vec![], "started already");
+        // The slot comes: the claim goes out now and its lease counts from now.
+        assert_eq!(h.event(5 * D, Event::ClaimSlot), vec![SendClaim]);
+        assert_eq!(
+            h.machine.next_deadline(),
+            Some(h.at(6 * D)),
+            "claim timeout"
+        );
+        assert_eq!(h.event(5 * D, Event::ClaimSlot), vec![], "sent once");
+        let fx = h.event(5 * D + NS, Event::ClaimAnswered(Ok(G)));
+        assert_eq!(fx, vec![Resolve(2, true), Resolve(3, true)]);
+        let end = 7 * D - TIMER_LATENESS;
+        assert_eq!(
+            h.guarantees[0].1.until,
+            h.at(end),
+            "from the send, not the start"
+        );
+        assert_eq!(h.machine.next_deadline(), Some(h.at(6 * D)), "renewal");
+    }
+
+    #[test]
+    fn a_queued_tracker_denied_later_answers_wait_minion_then_and_stops_at_once() {
+        let mut h = queued();
+        h.ticket(NS, WaitMinion, 1);
+        assert_eq!(h.event(MS, Event::ClaimSlot), vec![SendClaim]);
+        let fx = h.event(2 * MS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
+        assert_eq!(fx, vec![SendBlock, Resolve(1, false)]);
+        // Resigned or killed while queued: it just stops, and a late slot does nothing.
+        for stop in [Event::Resign(Leave::Release), Event::Kill] {
+            let mut h = queued();
+            h.ticket(NS, ClaimLeader, 1);
+            let fx = h.event(MS, stop);
+            assert_eq!(fx, vec![Resolve(1, false), Fx::Finish(Ok(()))]);
+            assert_eq!(h.event(2 * MS, Event::ClaimSlot), vec![]);
+            assert_eq!(h.event(2 * MS, Event::StartQueued), vec![]);
+        }
     }
 
     #[test]
@@ -989,7 +1108,7 @@ mod tests {
         );
         // With d below a timer's lateness, leadership still lasts until t0 + d.
         let tiny = Duration::from_micros(300);
-        let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0, tiny));
+        let mut machine: Machine<u32> = Machine::new(tiny, Backoff::new(0));
         let mut fx = Vec::new();
         machine.handle(h.start, Event::Start, &mut fx);
         machine.handle(h.start, Event::ClaimAnswered(Ok(G)), &mut fx);
@@ -1124,10 +1243,13 @@ mod tests {
 
     #[test]
     fn backoff_is_capped_by_a_short_claim_duration_and_spread_by_unit() {
-        let mut short = Backoff::new(0, Duration::from_millis(50));
-        assert_eq!(short.next_delay(), Duration::from_millis(50));
+        let mut short = Backoff::new(0);
+        assert_eq!(
+            short.next_delay(Duration::from_millis(50)),
+            Duration::from_millis(50)
+        );
         let firsts: std::collections::HashSet<_> = (0..20)
-            .map(|spread| Backoff::new(spread * 37, D).next_delay())
+            .map(|spread| Backoff::new(spread * 37).next_delay(D))
             .collect();
         assert!(firsts.len() > 10, "{firsts:?}");
         assert!(firsts
@@ -1193,7 +1315,7 @@ mod tests {
                 }
             )]
         );
-        assert_eq!(h.machine.guarantee().map(|g| g.term), Some(7));
+        assert!(matches!(h.machine.status(), Status::Leader(g) if g.term == 7));
         // Handled in the last instants before t0 + d: until is never before now + d.
         let late = D - NS;
         assert_eq!(h.ticket(late, ClaimLeader, 2), vec![Resolve(2, true)]);
@@ -1220,7 +1342,7 @@ mod tests {
         h.machine.stop(&mut h.effects);
         assert_eq!(h.ticket(3 * D, ClaimLeader, 5), vec![Resolve(5, false)]);
         assert_eq!(h.guarantees.len(), 4);
-        assert_eq!(h.machine.guarantee(), None);
+        assert_eq!(h.machine.status(), Status::Stopped);
     }
 
     // Resigning (contract section 6), instant by instant.
@@ -1316,9 +1438,9 @@ mod tests {
         assert_eq!(h.ticket(NS, TicketKind::Lead(1), 1), vec![Resolve(1, true)]);
         assert_eq!(h.ticket(NS, TicketKind::Lead(2), 2), vec![Resolve(2, true)]);
         assert_eq!(resign(&mut h, D / 2), vec![], "scopes are not cancelled");
-        assert_eq!(h.event(D / 2 + MS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(h.event(D / 2 + MS, Event::ScopeClosed), vec![]);
         // A scope promises nothing beyond its end: no horizon to wait for.
-        let fx = h.event(D / 2 + 2 * MS, Event::ScopeClosed(2));
+        let fx = h.event(D / 2 + 2 * MS, Event::ScopeClosed);
         assert_eq!(fx, vec![Fx::SendLeave(None)]);
     }
 
@@ -1332,10 +1454,10 @@ mod tests {
         let cancel_at = D / 2 + D;
         assert_eq!(h.machine.next_deadline(), Some(h.at(cancel_at)));
         assert_eq!(h.event(cancel_at - NS, Event::Tick), vec![]);
-        assert_eq!(h.event(cancel_at, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(cancel_at, Event::Tick), vec![Fx::CancelScopes]);
         assert_eq!(h.event(cancel_at, Event::Tick), vec![], "ended once");
         // The release waits until the scope's future is actually gone.
-        let fx = h.event(cancel_at + NS, Event::ScopeClosed(1));
+        let fx = h.event(cancel_at + NS, Event::ScopeClosed);
         assert_eq!(fx, vec![Fx::SendLeave(None)]);
     }
 
@@ -1406,9 +1528,9 @@ mod tests {
         let end = 2 * D - TIMER_LATENESS;
         // The scope is ended at D/2 + D, before leadership ends; still open, so the
         // tracker keeps waiting for it.
-        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::CancelScopes]);
         let fx = h.event(end, Event::Tick);
-        assert_eq!(fx, vec![Fx::EndScope(1), Fx::Finish(Ok(()))]);
+        assert_eq!(fx, vec![Fx::EndScopes, Fx::Finish(Ok(()))]);
 
         // A claim error while resigning ends the tracker for good, not a restart.
         let mut h = Harness::leader();
@@ -1427,7 +1549,7 @@ mod tests {
         h.ticket(NS, TicketKind::Lead(1), 2);
         assert_eq!(h.event(D / 2, Event::Resign(Leave::Expire)), vec![]);
         // The lease, left to expire, covers every promise: only the scope is waited for.
-        let fx = h.event(D / 2 + MS, Event::ScopeClosed(1));
+        let fx = h.event(D / 2 + MS, Event::ScopeClosed);
         assert_eq!(fx, vec![Fx::Finish(Ok(()))]);
     }
 
@@ -1444,9 +1566,29 @@ mod tests {
         // Leadership ends (the renewal is denied): every open scope ends at once.
         h.event(D, Event::Tick);
         let fx = h.event(D + MS, Event::ClaimAnswered(Err(LeaseError::ClaimDenied)));
-        assert_eq!(fx, vec![Fx::EndScope(1), Fx::EndScope(2), SendBlock]);
-        // Closing an ended scope changes nothing.
-        assert_eq!(h.event(D + MS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(fx, vec![Fx::EndScopes, SendBlock]);
+        assert_eq!(h.opened, vec![1, 2]);
+        assert_eq!(h.machine.open_scopes, 0, "ended and forgotten");
+    }
+
+    #[test]
+    fn the_promise_horizon_is_forgotten_once_it_has_passed() {
+        let mut h = Harness::leader();
+        h.ticket(NS, ClaimLeader, 1);
+        h.ticket(D / 2, WaitLeader, 2);
+        assert_eq!(
+            h.machine.horizon,
+            Some(h.at(D / 2 + D)),
+            "the later promise"
+        );
+        h.event(D, Event::Tick);
+        h.event(D, Event::ClaimAnswered(Ok(G)));
+        h.event(D / 2 + D - NS, Event::Tick);
+        assert_eq!(h.machine.horizon, Some(h.at(D / 2 + D)));
+        h.event(D / 2 + D, Event::Tick);
+        assert_eq!(h.machine.horizon, None);
+        // A resign now releases at once: nothing promised is still running.
+        assert_eq!(resign(&mut h, D / 2 + D), vec![Fx::SendLeave(None)]);
     }
 
     #[test]
@@ -1454,7 +1596,7 @@ mod tests {
         let mut h = Harness::started();
         h.ticket(NS, TicketKind::Lead(1), 1);
         h.ticket(NS, WaitLeader, 2);
-        assert_eq!(h.event(NS, Event::ScopeClosed(1)), vec![]);
+        assert_eq!(h.event(NS, Event::ParkedScopeClosed(1)), vec![]);
         assert_eq!(h.machine.parked(), 1);
         let fx = h.event(MS, Event::ClaimAnswered(Ok(G)));
         assert_eq!(fx, vec![Resolve(2, true)]);
@@ -1471,7 +1613,8 @@ mod tests {
         let mut h = Harness::leader();
         h.ticket(NS, TicketKind::Lead(4), 1);
         h.machine.stop(&mut h.effects);
-        assert_eq!(h.take(), vec![Fx::EndScope(4)]);
+        assert_eq!(h.take(), vec![Fx::EndScopes]);
+        assert_eq!(h.opened, vec![4]);
     }
 
     // Status.
@@ -1530,7 +1673,7 @@ mod tests {
 
     #[test]
     fn abandoned_parked_tickets_are_dropped_amortised() {
-        let mut machine: Machine<std::sync::Arc<()>> = Machine::new(D, Backoff::new(0, D));
+        let mut machine: Machine<std::sync::Arc<()>> = Machine::new(D, Backoff::new(0));
         let start = Instant::now();
         let mut effects = Vec::new();
         machine.handle(start, Event::Start, &mut effects);
@@ -1579,7 +1722,7 @@ mod tests {
         let fx = h.event(D / 2, Event::Kill);
         assert_eq!(
             fx,
-            vec![Fx::EndScope(3), Resolve(1, false), Fx::Finish(Ok(()))]
+            vec![Fx::EndScopes, Resolve(1, false), Fx::Finish(Ok(()))]
         );
         assert_eq!(h.machine.phase(), Phase::Ended);
         assert_eq!(h.machine.status(), Status::Stopped);
@@ -1742,10 +1885,11 @@ mod tests {
     #[test]
     fn a_resign_before_the_start_or_after_a_stop_is_ignored() {
         let mut h = Harness {
-            machine: Machine::new(D, Backoff::new(0, D)),
+            machine: Machine::new(D, Backoff::new(0)),
             start: Instant::now(),
             effects: Vec::new(),
             guarantees: Vec::new(),
+            opened: Vec::new(),
         };
         assert_eq!(resign(&mut h, Duration::ZERO), vec![]);
         assert!(!h.machine.is_resigning());
@@ -1797,7 +1941,7 @@ mod tests {
         resign(&mut h, D / 2);
         h.event(D, Event::Tick);
         h.event(D, Event::ClaimAnswered(Ok(G)));
-        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::EndScope(1)]);
+        assert_eq!(h.event(D / 2 + D, Event::Tick), vec![Fx::CancelScopes]);
         assert_eq!(h.machine.next_deadline(), Some(h.at(2 * D)), "renewal");
     }
 
@@ -1858,7 +2002,7 @@ mod tests {
     #[test]
     fn pruning_reads_each_parked_ticket_amortised_o1_times() {
         let asked = std::rc::Rc::new(std::cell::Cell::new(0));
-        let mut machine: Machine<Counted> = Machine::new(D, Backoff::new(0, D));
+        let mut machine: Machine<Counted> = Machine::new(D, Backoff::new(0));
         let start = Instant::now();
         let mut effects = Vec::new();
         machine.handle(start, Event::Start, &mut effects);

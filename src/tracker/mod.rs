@@ -2,8 +2,10 @@
 //! [`Status`], and the pure state machine that makes every decision.
 
 mod actor;
+pub(crate) mod gate;
 mod handle;
 pub(crate) mod machine;
+mod shared;
 mod status;
 
 use std::time::Duration;
