@@ -441,6 +441,33 @@ async fn dropping_every_addr_lets_pending_blocks_answer_at_the_expiry() {
 }
 
 #[actix_rt::test(system = "PausedSystem")]
+async fn a_lease_ending_beyond_584_years_is_refused_as_too_long() {
+    // The manager keeps instants as a `u64` of nanoseconds since it started: a lease
+    // ending later than that can say is refused, not silently shortened (a holder
+    // would believe a guarantee the manager does not keep).
+    paused_clock().await;
+    let manager = ManagerActor::new().start();
+    let centuries = Duration::from_secs(600 * 365 * 86_400);
+    let refused = ask(&manager, claim(U0, centuries)).await;
+    assert!(
+        matches!(&refused, Err(LeaseError::Invalid(m)) if m.contains("too long")),
+        "{refused:?}"
+    );
+    assert_eq!(leader(&manager).await, None);
+    // Nor may the holder renew to it: its lease stays as it was.
+    ask(&manager, claim(U0, ms(100))).await.unwrap();
+    let lease = leader(&manager).await;
+    let refused = ask(&manager, claim(U0, centuries)).await;
+    assert!(matches!(refused, Err(LeaseError::Invalid(_))), "{refused:?}");
+    assert_eq!(leader(&manager).await, lease);
+    // Well within the range (a century) is granted.
+    let century = Duration::from_secs(100 * 365 * 86_400);
+    assert_eq!(ask(&manager, claim(U0, century)).await, Ok(()));
+    let now = Instant::now();
+    assert_eq!(leader(&manager).await.unwrap().expires, now + century);
+}
+
+#[actix_rt::test(system = "PausedSystem")]
 async fn invalid_input_is_rejected_and_the_manager_keeps_serving() {
     paused_clock().await;
     let manager = ManagerActor::new().start();

@@ -4,7 +4,7 @@
 //!
 //! The manager keeps, per service, at most one lease (`holder`, `expires`, `term`, and
 //! the senders of the blocks waiting for it to end) in a `HashMap`, plus an *expiry
-//! index*: a `BTreeMap<(Instant, u64), Name>` from each lease's deadline to its
+//! index*: a `BTreeMap<(u64, u64), Name>` from each lease's deadline (and term) to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
 //! first entry, and one actix timer (`run_later`) armed for that entry is all the
 //! manager needs to wake every block at its lease's expiry (within about a millisecond
@@ -31,6 +31,9 @@
 //!   number alone: a unit of the service is `"<service>/<number>"`, so the number says
 //!   everything the name does, and a renewal's name is checked against it without
 //!   reading another string (with many leases, each such read is likely a cache miss).
+//!   Instants are kept as nanoseconds since the manager started (module `ticks`), and
+//!   the senders of pending blocks are boxed, so that a map entry is 64 bytes and what
+//!   a renewal reads of it lies in one cache line (see `Lease`).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
@@ -64,6 +67,7 @@
 //! All timing uses tokio's clock, so `tokio::time::pause()` drives every timer in tests.
 
 mod name;
+mod ticks;
 mod waiters;
 mod watchers;
 
@@ -79,6 +83,7 @@ use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use self::name::Name;
+use self::ticks::Epoch;
 pub use self::waiters::BlockAnswer;
 use self::waiters::Waiters;
 use self::watchers::Watchers;
@@ -151,12 +156,14 @@ pub struct ManagerActor {
     /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
     /// An entry may be filed earlier than its lease now expires (it was extended since):
     /// the timer re-files it when it comes due.
-    expiries: BTreeMap<(Instant, u64), Name>,
+    expiries: BTreeMap<(u64, u64), Name>,
+    /// What the ticks of `leases` and `expiries` count from: the actor's start.
+    epoch: Epoch,
     /// The term of the latest grant, manager-wide.
     last_term: u64,
-    /// The one expiry timer: the deadline it was armed for, and its handle. While
-    /// `expiries` is not empty this is armed for its first deadline or earlier.
-    timer: Option<(Instant, SpawnHandle)>,
+    /// The one expiry timer: the deadline (tick) it was armed for, and its handle.
+    /// While `expiries` is not empty this is armed for its first deadline or earlier.
+    timer: Option<(u64, SpawnHandle)>,
     /// How long after starting the manager refuses every claim.
     grace: Duration,
     /// While in grace: the instant the grace ends.
@@ -170,25 +177,35 @@ pub struct ManagerActor {
     blocked: usize,
 }
 
-/// One service's lease.
+/// One service's lease: 40 bytes, so that with its 24-byte key a map entry is 64.
+///
+/// Instants are ticks of the manager's [`Epoch`] (8 bytes, not 16), and the senders of
+/// pending blocks are boxed (nearly no lease has any). A renewal looks up one entry
+/// among possibly 100 000, a likely cache miss, so what it touches should be one line.
+/// The table's entries start 16 bytes into a cache line (a large allocation starts 16
+/// bytes past a page boundary, and entries are laid out from there in 64-byte steps),
+/// so an entry's first 48 bytes are one line: `repr(C)` puts the fields a renewal reads
+/// and writes (`expires`, `term`, `holder`) there, right after the key. A test pins it.
 #[derive(Debug)]
+#[repr(C)]
 struct Lease {
+    /// When the lease ends (a tick): it is live while `now < expires`.
+    expires: u64,
+    term: u64,
     /// The holding unit's number: the holder is `"<service>/<holder>"`.
     holder: u32,
-    expires: Instant,
-    term: u64,
-    /// The deadline of this lease's entry in the expiry index, `<= expires`.
-    filed: Instant,
+    /// The deadline (tick) of this lease's entry in the expiry index, `<= expires`.
+    filed: u64,
     /// Senders of the pending blocks; sending `()` answers a block with `Ok(())`.
     waiters: Waiters,
 }
 
 impl Lease {
     /// What [`Leader`] and [`WatchLeader`] report for this lease of `service`.
-    fn info(&self, service: impl fmt::Display) -> LeaseInfo {
+    fn info(&self, service: impl fmt::Display, epoch: Epoch) -> LeaseInfo {
         LeaseInfo {
             holder: UnitOf(service, self.holder).to_string(),
-            expires: self.expires,
+            expires: epoch.instant(self.expires),
             term: self.term,
         }
     }
@@ -218,7 +235,7 @@ impl<S: fmt::Display> fmt::Display for UnitOf<S> {
 /// index nor the timer: the lease's index entry, now filed earlier than the lease
 /// ends, is re-filed by the timer when it comes due. So renewing costs one hash lookup
 /// and no allocation.
-fn extend(lease: &mut Lease, wanted: Instant) {
+fn extend(lease: &mut Lease, wanted: u64) {
     if wanted > lease.expires {
         lease.expires = wanted;
     }
@@ -312,6 +329,7 @@ impl ManagerActor {
     /// The timer may not have run yet for a lease that ended at (or just before) `now`;
     /// this makes every handler see such a lease as absent.
     fn reap_if_expired(&mut self, service: &str, now: Instant) {
+        let now = self.epoch.ticks(now);
         let expired = self
             .leases
             .get(service.as_bytes())
@@ -348,8 +366,9 @@ impl ManagerActor {
     /// watchers see the new holder and term.
     fn changed_hands(&mut self, service: &str) {
         if let Some(lease) = self.leases.get(service.as_bytes()) {
+            let epoch = self.epoch;
             self.watchers
-                .publish(service.as_bytes(), || Some(lease.info(service)));
+                .publish(service.as_bytes(), || Some(lease.info(service, epoch)));
         }
     }
 
@@ -358,13 +377,15 @@ impl ManagerActor {
     /// An armed timer at or before `deadline` is left alone (when it fires it re-arms
     /// for whatever is then earliest); a later one is replaced. The timer is aimed
     /// [`TIMER_LEAD`] early, or at `deadline` itself once that is past.
-    fn arm_timer(&mut self, deadline: Instant, ctx: &mut Context<Self>) {
+    fn arm_timer(&mut self, deadline: u64, ctx: &mut Context<Self>) {
         if let Some((armed, handle)) = self.timer {
             if armed <= deadline {
                 return;
             }
             ctx.cancel_future(handle);
         }
+        let ticks = deadline;
+        let deadline = self.epoch.instant(ticks);
         let now = Instant::now();
         // Within the lead, aim just past `now`: tokio rounds that up to the next tick.
         // Never `now` itself, which on a paused, tick-aligned clock would fire in the
@@ -375,14 +396,14 @@ impl ManagerActor {
             .unwrap_or_else(|| deadline.min(now + Duration::from_nanos(1)));
         let delay = aim.saturating_duration_since(now);
         let handle = ctx.run_later(delay, |manager, ctx| manager.on_timer(ctx));
-        self.timer = Some((deadline, handle));
+        self.timer = Some((ticks, handle));
     }
 
     /// The timer fired: expire every lease that is due, re-file the entries of leases
     /// extended since they were filed, then re-arm for the earliest deadline left.
     fn on_timer(&mut self, ctx: &mut Context<Self>) {
         self.timer = None;
-        let now = Instant::now();
+        let now = self.epoch.ticks(Instant::now());
         while let Some(entry) = self.expiries.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -418,6 +439,9 @@ impl Actor for ManagerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Counted from here, on the clock of the runtime the actor runs on (there are
+        // no leases yet to convert).
+        self.epoch = Epoch::default();
         if self.grace.is_zero() {
             return;
         }
@@ -456,22 +480,27 @@ impl Handler<ClaimLeadership> for ManagerActor {
 
     fn handle(&mut self, msg: ClaimLeadership, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
+        let now_ticks = self.epoch.ticks(now);
         // Fast path, the common case: the live holder renewing. The service name was
         // validated when this lease was granted and the unit matches the holder's
         // validated name, so only the duration is left to check. Anything this path
         // does not accept goes through the full validation below, which gives the error.
         if let Some(lease) = self.leases.get_mut(msg.service.as_bytes()) {
-            if now < lease.expires
+            if now_ticks < lease.expires
                 && unit_number(&msg.service, &msg.unit) == Some(lease.holder)
                 && !msg.duration.is_zero()
             {
-                if let Some(wanted) = now.checked_add(msg.duration) {
+                if let Some(wanted) = Epoch::after(now_ticks, msg.duration) {
                     extend(lease, wanted);
                     return Ok(Grant::new(lease.term));
                 }
             }
         }
-        let wanted = check_claim(&msg, now)?;
+        check_claim(&msg, now)?;
+        // Later than a tick can say (about 584 years after the manager started).
+        let wanted = Epoch::after(now_ticks, msg.duration).ok_or_else(|| {
+            LeaseError::Invalid(format!("claim duration {:?} is too long", msg.duration))
+        })?;
         if self.in_grace(now) {
             debug!(service = %msg.service, unit = %msg.unit, "claim denied: recovery grace");
             return Err(LeaseError::ClaimDenied);
@@ -482,7 +511,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
         };
         let term;
         match self.leases.get_mut(msg.service.as_bytes()) {
-            Some(lease) if now < lease.expires => {
+            Some(lease) if now_ticks < lease.expires => {
                 if lease.holder != number {
                     let holder = UnitOf(&msg.service, lease.holder);
                     trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
@@ -519,9 +548,9 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 self.leases.insert(
                     name,
                     Lease {
-                        holder: number,
                         expires: wanted,
                         term,
+                        holder: number,
                         filed: wanted,
                         waiters: Waiters::default(),
                     },
@@ -630,7 +659,7 @@ impl Handler<Leader> for ManagerActor {
         self.reap_if_expired(&msg.service, Instant::now());
         self.leases
             .get(msg.service.as_bytes())
-            .map(|lease| lease.info(&msg.service))
+            .map(|lease| lease.info(&msg.service, self.epoch))
     }
 }
 
@@ -645,7 +674,7 @@ impl Handler<WatchLeader> for ManagerActor {
         let current = self
             .leases
             .get(msg.service.as_bytes())
-            .map(|lease| lease.info(&msg.service));
+            .map(|lease| lease.info(&msg.service, self.epoch));
         Ok(self.watchers.subscribe(&msg.service, current))
     }
 }

@@ -260,3 +260,22 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
         Some("kept/3")
     );
 }
+
+#[test]
+fn a_lease_map_entry_is_64_bytes_with_what_a_renewal_reads_in_its_first_48() {
+    use std::mem::{offset_of, size_of};
+    // The map's slots start 16 bytes into a cache line (a large allocation is 16 bytes
+    // past a page start, and slots are laid out from there in 64-byte steps), so the
+    // first 48 bytes of an entry lie in one line: the key and the fields a renewal
+    // reads and writes must be there.
+    assert_eq!(size_of::<(Name, Lease)>(), 64);
+    let lease = offset_of!((Name, Lease), 1);
+    assert_eq!(offset_of!((Name, Lease), 0), 0);
+    for end in [
+        lease + offset_of!(Lease, expires) + 8,
+        lease + offset_of!(Lease, term) + 8,
+        lease + offset_of!(Lease, holder) + 4,
+    ] {
+        assert!(end <= 48, "a renewal's field ends at byte {end}");
+    }
+}
