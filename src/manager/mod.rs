@@ -6,8 +6,8 @@
 //! the senders of the blocks waiting for it to end) in a `HashMap`, plus an *expiry
 //! index*: a `BTreeMap<(u64, u64), Name>` from each lease's deadline (and term) to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
-//! first entry, and one actix timer (`run_later`) armed for that entry is all the
-//! manager needs to wake every block at its lease's expiry (within about a millisecond
+//! first entry, and one timer armed for that entry (a small task that messages the
+//! manager, see `arm_timer` for why not actix's `run_later`) is all the manager needs to wake every block at its lease's expiry (within about a millisecond
 //! of it in real time, see `TIMER_LEAD`; exactly, on a paused test clock) — no timer per lease,
 //! no polling interval. Every operation costs at most O(log n) in the number of leases,
 //! a renewal O(1).
@@ -79,6 +79,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::channel::oneshot;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
@@ -152,6 +153,10 @@ const TIMER_LEAD: Duration = Duration::from_millis(1);
 pub struct ManagerActor {
     /// The lease of each service that has one. A lease whose `expires` has passed is
     /// dead even if it is still here: handlers reap it when they meet it.
+    ///
+    /// std's SipHash, kept on purpose: foldhash cut about 190 of a renewal's ~600
+    /// instructions beyond a bare actix round trip but no measurable time (the lookup
+    /// waits on memory), so the flooding resistance is not traded away.
     leases: HashMap<Name, Lease>,
     /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
     /// An entry may be filed earlier than its lease now expires (it was extended since):
@@ -161,9 +166,9 @@ pub struct ManagerActor {
     epoch: Epoch,
     /// The term of the latest grant, manager-wide.
     last_term: u64,
-    /// The one expiry timer: the deadline (tick) it was armed for, and its handle.
-    /// While `expiries` is not empty this is armed for its first deadline or earlier.
-    timer: Option<(u64, SpawnHandle)>,
+    /// The one expiry timer: the deadline (tick) it was armed for, and its task. While
+    /// `expiries` is not empty this is armed for its first deadline or earlier.
+    timer: Option<(u64, JoinHandle<()>)>,
     /// How long after starting the manager refuses every claim.
     grace: Duration,
     /// While in grace: the instant the grace ends.
@@ -377,12 +382,19 @@ impl ManagerActor {
     /// An armed timer at or before `deadline` is left alone (when it fires it re-arms
     /// for whatever is then earliest); a later one is replaced. The timer is aimed
     /// [`TIMER_LEAD`] early, or at `deadline` itself once that is past.
+    ///
+    /// The timer is a task of its own that sends the manager [`ExpiryDue`], not an
+    /// actix `run_later`: an actix actor polls every future it holds each time it is
+    /// woken, so a timer held by the actor would be polled (and its waker registered
+    /// again) for every message, renewals included — about a fifth of a renewal's
+    /// instructions. The task holds an `Addr`, so the manager keeps running until its
+    /// last lease has ended even when nobody else holds one.
     fn arm_timer(&mut self, deadline: u64, ctx: &mut Context<Self>) {
-        if let Some((armed, handle)) = self.timer {
-            if armed <= deadline {
+        if let Some((armed, task)) = &self.timer {
+            if *armed <= deadline {
                 return;
             }
-            ctx.cancel_future(handle);
+            task.abort();
         }
         let ticks = deadline;
         let deadline = self.epoch.instant(ticks);
@@ -394,15 +406,22 @@ impl ManagerActor {
             .checked_sub(TIMER_LEAD)
             .filter(|&early| early > now)
             .unwrap_or_else(|| deadline.min(now + Duration::from_nanos(1)));
-        let delay = aim.saturating_duration_since(now);
-        let handle = ctx.run_later(delay, |manager, ctx| manager.on_timer(ctx));
-        self.timer = Some((ticks, handle));
+        let manager = ctx.address();
+        let task = actix_rt::spawn(async move {
+            tokio::time::sleep_until(aim).await;
+            manager.do_send(ExpiryDue);
+        });
+        self.timer = Some((ticks, task));
     }
 
     /// The timer fired: expire every lease that is due, re-file the entries of leases
     /// extended since they were filed, then re-arm for the earliest deadline left.
     fn on_timer(&mut self, ctx: &mut Context<Self>) {
-        self.timer = None;
+        // Its task has ended (or is stale, if a re-arm raced its message: then it
+        // must not fire again).
+        if let Some((_, task)) = self.timer.take() {
+            task.abort();
+        }
         let now = self.epoch.ticks(Instant::now());
         while let Some(entry) = self.expiries.first_entry() {
             if entry.key().0 > now {
@@ -465,6 +484,9 @@ impl Actor for ManagerActor {
         );
         self.leases.clear();
         self.expiries.clear();
+        if let Some((_, task)) = self.timer.take() {
+            task.abort();
+        }
         self.grace_waiters = Waiters::default();
         // Receivers keep the last value and see the channel closed: the manager no
         // longer knows who leads, which is not the same as nobody leading.
@@ -676,6 +698,19 @@ impl Handler<WatchLeader> for ManagerActor {
             .get(msg.service.as_bytes())
             .map(|lease| lease.info(&msg.service, self.epoch));
         Ok(self.watchers.subscribe(&msg.service, current))
+    }
+}
+
+/// The expiry timer's task to the manager: the deadline it was armed for has come.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct ExpiryDue;
+
+impl Handler<ExpiryDue> for ManagerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ExpiryDue, ctx: &mut Context<Self>) {
+        self.on_timer(ctx);
     }
 }
 

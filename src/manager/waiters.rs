@@ -177,7 +177,9 @@ mod tests {
 
     impl Waiters {
         fn capacity(&self) -> usize {
-            self.senders.as_ref().map_or(0, |senders| senders.capacity())
+            self.senders
+                .as_ref()
+                .map_or(0, |senders| senders.capacity())
         }
     }
 
