@@ -458,7 +458,10 @@ async fn a_lease_ending_beyond_584_years_is_refused_as_too_long() {
     ask(&manager, claim(U0, ms(100))).await.unwrap();
     let lease = leader(&manager).await;
     let refused = ask(&manager, claim(U0, centuries)).await;
-    assert!(matches!(refused, Err(LeaseError::Invalid(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(LeaseError::Invalid(_))),
+        "{refused:?}"
+    );
     assert_eq!(leader(&manager).await, lease);
     // Well within the range (a century) is granted.
     let century = Duration::from_secs(100 * 365 * 86_400);

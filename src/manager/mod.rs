@@ -340,22 +340,47 @@ impl ManagerActor {
             .get(service.as_bytes())
             .is_some_and(|lease| now >= lease.expires);
         if expired {
-            if let Some(lease) = self.leases.remove(service.as_bytes()) {
-                self.expiries.remove(&(lease.filed, lease.term));
-                self.ended(service, lease, "lease expired");
+            self.reap(service);
+        }
+    }
+
+    /// The live lease of `service` at `now`, as [`Leader`] reports it; reaps an expired
+    /// one. One lookup when the lease is live or absent.
+    fn live_info(&mut self, service: &str, now: Instant) -> Option<LeaseInfo> {
+        let now = self.epoch.ticks(now);
+        match self.leases.get(service.as_bytes()) {
+            Some(lease) if now < lease.expires => Some(lease.info(service, self.epoch)),
+            Some(_) => {
+                self.reap(service);
+                None
             }
+            None => None,
+        }
+    }
+
+    /// Removes the (expired) lease of `service`, waking its blocks.
+    fn reap(&mut self, service: &str) {
+        if let Some(lease) = self.leases.remove(service.as_bytes()) {
+            self.expiries.remove(&(lease.filed, lease.term));
+            self.ended(service, lease, "lease expired");
+            self.gauges();
         }
     }
 
     /// A lease of `service`, already out of the lease map and the index, has ended
     /// (`how`: expired or released): its blocks answer `Ok(())`, its watchers see
-    /// `None`.
+    /// `None`. The caller records the gauges (once, when the timer ends many).
     fn ended(&mut self, service: &str, lease: Lease, how: &'static str) {
         let unit = UnitOf(service, lease.holder);
         debug!(%service, %unit, term = lease.term, "{how}");
-        self.woke(lease.waiters);
+        self.blocked -= lease.waiters.wake();
         self.watchers.publish(service.as_bytes(), || None);
+    }
+
+    /// Records how many leases and blocks the manager holds.
+    fn gauges(&self) {
         metrics::leases(self.leases.len());
+        metrics::blocked(self.blocked);
     }
 
     /// `waiters` were taken out to be answered: answers them and counts them out.
@@ -423,6 +448,7 @@ impl ManagerActor {
             task.abort();
         }
         let now = self.epoch.ticks(Instant::now());
+        let mut any_ended = false;
         while let Some(entry) = self.expiries.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -440,7 +466,11 @@ impl ManagerActor {
                 self.expiries.insert((lease.filed, lease.term), service);
             } else if let Some(lease) = self.leases.remove(service.as_bytes()) {
                 self.ended(service.as_str(), lease, "lease expired");
+                any_ended = true;
             }
+        }
+        if any_ended {
+            self.gauges();
         }
         if let Some((&(deadline, _), _)) = self.expiries.first_key_value() {
             self.arm_timer(deadline, ctx);
@@ -632,6 +662,7 @@ impl Handler<ReleaseLeadership> for ManagerActor {
             // The timer may be armed for this deadline; it will fire early and re-arm.
             self.expiries.remove(&(lease.filed, lease.term));
             self.ended(&msg.service, lease, "lease released");
+            self.gauges();
         }
         Ok(())
     }
@@ -678,10 +709,7 @@ impl Handler<Leader> for ManagerActor {
 
     fn handle(&mut self, msg: Leader, _: &mut Context<Self>) -> Self::Result {
         // An invalid service can never have a lease, so it needs no check of its own.
-        self.reap_if_expired(&msg.service, Instant::now());
-        self.leases
-            .get(msg.service.as_bytes())
-            .map(|lease| lease.info(&msg.service, self.epoch))
+        self.live_info(&msg.service, Instant::now())
     }
 }
 
@@ -692,11 +720,7 @@ impl Handler<WatchLeader> for ManagerActor {
     fn handle(&mut self, msg: WatchLeader, _: &mut Context<Self>) -> Self::Result {
         check_service(&msg.service)?;
         // An expired lease the timer has not reaped yet must not be shown as live.
-        self.reap_if_expired(&msg.service, Instant::now());
-        let current = self
-            .leases
-            .get(msg.service.as_bytes())
-            .map(|lease| lease.info(&msg.service, self.epoch));
+        let current = self.live_info(&msg.service, Instant::now());
         Ok(self.watchers.subscribe(&msg.service, current))
     }
 }

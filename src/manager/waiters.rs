@@ -36,6 +36,9 @@ const MIN_CAPACITY: usize = 8;
 /// within 64 bytes.
 #[derive(Debug, Default)]
 pub(super) struct Waiters {
+    // The extra allocation is the point: a thin pointer in every lease, the `Vec`
+    // (24 bytes) only in those with blocks.
+    #[allow(clippy::box_collection)]
     senders: Option<Box<Vec<oneshot::Sender<()>>>>,
 }
 
