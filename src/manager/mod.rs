@@ -385,11 +385,8 @@ impl ManagerActor {
 
     /// `waiters` were taken out to be answered: answers them and counts them out.
     fn woke(&mut self, waiters: Waiters) {
-        let held = waiters.wake();
-        if held > 0 {
-            self.blocked -= held;
-            metrics::blocked(self.blocked);
-        }
+        self.blocked -= waiters.wake();
+        metrics::blocked(self.blocked);
     }
 
     /// `service`'s lease changed hands (a grant to a new holder, a hand-over): its

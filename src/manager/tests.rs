@@ -109,8 +109,8 @@ async fn one_timer_and_an_index_entry_per_lease() {
     tokio::time::advance(Duration::from_millis(399)).await;
     assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
     tokio::time::advance(Duration::from_millis(2)).await;
-    // The actor reads its mailbox before its timers within one poll, so a probe may
-    // come before the timer runs: probe until it has, which needs no time to pass.
+    // The timer's task tells the manager by a message, so a probe may come before it:
+    // probe until the timer has run, which needs no time to pass.
     for round in 0.. {
         if manager.send(Probe).await.unwrap() == (0, 0, false) {
             break;
@@ -278,4 +278,93 @@ fn a_lease_map_entry_is_64_bytes_with_what_a_renewal_reads_in_its_first_48() {
     ] {
         assert!(end <= 48, "a renewal's field ends at byte {end}");
     }
+}
+
+/// Sends `n` blocks on `service`, each awaited by a task of its own; they are queued
+/// in the manager's mailbox when this returns.
+fn blocks_on(
+    manager: &Addr<ManagerActor>,
+    service: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<Result<(), LeaseError>, MailboxError>>> {
+    (0..n)
+        .map(|_| {
+            let request = manager.send(block(service));
+            actix_rt::spawn(request)
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn the_blocked_count_follows_every_way_blocks_are_woken() {
+    tokio::time::pause();
+    let blocked = |manager: &Addr<ManagerActor>| {
+        let request = manager.send(Held);
+        async move { request.await.unwrap().1 }
+    };
+
+    // A hand-over wakes the lease's blocks.
+    let manager = ManagerActor::new().start();
+    manager
+        .send(claim("svc", "svc/0", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let woken = blocks_on(&manager, "svc", 2);
+    assert_eq!(blocked(&manager).await, 2);
+    manager
+        .send(HandOverLeadership {
+            service: "svc".into(),
+            unit: "svc/0".into(),
+            successor: "svc/1".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(blocked(&manager).await, 0);
+    for block in woken {
+        assert_eq!(block.await.unwrap().unwrap(), Ok(()));
+    }
+
+    // The end of the recovery grace wakes the blocks it held.
+    let manager = ManagerActor::recovering(Duration::from_millis(500)).start();
+    let woken = blocks_on(&manager, "svc", 3);
+    assert_eq!(blocked(&manager).await, 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Whichever ends the grace, its timer or this claim, answers the blocks.
+    manager
+        .send(claim("svc", "svc/0", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(blocked(&manager).await, 0);
+    for block in woken {
+        assert_eq!(block.await.unwrap().unwrap(), Ok(()));
+    }
+}
+
+#[actix_rt::test]
+async fn a_stopped_manager_leaves_no_timer_task_behind() {
+    tokio::time::pause();
+    // The manager (and so its timer's task) runs on a `LocalSet` of its own, which
+    // completes once every task on it has ended. (The runtime's task metrics do not
+    // count a `LocalSet`'s tasks.)
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let manager = ManagerActor::new().start();
+            // An hour's lease: its expiry timer's task would sleep that long.
+            manager
+                .send(claim("svc", "svc/0", 3_600_000))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(manager.send(Probe).await.unwrap(), (1, 1, true));
+            manager.send(StopManager).await.unwrap();
+        })
+        .await;
+    // The paused clock jumps to the earliest timer when all is idle: this minute's, if
+    // the timer's task is gone, else still the minute's, with the task left behind.
+    let ended = tokio::time::timeout(Duration::from_secs(60), local).await;
+    assert!(ended.is_ok(), "a task outlived the stopped manager");
 }

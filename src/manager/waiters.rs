@@ -195,6 +195,64 @@ mod tests {
         assert_eq!(std::mem::size_of::<Waiters>(), std::mem::size_of::<usize>());
     }
 
+    /// A sender whose receiver is already gone.
+    fn abandoned() -> oneshot::Sender<()> {
+        oneshot::channel().0
+    }
+
+    #[test]
+    fn a_prune_waits_until_the_vector_is_full() {
+        let mut waiters = Waiters::default();
+        assert_eq!(waiters.push(abandoned()), 0);
+        let capacity = waiters.capacity();
+        for _ in 1..capacity {
+            assert_eq!(waiters.push(abandoned()), 0, "pruned before it was full");
+        }
+        assert_eq!(waiters.len(), capacity);
+        // Full: the next push prunes every abandoned sender.
+        assert_eq!(waiters.push(abandoned()), capacity);
+        assert_eq!(waiters.len(), 1);
+    }
+
+    /// Waiters holding `held` senders in a full vector, of which `live` are live
+    /// (their receivers returned).
+    fn full(held: usize, live: usize) -> (Waiters, Vec<oneshot::Receiver<()>>) {
+        let mut waiters = Waiters::default();
+        let mut receivers = Vec::new();
+        for _ in 0..held {
+            let (tx, rx) = oneshot::channel();
+            assert_eq!(waiters.push(tx), 0);
+            receivers.push(rx);
+        }
+        assert_eq!(
+            waiters.capacity(),
+            held,
+            "a power of two from 4 up fills it"
+        );
+        receivers.truncate(live);
+        (waiters, receivers)
+    }
+
+    #[test]
+    fn a_mostly_abandoned_vector_shrinks_to_twice_its_live_senders() {
+        // 5 live of 64: under a quarter, so it shrinks, keeping room for 5 more.
+        let (mut waiters, _live) = full(64, 5);
+        assert_eq!(waiters.push(abandoned()), 59);
+        assert_eq!(waiters.len(), 6);
+        let capacity = waiters.capacity();
+        assert!((10..16).contains(&capacity), "capacity {capacity}");
+    }
+
+    #[test]
+    fn a_vector_a_quarter_live_keeps_its_memory() {
+        // 4 live of 16: exactly a quarter is not "mostly abandoned", so it keeps its
+        // capacity, which already leaves room for 4 more.
+        let (mut waiters, _live) = full(16, 4);
+        assert_eq!(waiters.push(abandoned()), 12);
+        assert_eq!(waiters.len(), 5);
+        assert_eq!(waiters.capacity(), 16);
+    }
+
     #[test]
     fn live_senders_are_never_pruned() {
         let mut waiters = Waiters::default();
