@@ -193,8 +193,8 @@ async fn a_lease_is_live_until_exactly_its_expiry() {
 
 #[actix_rt::test(system = "PausedSystem")]
 async fn an_expired_lease_is_absent_even_before_its_timer_runs() {
-    // The manager reads its mailbox before running its timers, so messages queued at
-    // the expiry instant are handled first: each must see the lease as gone.
+    // Messages queued before the clock reaches the expiry are ahead of the timer's own
+    // message in the mailbox, so they are handled first: each must see the lease as gone.
     let t0 = paused_clock().await;
     let manager = ManagerActor::new().start();
     ask(&manager, claim(U0, ms(100))).await.unwrap();
@@ -861,8 +861,8 @@ async fn a_renewal_publishes_nothing_and_a_lapsed_holder_comes_back_under_a_grea
 
 #[actix_rt::test(system = "PausedSystem")]
 async fn a_claim_at_the_expiry_instant_publishes_the_new_holder() {
-    // The manager reads its mailbox before its timers, so the claim may well meet the
-    // lease before the timer has reaped it: either way the watch ends at the new
+    // The claim is queued before the timer's message, so it may well meet the lease
+    // before the timer has reaped it: either way the watch ends at the new
     // holder, under a greater term.
     let t0 = paused_clock().await;
     let manager = ManagerActor::new().start();
