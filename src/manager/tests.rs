@@ -143,6 +143,23 @@ impl Handler<Held> for ManagerActor {
     }
 }
 
+/// Test-only probe: (block senders held, those whose asker has gone).
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+struct Abandoned;
+
+impl Handler<Abandoned> for ManagerActor {
+    type Result = MessageResult<Abandoned>;
+    fn handle(&mut self, _: Abandoned, _: &mut Context<Self>) -> Self::Result {
+        let all =
+            || std::iter::once(&self.grace_waiters).chain(self.leases.values().map(|l| &l.waiters));
+        MessageResult((
+            all().map(Waiters::len).sum(),
+            all().map(Waiters::abandoned).sum(),
+        ))
+    }
+}
+
 fn block(service: &str) -> BlockUntilLeadershipReleased {
     BlockUntilLeadershipReleased {
         service: service.into(),
@@ -160,12 +177,6 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
         .unwrap();
     // One asker that stays, to prove pruning never drops a live block.
     let stays = manager.send(block("svc"));
-    let tasks = || {
-        tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks()
-    };
-    let baseline = tasks();
     for round in 0..100 {
         // A thousand askers that give up after a millisecond each, like a tracker that
         // restarts or a caller's timeout.
@@ -186,16 +197,17 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
             .unwrap();
         // Blocks sent with `do_send` have nobody to answer and cost nothing either.
         manager.do_send(block("svc"));
-        // The askers have all given up; their tasks end as they next run, without the
-        // clock moving.
+        // The askers have all given up; their answering tasks end as they next run,
+        // without the clock moving, dropping their receivers: then every sender held
+        // is abandoned but the one that stays.
         for yields in 0.. {
-            if tasks() <= baseline + 10 {
+            let (held, abandoned) = manager.send(Abandoned).await.unwrap();
+            if abandoned + 1 == held {
                 break;
             }
             assert!(
                 yields < 10_000,
-                "round {round}: {} tasks alive, {baseline} before",
-                tasks()
+                "round {round}: {abandoned} of {held} senders abandoned"
             );
             tokio::task::yield_now().await;
         }

@@ -71,6 +71,14 @@ impl Waiters {
         self.senders.as_ref().map_or(0, |senders| senders.len())
     }
 
+    /// How many senders are held whose block's asker has gone (test probe).
+    #[cfg(test)]
+    pub(super) fn abandoned(&self) -> usize {
+        self.senders.as_ref().map_or(0, |senders| {
+            senders.iter().filter(|sender| sender.is_canceled()).count()
+        })
+    }
+
     /// Answers every block with `Ok(())`; returns how many senders were held.
     pub(super) fn wake(self) -> usize {
         let senders = self.senders.map_or_else(Vec::new, |senders| *senders);
