@@ -7,10 +7,11 @@
 //! index*: a `BTreeMap<(u64, u64), Name>` from each lease's deadline (and term) to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
 //! first entry, and one timer armed for that entry (a small task that messages the
-//! manager, see `arm_timer` for why not actix's `run_later`) is all the manager needs to wake every block at its lease's expiry (within about a millisecond
-//! of it in real time, see `TIMER_LEAD`; exactly, on a paused test clock) — no timer per lease,
-//! no polling interval. Every operation costs at most O(log n) in the number of leases,
-//! a renewal O(1).
+//! manager; `arm_timer` says why not actix's `run_later`) is all the manager needs to
+//! wake every block at its lease's expiry (within about a millisecond of it in real
+//! time, see `TIMER_LEAD`; exactly, on a paused test clock) — no timer per lease, no
+//! polling interval. Every operation costs at most O(log n) in the number of leases, a
+//! renewal O(1).
 //!
 //! Why it is shaped this way:
 //!
