@@ -193,8 +193,8 @@ async fn a_lease_is_live_until_exactly_its_expiry() {
 
 #[actix_rt::test(system = "PausedSystem")]
 async fn an_expired_lease_is_absent_even_before_its_timer_runs() {
-    // The manager reads its mailbox before running its timers, so messages queued at
-    // the expiry instant are handled first: each must see the lease as gone.
+    // Messages queued before the clock reaches the expiry are ahead of the timer's own
+    // message in the mailbox, so they are handled first: each must see the lease as gone.
     let t0 = paused_clock().await;
     let manager = ManagerActor::new().start();
     ask(&manager, claim(U0, ms(100))).await.unwrap();
@@ -438,6 +438,36 @@ async fn dropping_every_addr_lets_pending_blocks_answer_at_the_expiry() {
     drop(manager);
 
     assert_eq!(woke(block).await, t0 + ms(300));
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_lease_ending_beyond_584_years_is_refused_as_too_long() {
+    // The manager keeps instants as a `u64` of nanoseconds since it started: a lease
+    // ending later than that can say is refused, not silently shortened (a holder
+    // would believe a guarantee the manager does not keep).
+    paused_clock().await;
+    let manager = ManagerActor::new().start();
+    let centuries = Duration::from_secs(600 * 365 * 86_400);
+    let refused = ask(&manager, claim(U0, centuries)).await;
+    assert!(
+        matches!(&refused, Err(LeaseError::Invalid(m)) if m.contains("too long")),
+        "{refused:?}"
+    );
+    assert_eq!(leader(&manager).await, None);
+    // Nor may the holder renew to it: its lease stays as it was.
+    ask(&manager, claim(U0, ms(100))).await.unwrap();
+    let lease = leader(&manager).await;
+    let refused = ask(&manager, claim(U0, centuries)).await;
+    assert!(
+        matches!(refused, Err(LeaseError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(leader(&manager).await, lease);
+    // Well within the range (a century) is granted.
+    let century = Duration::from_secs(100 * 365 * 86_400);
+    assert_eq!(ask(&manager, claim(U0, century)).await, Ok(()));
+    let now = Instant::now();
+    assert_eq!(leader(&manager).await.unwrap().expires, now + century);
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -831,8 +861,8 @@ async fn a_renewal_publishes_nothing_and_a_lapsed_holder_comes_back_under_a_grea
 
 #[actix_rt::test(system = "PausedSystem")]
 async fn a_claim_at_the_expiry_instant_publishes_the_new_holder() {
-    // The manager reads its mailbox before its timers, so the claim may well meet the
-    // lease before the timer has reaped it: either way the watch ends at the new
+    // The claim is queued before the timer's message, so it may well meet the lease
+    // before the timer has reaped it: either way the watch ends at the new
     // holder, under a greater term.
     let t0 = paused_clock().await;
     let manager = ManagerActor::new().start();

@@ -9,9 +9,10 @@
 //! How a test reaches the window, deterministically: on a clock that starts paused (on
 //! tokio's millisecond grid), *send* the message first — it is queued at once and wakes
 //! the manager — and only then `advance` the clock to the expiry instant. The manager's
-//! next poll finds the message in its mailbox at the expiry instant, and an actix actor
-//! handles its mailbox before its timers. (The timer, aimed one tick early, already ran
-//! a tick before the expiry, found the lease live and re-armed for the expiry's tick.)
+//! next poll finds the message in its mailbox at the expiry instant, ahead of the
+//! message by which the expiry timer's task tells the manager that tick has come. (The
+//! timer, aimed one tick early, already ran a tick before the expiry, found the lease
+//! live and re-armed for the expiry's tick.)
 //! Or give the lease an expiry off the grid: the timer then wakes only at the first tick
 //! after it. That the window is really reached is checked by mutation: treating the
 //! lease as live at its expiry in any one handler fails the matching test here.

@@ -4,13 +4,14 @@
 //!
 //! The manager keeps, per service, at most one lease (`holder`, `expires`, `term`, and
 //! the senders of the blocks waiting for it to end) in a `HashMap`, plus an *expiry
-//! index*: a `BTreeMap<(Instant, u64), Name>` from each lease's deadline to its
+//! index*: a `BTreeMap<(u64, u64), Name>` from each lease's deadline (and term) to its
 //! service. The index is ordered by deadline, so the next lease to end is always its
-//! first entry, and one actix timer (`run_later`) armed for that entry is all the
-//! manager needs to wake every block at its lease's expiry (within about a millisecond
-//! of it in real time, see `TIMER_LEAD`; exactly, on a paused test clock) — no timer per lease,
-//! no polling interval. Every operation costs at most O(log n) in the number of leases,
-//! a renewal O(1).
+//! first entry, and one timer armed for that entry (a small task that messages the
+//! manager; `arm_timer` says why not actix's `run_later`) is all the manager needs to
+//! wake every block at its lease's expiry (within about a millisecond of it in real
+//! time, see `TIMER_LEAD`; exactly, on a paused test clock) — no timer per lease, no
+//! polling interval. Every operation costs at most O(log n) in the number of leases, a
+//! renewal O(1).
 //!
 //! Why it is shaped this way:
 //!
@@ -31,6 +32,9 @@
 //!   number alone: a unit of the service is `"<service>/<number>"`, so the number says
 //!   everything the name does, and a renewal's name is checked against it without
 //!   reading another string (with many leases, each such read is likely a cache miss).
+//!   Instants are kept as nanoseconds since the manager started (module `ticks`), and
+//!   the senders of pending blocks are boxed, so that a map entry is 64 bytes and what
+//!   a renewal reads of it lies in one cache line (see `Lease`).
 //! - **The timer may be late; the answers never are.** A message can be handled at
 //!   (or after) a lease's expiry instant before the timer for it runs. So every
 //!   handler treats a lease with `now >= expires` as absent and reaps it on the spot,
@@ -64,6 +68,7 @@
 //! All timing uses tokio's clock, so `tokio::time::pause()` drives every timer in tests.
 
 mod name;
+mod ticks;
 mod waiters;
 mod watchers;
 
@@ -75,10 +80,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures::channel::oneshot;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use self::name::Name;
+use self::ticks::Epoch;
 pub use self::waiters::BlockAnswer;
 use self::waiters::Waiters;
 use self::watchers::Watchers;
@@ -147,16 +154,22 @@ const TIMER_LEAD: Duration = Duration::from_millis(1);
 pub struct ManagerActor {
     /// The lease of each service that has one. A lease whose `expires` has passed is
     /// dead even if it is still here: handlers reap it when they meet it.
+    ///
+    /// std's SipHash, kept on purpose: foldhash cut about 190 of a renewal's ~600
+    /// instructions beyond a bare actix round trip but no measurable time (the lookup
+    /// waits on memory), so the flooding resistance is not traded away.
     leases: HashMap<Name, Lease>,
     /// `(filed, term) → service`: one entry per lease in `leases`, ordered by deadline.
     /// An entry may be filed earlier than its lease now expires (it was extended since):
     /// the timer re-files it when it comes due.
-    expiries: BTreeMap<(Instant, u64), Name>,
+    expiries: BTreeMap<(u64, u64), Name>,
+    /// What the ticks of `leases` and `expiries` count from: the actor's start.
+    epoch: Epoch,
     /// The term of the latest grant, manager-wide.
     last_term: u64,
-    /// The one expiry timer: the deadline it was armed for, and its handle. While
+    /// The one expiry timer: the deadline (tick) it was armed for, and its task. While
     /// `expiries` is not empty this is armed for its first deadline or earlier.
-    timer: Option<(Instant, SpawnHandle)>,
+    timer: Option<(u64, JoinHandle<()>)>,
     /// How long after starting the manager refuses every claim.
     grace: Duration,
     /// While in grace: the instant the grace ends.
@@ -170,25 +183,35 @@ pub struct ManagerActor {
     blocked: usize,
 }
 
-/// One service's lease.
+/// One service's lease: 40 bytes, so that with its 24-byte key a map entry is 64.
+///
+/// Instants are ticks of the manager's [`Epoch`] (8 bytes, not 16), and the senders of
+/// pending blocks are boxed (nearly no lease has any). A renewal looks up one entry
+/// among possibly 100 000, a likely cache miss, so what it touches should be one line.
+/// The table's entries start 16 bytes into a cache line (a large allocation starts 16
+/// bytes past a page boundary, and entries are laid out from there in 64-byte steps),
+/// so an entry's first 48 bytes are one line: `repr(C)` puts the fields a renewal reads
+/// and writes (`expires`, `term`, `holder`) there, right after the key. A test pins it.
 #[derive(Debug)]
+#[repr(C)]
 struct Lease {
+    /// When the lease ends (a tick): it is live while `now < expires`.
+    expires: u64,
+    term: u64,
     /// The holding unit's number: the holder is `"<service>/<holder>"`.
     holder: u32,
-    expires: Instant,
-    term: u64,
-    /// The deadline of this lease's entry in the expiry index, `<= expires`.
-    filed: Instant,
+    /// The deadline (tick) of this lease's entry in the expiry index, `<= expires`.
+    filed: u64,
     /// Senders of the pending blocks; sending `()` answers a block with `Ok(())`.
     waiters: Waiters,
 }
 
 impl Lease {
     /// What [`Leader`] and [`WatchLeader`] report for this lease of `service`.
-    fn info(&self, service: impl fmt::Display) -> LeaseInfo {
+    fn info(&self, service: impl fmt::Display, epoch: Epoch) -> LeaseInfo {
         LeaseInfo {
             holder: UnitOf(service, self.holder).to_string(),
-            expires: self.expires,
+            expires: epoch.instant(self.expires),
             term: self.term,
         }
     }
@@ -218,7 +241,7 @@ impl<S: fmt::Display> fmt::Display for UnitOf<S> {
 /// index nor the timer: the lease's index entry, now filed earlier than the lease
 /// ends, is re-filed by the timer when it comes due. So renewing costs one hash lookup
 /// and no allocation.
-fn extend(lease: &mut Lease, wanted: Instant) {
+fn extend(lease: &mut Lease, wanted: u64) {
     if wanted > lease.expires {
         lease.expires = wanted;
     }
@@ -312,44 +335,68 @@ impl ManagerActor {
     /// The timer may not have run yet for a lease that ended at (or just before) `now`;
     /// this makes every handler see such a lease as absent.
     fn reap_if_expired(&mut self, service: &str, now: Instant) {
+        let now = self.epoch.ticks(now);
         let expired = self
             .leases
             .get(service.as_bytes())
             .is_some_and(|lease| now >= lease.expires);
         if expired {
-            if let Some(lease) = self.leases.remove(service.as_bytes()) {
-                self.expiries.remove(&(lease.filed, lease.term));
-                self.ended(service, lease, "lease expired");
+            self.reap(service);
+        }
+    }
+
+    /// The live lease of `service` at `now`, as [`Leader`] reports it; reaps an expired
+    /// one. One lookup when the lease is live or absent.
+    fn live_info(&mut self, service: &str, now: Instant) -> Option<LeaseInfo> {
+        let now = self.epoch.ticks(now);
+        match self.leases.get(service.as_bytes()) {
+            Some(lease) if now < lease.expires => Some(lease.info(service, self.epoch)),
+            Some(_) => {
+                self.reap(service);
+                None
             }
+            None => None,
+        }
+    }
+
+    /// Removes the (expired) lease of `service`, waking its blocks.
+    fn reap(&mut self, service: &str) {
+        if let Some(lease) = self.leases.remove(service.as_bytes()) {
+            self.expiries.remove(&(lease.filed, lease.term));
+            self.ended(service, lease, "lease expired");
+            self.gauges();
         }
     }
 
     /// A lease of `service`, already out of the lease map and the index, has ended
     /// (`how`: expired or released): its blocks answer `Ok(())`, its watchers see
-    /// `None`.
+    /// `None`. The caller records the gauges (once, when the timer ends many).
     fn ended(&mut self, service: &str, lease: Lease, how: &'static str) {
         let unit = UnitOf(service, lease.holder);
         debug!(%service, %unit, term = lease.term, "{how}");
-        self.woke(lease.waiters);
+        self.blocked -= lease.waiters.wake();
         self.watchers.publish(service.as_bytes(), || None);
+    }
+
+    /// Records how many leases and blocks the manager holds.
+    fn gauges(&self) {
         metrics::leases(self.leases.len());
+        metrics::blocked(self.blocked);
     }
 
     /// `waiters` were taken out to be answered: answers them and counts them out.
     fn woke(&mut self, waiters: Waiters) {
-        let held = waiters.wake();
-        if held > 0 {
-            self.blocked -= held;
-            metrics::blocked(self.blocked);
-        }
+        self.blocked -= waiters.wake();
+        metrics::blocked(self.blocked);
     }
 
     /// `service`'s lease changed hands (a grant to a new holder, a hand-over): its
     /// watchers see the new holder and term.
     fn changed_hands(&mut self, service: &str) {
         if let Some(lease) = self.leases.get(service.as_bytes()) {
+            let epoch = self.epoch;
             self.watchers
-                .publish(service.as_bytes(), || Some(lease.info(service)));
+                .publish(service.as_bytes(), || Some(lease.info(service, epoch)));
         }
     }
 
@@ -358,13 +405,22 @@ impl ManagerActor {
     /// An armed timer at or before `deadline` is left alone (when it fires it re-arms
     /// for whatever is then earliest); a later one is replaced. The timer is aimed
     /// [`TIMER_LEAD`] early, or at `deadline` itself once that is past.
-    fn arm_timer(&mut self, deadline: Instant, ctx: &mut Context<Self>) {
-        if let Some((armed, handle)) = self.timer {
-            if armed <= deadline {
+    ///
+    /// The timer is a task of its own that sends the manager [`ExpiryDue`], not an
+    /// actix `run_later`: an actix actor polls every future it holds each time it is
+    /// woken, so a timer held by the actor would be polled (and its waker registered
+    /// again) for every message, renewals included — about a fifth of a renewal's
+    /// instructions. The task holds an `Addr`, so the manager keeps running until its
+    /// last lease has ended even when nobody else holds one.
+    fn arm_timer(&mut self, deadline: u64, ctx: &mut Context<Self>) {
+        if let Some((armed, task)) = &self.timer {
+            if *armed <= deadline {
                 return;
             }
-            ctx.cancel_future(handle);
+            task.abort();
         }
+        let ticks = deadline;
+        let deadline = self.epoch.instant(ticks);
         let now = Instant::now();
         // Within the lead, aim just past `now`: tokio rounds that up to the next tick.
         // Never `now` itself, which on a paused, tick-aligned clock would fire in the
@@ -373,16 +429,24 @@ impl ManagerActor {
             .checked_sub(TIMER_LEAD)
             .filter(|&early| early > now)
             .unwrap_or_else(|| deadline.min(now + Duration::from_nanos(1)));
-        let delay = aim.saturating_duration_since(now);
-        let handle = ctx.run_later(delay, |manager, ctx| manager.on_timer(ctx));
-        self.timer = Some((deadline, handle));
+        let manager = ctx.address();
+        let task = actix_rt::spawn(async move {
+            tokio::time::sleep_until(aim).await;
+            manager.do_send(ExpiryDue);
+        });
+        self.timer = Some((ticks, task));
     }
 
     /// The timer fired: expire every lease that is due, re-file the entries of leases
     /// extended since they were filed, then re-arm for the earliest deadline left.
     fn on_timer(&mut self, ctx: &mut Context<Self>) {
-        self.timer = None;
-        let now = Instant::now();
+        // Its task has ended (or is stale, if a re-arm raced its message: then it
+        // must not fire again).
+        if let Some((_, task)) = self.timer.take() {
+            task.abort();
+        }
+        let now = self.epoch.ticks(Instant::now());
+        let mut any_ended = false;
         while let Some(entry) = self.expiries.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -400,7 +464,11 @@ impl ManagerActor {
                 self.expiries.insert((lease.filed, lease.term), service);
             } else if let Some(lease) = self.leases.remove(service.as_bytes()) {
                 self.ended(service.as_str(), lease, "lease expired");
+                any_ended = true;
             }
+        }
+        if any_ended {
+            self.gauges();
         }
         if let Some((&(deadline, _), _)) = self.expiries.first_key_value() {
             self.arm_timer(deadline, ctx);
@@ -418,6 +486,9 @@ impl Actor for ManagerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Counted from here, on the clock of the runtime the actor runs on (there are
+        // no leases yet to convert).
+        self.epoch = Epoch::default();
         if self.grace.is_zero() {
             return;
         }
@@ -441,6 +512,9 @@ impl Actor for ManagerActor {
         );
         self.leases.clear();
         self.expiries.clear();
+        if let Some((_, task)) = self.timer.take() {
+            task.abort();
+        }
         self.grace_waiters = Waiters::default();
         // Receivers keep the last value and see the channel closed: the manager no
         // longer knows who leads, which is not the same as nobody leading.
@@ -456,22 +530,27 @@ impl Handler<ClaimLeadership> for ManagerActor {
 
     fn handle(&mut self, msg: ClaimLeadership, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
+        let now_ticks = self.epoch.ticks(now);
         // Fast path, the common case: the live holder renewing. The service name was
         // validated when this lease was granted and the unit matches the holder's
         // validated name, so only the duration is left to check. Anything this path
         // does not accept goes through the full validation below, which gives the error.
         if let Some(lease) = self.leases.get_mut(msg.service.as_bytes()) {
-            if now < lease.expires
+            if now_ticks < lease.expires
                 && unit_number(&msg.service, &msg.unit) == Some(lease.holder)
                 && !msg.duration.is_zero()
             {
-                if let Some(wanted) = now.checked_add(msg.duration) {
+                if let Some(wanted) = Epoch::after(now_ticks, msg.duration) {
                     extend(lease, wanted);
                     return Ok(Grant::new(lease.term));
                 }
             }
         }
-        let wanted = check_claim(&msg, now)?;
+        check_claim(&msg, now)?;
+        // Later than a tick can say (about 584 years after the manager started).
+        let wanted = Epoch::after(now_ticks, msg.duration).ok_or_else(|| {
+            LeaseError::Invalid(format!("claim duration {:?} is too long", msg.duration))
+        })?;
         if self.in_grace(now) {
             debug!(service = %msg.service, unit = %msg.unit, "claim denied: recovery grace");
             return Err(LeaseError::ClaimDenied);
@@ -482,7 +561,7 @@ impl Handler<ClaimLeadership> for ManagerActor {
         };
         let term;
         match self.leases.get_mut(msg.service.as_bytes()) {
-            Some(lease) if now < lease.expires => {
+            Some(lease) if now_ticks < lease.expires => {
                 if lease.holder != number {
                     let holder = UnitOf(&msg.service, lease.holder);
                     trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
@@ -519,9 +598,9 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 self.leases.insert(
                     name,
                     Lease {
-                        holder: number,
                         expires: wanted,
                         term,
+                        holder: number,
                         filed: wanted,
                         waiters: Waiters::default(),
                     },
@@ -581,6 +660,7 @@ impl Handler<ReleaseLeadership> for ManagerActor {
             // The timer may be armed for this deadline; it will fire early and re-arm.
             self.expiries.remove(&(lease.filed, lease.term));
             self.ended(&msg.service, lease, "lease released");
+            self.gauges();
         }
         Ok(())
     }
@@ -627,10 +707,7 @@ impl Handler<Leader> for ManagerActor {
 
     fn handle(&mut self, msg: Leader, _: &mut Context<Self>) -> Self::Result {
         // An invalid service can never have a lease, so it needs no check of its own.
-        self.reap_if_expired(&msg.service, Instant::now());
-        self.leases
-            .get(msg.service.as_bytes())
-            .map(|lease| lease.info(&msg.service))
+        self.live_info(&msg.service, Instant::now())
     }
 }
 
@@ -641,12 +718,21 @@ impl Handler<WatchLeader> for ManagerActor {
     fn handle(&mut self, msg: WatchLeader, _: &mut Context<Self>) -> Self::Result {
         check_service(&msg.service)?;
         // An expired lease the timer has not reaped yet must not be shown as live.
-        self.reap_if_expired(&msg.service, Instant::now());
-        let current = self
-            .leases
-            .get(msg.service.as_bytes())
-            .map(|lease| lease.info(&msg.service));
+        let current = self.live_info(&msg.service, Instant::now());
         Ok(self.watchers.subscribe(&msg.service, current))
+    }
+}
+
+/// The expiry timer's task to the manager: the deadline it was armed for has come.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+struct ExpiryDue;
+
+impl Handler<ExpiryDue> for ManagerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ExpiryDue, ctx: &mut Context<Self>) {
+        self.on_timer(ctx);
     }
 }
 

@@ -109,8 +109,8 @@ async fn one_timer_and_an_index_entry_per_lease() {
     tokio::time::advance(Duration::from_millis(399)).await;
     assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
     tokio::time::advance(Duration::from_millis(2)).await;
-    // The actor reads its mailbox before its timers within one poll, so a probe may
-    // come before the timer runs: probe until it has, which needs no time to pass.
+    // The timer's task tells the manager by a message, so a probe may come before it:
+    // probe until the timer has run, which needs no time to pass.
     for round in 0.. {
         if manager.send(Probe).await.unwrap() == (0, 0, false) {
             break;
@@ -143,6 +143,23 @@ impl Handler<Held> for ManagerActor {
     }
 }
 
+/// Test-only probe: (block senders held, those whose asker has gone).
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+struct Abandoned;
+
+impl Handler<Abandoned> for ManagerActor {
+    type Result = MessageResult<Abandoned>;
+    fn handle(&mut self, _: Abandoned, _: &mut Context<Self>) -> Self::Result {
+        let all =
+            || std::iter::once(&self.grace_waiters).chain(self.leases.values().map(|l| &l.waiters));
+        MessageResult((
+            all().map(Waiters::len).sum(),
+            all().map(Waiters::abandoned).sum(),
+        ))
+    }
+}
+
 fn block(service: &str) -> BlockUntilLeadershipReleased {
     BlockUntilLeadershipReleased {
         service: service.into(),
@@ -160,12 +177,6 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
         .unwrap();
     // One asker that stays, to prove pruning never drops a live block.
     let stays = manager.send(block("svc"));
-    let tasks = || {
-        tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks()
-    };
-    let baseline = tasks();
     for round in 0..100 {
         // A thousand askers that give up after a millisecond each, like a tracker that
         // restarts or a caller's timeout.
@@ -186,16 +197,17 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
             .unwrap();
         // Blocks sent with `do_send` have nobody to answer and cost nothing either.
         manager.do_send(block("svc"));
-        // The askers have all given up; their tasks end as they next run, without the
-        // clock moving.
+        // The askers have all given up; their answering tasks end as they next run,
+        // without the clock moving, dropping their receivers: then every sender held
+        // is abandoned but the one that stays.
         for yields in 0.. {
-            if tasks() <= baseline + 10 {
+            let (held, abandoned) = manager.send(Abandoned).await.unwrap();
+            if abandoned + 1 == held {
                 break;
             }
             assert!(
                 yields < 10_000,
-                "round {round}: {} tasks alive, {baseline} before",
-                tasks()
+                "round {round}: {abandoned} of {held} senders abandoned"
             );
             tokio::task::yield_now().await;
         }
@@ -259,4 +271,112 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
         live.borrow().as_ref().map(|l| l.holder.as_str()),
         Some("kept/3")
     );
+}
+
+#[test]
+fn a_lease_map_entry_is_64_bytes_with_what_a_renewal_reads_in_its_first_48() {
+    use std::mem::{offset_of, size_of};
+    // The map's slots start 16 bytes into a cache line (a large allocation is 16 bytes
+    // past a page start, and slots are laid out from there in 64-byte steps), so the
+    // first 48 bytes of an entry lie in one line: the key and the fields a renewal
+    // reads and writes must be there.
+    assert_eq!(size_of::<(Name, Lease)>(), 64);
+    let lease = offset_of!((Name, Lease), 1);
+    assert_eq!(offset_of!((Name, Lease), 0), 0);
+    for end in [
+        lease + offset_of!(Lease, expires) + 8,
+        lease + offset_of!(Lease, term) + 8,
+        lease + offset_of!(Lease, holder) + 4,
+    ] {
+        assert!(end <= 48, "a renewal's field ends at byte {end}");
+    }
+}
+
+/// Sends `n` blocks on `service`, each awaited by a task of its own; they are queued
+/// in the manager's mailbox when this returns.
+fn blocks_on(
+    manager: &Addr<ManagerActor>,
+    service: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<Result<(), LeaseError>, MailboxError>>> {
+    (0..n)
+        .map(|_| {
+            let request = manager.send(block(service));
+            actix_rt::spawn(request)
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn the_blocked_count_follows_every_way_blocks_are_woken() {
+    tokio::time::pause();
+    let blocked = |manager: &Addr<ManagerActor>| {
+        let request = manager.send(Held);
+        async move { request.await.unwrap().1 }
+    };
+
+    // A hand-over wakes the lease's blocks.
+    let manager = ManagerActor::new().start();
+    manager
+        .send(claim("svc", "svc/0", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let woken = blocks_on(&manager, "svc", 2);
+    assert_eq!(blocked(&manager).await, 2);
+    manager
+        .send(HandOverLeadership {
+            service: "svc".into(),
+            unit: "svc/0".into(),
+            successor: "svc/1".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(blocked(&manager).await, 0);
+    for block in woken {
+        assert_eq!(block.await.unwrap().unwrap(), Ok(()));
+    }
+
+    // The end of the recovery grace wakes the blocks it held.
+    let manager = ManagerActor::recovering(Duration::from_millis(500)).start();
+    let woken = blocks_on(&manager, "svc", 3);
+    assert_eq!(blocked(&manager).await, 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Whichever ends the grace, its timer or this claim, answers the blocks.
+    manager
+        .send(claim("svc", "svc/0", 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(blocked(&manager).await, 0);
+    for block in woken {
+        assert_eq!(block.await.unwrap().unwrap(), Ok(()));
+    }
+}
+
+#[actix_rt::test]
+async fn a_stopped_manager_leaves_no_timer_task_behind() {
+    tokio::time::pause();
+    // The manager (and so its timer's task) runs on a `LocalSet` of its own, which
+    // completes once every task on it has ended. (The runtime's task metrics do not
+    // count a `LocalSet`'s tasks.)
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let manager = ManagerActor::new().start();
+            // An hour's lease: its expiry timer's task would sleep that long.
+            manager
+                .send(claim("svc", "svc/0", 3_600_000))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(manager.send(Probe).await.unwrap(), (1, 1, true));
+            manager.send(StopManager).await.unwrap();
+        })
+        .await;
+    // The paused clock jumps to the earliest timer when all is idle: this minute's, if
+    // the timer's task is gone, else still the minute's, with the task left behind.
+    let ended = tokio::time::timeout(Duration::from_secs(60), local).await;
+    assert!(ended.is_ok(), "a task outlived the stopped manager");
 }

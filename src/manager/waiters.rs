@@ -30,43 +30,60 @@ const MIN_CAPACITY: usize = 8;
 
 /// The senders of the blocks waiting for one lease (or for the recovery grace) to end;
 /// sending `()` answers a block with `Ok(())`.
+///
+/// Boxed, and absent while there are none (nearly every lease has none): it is a field
+/// of every lease, and 8 bytes there instead of a `Vec`'s 24 keep a lease map entry
+/// within 64 bytes.
 #[derive(Debug, Default)]
 pub(super) struct Waiters {
-    senders: Vec<oneshot::Sender<()>>,
+    // The extra allocation is the point: a thin pointer in every lease, the `Vec`
+    // (24 bytes) only in those with blocks.
+    #[allow(clippy::box_collection)]
+    senders: Option<Box<Vec<oneshot::Sender<()>>>>,
 }
 
 impl Waiters {
     /// Adds a block's sender. Returns how many abandoned senders it pruned to make
     /// room, so the manager's count of held blocks stays exact.
     pub(super) fn push(&mut self, sender: oneshot::Sender<()>) -> usize {
+        let senders = self.senders.get_or_insert_with(Box::default);
         let mut pruned = 0;
-        if self.senders.len() == self.senders.capacity() && !self.senders.is_empty() {
-            let before = self.senders.len();
-            self.senders.retain(|sender| !sender.is_canceled());
-            let live = self.senders.len();
+        if senders.len() == senders.capacity() && !senders.is_empty() {
+            let before = senders.len();
+            senders.retain(|sender| !sender.is_canceled());
+            let live = senders.len();
             pruned = before - live;
-            if live * 4 < self.senders.capacity() {
+            if live * 4 < senders.capacity() {
                 // Mostly abandoned: give the memory back, keeping room for `live` more.
-                self.senders.shrink_to((live * 2).max(MIN_CAPACITY));
+                senders.shrink_to((live * 2).max(MIN_CAPACITY));
             } else {
                 // At least `live` free slots: the next prune is as far away as this
                 // one cost.
-                self.senders.reserve(live);
+                senders.reserve(live);
             }
         }
-        self.senders.push(sender);
+        senders.push(sender);
         pruned
     }
 
     /// How many senders are held, abandoned ones not yet pruned included.
     pub(super) fn len(&self) -> usize {
-        self.senders.len()
+        self.senders.as_ref().map_or(0, |senders| senders.len())
+    }
+
+    /// How many senders are held whose block's asker has gone (test probe).
+    #[cfg(test)]
+    pub(super) fn abandoned(&self) -> usize {
+        self.senders.as_ref().map_or(0, |senders| {
+            senders.iter().filter(|sender| sender.is_canceled()).count()
+        })
     }
 
     /// Answers every block with `Ok(())`; returns how many senders were held.
     pub(super) fn wake(self) -> usize {
-        let held = self.senders.len();
-        for sender in self.senders {
+        let senders = self.senders.map_or_else(Vec::new, |senders| *senders);
+        let held = senders.len();
+        for sender in senders {
             // A block whose asker has gone away has nobody to tell.
             let _ = sender.send(());
         }
@@ -161,12 +178,87 @@ mod tests {
             );
         }
         assert_eq!(pruned + waiters.len(), 100_000);
-        assert!(waiters.senders.capacity() <= 8 * live.len() + 4 * MIN_CAPACITY);
+        assert!(waiters.capacity() <= 8 * live.len() + 4 * MIN_CAPACITY);
         // Every live block is still answered.
         assert_eq!(waiters.wake(), 100_000 - pruned);
         for mut rx in live {
             assert_eq!(rx.try_recv(), Ok(Some(())));
         }
+    }
+
+    impl Waiters {
+        fn capacity(&self) -> usize {
+            self.senders
+                .as_ref()
+                .map_or(0, |senders| senders.capacity())
+        }
+    }
+
+    #[test]
+    fn no_waiters_hold_no_memory_and_cost_a_pointer() {
+        let waiters = Waiters::default();
+        assert_eq!(waiters.len(), 0);
+        assert_eq!(waiters.capacity(), 0);
+        assert_eq!(waiters.wake(), 0);
+        assert_eq!(std::mem::size_of::<Waiters>(), std::mem::size_of::<usize>());
+    }
+
+    /// A sender whose receiver is already gone.
+    fn abandoned() -> oneshot::Sender<()> {
+        oneshot::channel().0
+    }
+
+    #[test]
+    fn a_prune_waits_until_the_vector_is_full() {
+        let mut waiters = Waiters::default();
+        assert_eq!(waiters.push(abandoned()), 0);
+        let capacity = waiters.capacity();
+        for _ in 1..capacity {
+            assert_eq!(waiters.push(abandoned()), 0, "pruned before it was full");
+        }
+        assert_eq!(waiters.len(), capacity);
+        // Full: the next push prunes every abandoned sender.
+        assert_eq!(waiters.push(abandoned()), capacity);
+        assert_eq!(waiters.len(), 1);
+    }
+
+    /// Waiters holding `held` senders in a full vector, of which `live` are live
+    /// (their receivers returned).
+    fn full(held: usize, live: usize) -> (Waiters, Vec<oneshot::Receiver<()>>) {
+        let mut waiters = Waiters::default();
+        let mut receivers = Vec::new();
+        for _ in 0..held {
+            let (tx, rx) = oneshot::channel();
+            assert_eq!(waiters.push(tx), 0);
+            receivers.push(rx);
+        }
+        assert_eq!(
+            waiters.capacity(),
+            held,
+            "a power of two from 4 up fills it"
+        );
+        receivers.truncate(live);
+        (waiters, receivers)
+    }
+
+    #[test]
+    fn a_mostly_abandoned_vector_shrinks_to_twice_its_live_senders() {
+        // 5 live of 64: under a quarter, so it shrinks, keeping room for 5 more.
+        let (mut waiters, _live) = full(64, 5);
+        assert_eq!(waiters.push(abandoned()), 59);
+        assert_eq!(waiters.len(), 6);
+        let capacity = waiters.capacity();
+        assert!((10..16).contains(&capacity), "capacity {capacity}");
+    }
+
+    #[test]
+    fn a_vector_a_quarter_live_keeps_its_memory() {
+        // 4 live of 16: exactly a quarter is not "mostly abandoned", so it keeps its
+        // capacity, which already leaves room for 4 more.
+        let (mut waiters, _live) = full(16, 4);
+        assert_eq!(waiters.push(abandoned()), 12);
+        assert_eq!(waiters.len(), 5);
+        assert_eq!(waiters.capacity(), 16);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub(super) struct Watchers {
     senders: HashMap<Name, watch::Sender<Option<LeaseInfo>>>,
     /// The map's size after the last sweep; the next comes when it has doubled.
     swept: usize,
+    /// How many sweeps ran (test probe of the amortised cost).
+    #[cfg(test)]
+    sweeps: usize,
 }
 
 impl Watchers {
@@ -46,6 +49,10 @@ impl Watchers {
         if self.senders.len() >= (2 * self.swept).max(SWEEP_FLOOR) {
             self.senders.retain(|_, sender| sender.receiver_count() > 0);
             self.swept = self.senders.len();
+            #[cfg(test)]
+            {
+                self.sweeps += 1;
+            }
         }
         let (sender, receiver) = watch::channel(current);
         self.senders.insert(Name::new(service), sender);
@@ -78,5 +85,46 @@ impl Watchers {
     pub(super) fn clear(&mut self) {
         self.senders.clear();
         self.swept = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newcomer_refreshes_the_value_and_only_a_change_notifies() {
+        let at = tokio::time::Instant::now();
+        let lease = |holder: &str, term: u64| {
+            Some(LeaseInfo {
+                holder: holder.into(),
+                expires: at,
+                term,
+            })
+        };
+        let mut watchers = Watchers::default();
+        let first = watchers.subscribe("svc", lease("svc/0", 1));
+        assert!(!first.has_changed().unwrap());
+        // The same lease: the first watcher is not woken.
+        let _second = watchers.subscribe("svc", lease("svc/0", 1));
+        assert!(!first.has_changed().unwrap());
+        // A different one (say, renewed since): every watcher sees it.
+        let _third = watchers.subscribe("svc", lease("svc/1", 2));
+        assert!(first.has_changed().unwrap());
+        assert_eq!(*first.borrow(), lease("svc/1", 2));
+    }
+
+    #[test]
+    fn sweeps_are_amortised_over_the_new_services() {
+        // 1 000 services, all still watched: each sweep finds nothing to drop, and
+        // they come only as the map doubles.
+        let mut watchers = Watchers::default();
+        let mut kept = Vec::new();
+        for i in 0..1_000 {
+            kept.push(watchers.subscribe(&format!("s{i}"), None));
+        }
+        assert_eq!(watchers.len(), 1_000);
+        // At 16, 32, 64, … 512 senders.
+        assert_eq!(watchers.sweeps, 6);
     }
 }
