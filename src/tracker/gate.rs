@@ -155,8 +155,8 @@ mod tests {
     use futures::FutureExt;
 
     use super::*;
-    use crate::testing::{StubAnswer, StubManager};
-    use crate::{Status, Tracker, UnitName};
+    use crate::testing::{StubAnswer, StubHandle, StubManager};
+    use crate::{Claimer, Status, Tracker, UnitName};
 
     const D: Duration = Duration::from_secs(10);
 
@@ -197,6 +197,25 @@ mod tests {
         panic!("waited for {what}");
     }
 
+    /// A stub that never answers, its claimer, and as many trackers started on it as
+    /// the bound lets claim at once (their claims hang).
+    fn bound_filled() -> (StubHandle, Claimer, Vec<Tracker>) {
+        let stub = StubManager::start_with(StubAnswer::Hang);
+        let claimer = stub.claimer();
+        let first = (0..FIRST_CLAIMS_IN_FLIGHT)
+            .map(|i| Tracker::start(unit(i), claimer.clone(), D).unwrap())
+            .collect();
+        (stub, claimer, first)
+    }
+
+    /// Waits until the stub has received the bound's worth of claims.
+    async fn bound_reached(stub: &StubHandle) {
+        yield_until("the bound's claims", || {
+            stub.claim_count() == FIRST_CLAIMS_IN_FLIGHT
+        })
+        .await;
+    }
+
     async fn settle() {
         for _ in 0..100 {
             tokio::task::yield_now().await;
@@ -206,16 +225,9 @@ mod tests {
     #[actix_rt::test]
     async fn a_tracker_beyond_the_bound_waits_like_an_unanswered_one_and_claims_from_its_send() {
         tokio::time::pause();
-        let stub = StubManager::start_with(StubAnswer::Hang);
-        let claimer = stub.claimer();
-        let first: Vec<Tracker> = (0..FIRST_CLAIMS_IN_FLIGHT)
-            .map(|i| Tracker::start(unit(i), claimer.clone(), D).unwrap())
-            .collect();
+        let (stub, claimer, first) = bound_filled();
         let late = Tracker::start(unit(FIRST_CLAIMS_IN_FLIGHT), claimer.clone(), D).unwrap();
-        yield_until("the bound's claims", || {
-            stub.claim_count() == FIRST_CLAIMS_IN_FLIGHT
-        })
-        .await;
+        bound_reached(&stub).await;
         settle().await;
         assert_eq!(
             stub.claim_count(),
@@ -293,17 +305,10 @@ mod tests {
     #[actix_rt::test]
     async fn a_slot_skips_a_waiting_tracker_that_stopped() {
         tokio::time::pause();
-        let stub = StubManager::start_with(StubAnswer::Hang);
-        let claimer = stub.claimer();
-        let first: Vec<Tracker> = (0..FIRST_CLAIMS_IN_FLIGHT)
-            .map(|i| Tracker::start(unit(i), claimer.clone(), D).unwrap())
-            .collect();
+        let (stub, claimer, first) = bound_filled();
         let killed = Tracker::start(unit(FIRST_CLAIMS_IN_FLIGHT), claimer.clone(), D).unwrap();
         let next = Tracker::start(unit(FIRST_CLAIMS_IN_FLIGHT + 1), claimer.clone(), D).unwrap();
-        yield_until("the bound's claims", || {
-            stub.claim_count() == FIRST_CLAIMS_IN_FLIGHT
-        })
-        .await;
+        bound_reached(&stub).await;
         // Resigned while waiting: it just stops, as with its first claim unanswered.
         assert_eq!(killed.resign().await, Ok(()));
         first[0].kill();

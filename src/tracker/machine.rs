@@ -858,15 +858,20 @@ mod tests {
     }
 
     impl Harness {
-        /// A machine that has sent its first claim at `start`.
-        fn started() -> Harness {
-            let mut h = Harness {
+        /// A machine that has not started yet (phase `Idle`); `start` is now.
+        fn idle() -> Harness {
+            Harness {
                 machine: Machine::new(D, Backoff::new(0)),
                 start: Instant::now(),
                 effects: Vec::new(),
                 guarantees: Vec::new(),
                 opened: Vec::new(),
-            };
+            }
+        }
+
+        /// A machine that has sent its first claim at `start`.
+        fn started() -> Harness {
+            let mut h = Harness::idle();
             h.machine.handle(h.start, Event::Start, &mut h.effects);
             assert_eq!(h.take(), vec![Fx::SendClaim]);
             h
@@ -941,13 +946,7 @@ mod tests {
 
     /// A machine started with its first claim queued (no slot on its claimer).
     fn queued() -> Harness {
-        let mut h = Harness {
-            machine: Machine::new(D, Backoff::new(0)),
-            start: Instant::now(),
-            effects: Vec::new(),
-            guarantees: Vec::new(),
-            opened: Vec::new(),
-        };
+        let mut h = Harness::idle();
         assert_eq!(h.event(Duration::ZERO, Event::StartQueued), vec![]);
         assert_eq!(h.machine.phase(), Phase::Queued);
         h
@@ -1884,13 +1883,7 @@ mod tests {
 
     #[test]
     fn a_resign_before_the_start_or_after_a_stop_is_ignored() {
-        let mut h = Harness {
-            machine: Machine::new(D, Backoff::new(0)),
-            start: Instant::now(),
-            effects: Vec::new(),
-            guarantees: Vec::new(),
-            opened: Vec::new(),
-        };
+        let mut h = Harness::idle();
         assert_eq!(resign(&mut h, Duration::ZERO), vec![]);
         assert!(!h.machine.is_resigning());
         assert_eq!(h.machine.phase(), Phase::Idle);
