@@ -255,3 +255,127 @@ async fn pause(
         _ = stopped.changed() => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::{pause as pause_clock, Instant};
+
+    use super::*;
+
+    fn info(holder: &str, term: u64, expires_in: Duration) -> Option<LeaseInfo> {
+        Some(LeaseInfo {
+            holder: holder.into(),
+            expires: Instant::now() + expires_in,
+            term,
+        })
+    }
+
+    /// Lets spawned tasks run without moving the paused clock.
+    async fn run_tasks() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_pause_waits_its_time_then_doubles_it_up_to_the_cap() {
+        pause_clock();
+        let upstream = Upstream::new(None);
+        let _receiver = upstream.subscribe().expect("open");
+        let (_stop, stopped) = watch::channel(());
+        let mut wait = RETRY_FIRST;
+        let mut expected = RETRY_FIRST;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let started = Instant::now();
+            let mut stopped = stopped.clone();
+            assert!(pause(&mut wait, &upstream, &mut stopped).await, "not ended");
+            waits.push(started.elapsed());
+            expected = (expected * 2).min(RETRY_MAX);
+            assert_eq!(wait, expected, "the next wait");
+        }
+        // tokio's timer rounds a deadline up to its next 1 ms tick.
+        let planned = [200, 400, 800, 1_600, 3_200, 5_000, 5_000, 5_000].map(Duration::from_millis);
+        for (waited, planned) in waits.iter().zip(planned) {
+            assert!(
+                (planned..=planned + Duration::from_millis(1)).contains(waited),
+                "waited {waited:?}, planned {planned:?}"
+            );
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_pause_ends_at_once_when_the_manager_stops() {
+        pause_clock();
+        let upstream = Upstream::new(None);
+        let _receiver = upstream.subscribe().expect("open");
+        let (stop, mut stopped) = watch::channel(());
+        let task = tokio::spawn(async move {
+            let mut wait = RETRY_MAX;
+            pause(&mut wait, &upstream, &mut stopped).await
+        });
+        run_tasks().await;
+        assert!(!task.is_finished(), "waiting");
+        stop.send(()).expect("the task listens");
+        run_tasks().await;
+        assert!(task.is_finished(), "ended without the clock moving");
+        assert!(!task.await.expect("no panic"), "told to end");
+    }
+
+    #[actix_rt::test]
+    async fn a_pause_ends_when_the_last_receiver_goes_and_no_one_joins_after() {
+        pause_clock();
+        let upstream = Upstream::new(None);
+        let first = upstream.subscribe().expect("open");
+        let second = upstream.subscribe().expect("open");
+        let (_stop, mut stopped) = watch::channel(());
+        let shared = upstream.clone();
+        let task = tokio::spawn(async move {
+            let mut wait = RETRY_MAX;
+            pause(&mut wait, &shared, &mut stopped).await
+        });
+        drop(first);
+        run_tasks().await;
+        assert!(!task.is_finished(), "one receiver is left");
+        drop(second);
+        run_tasks().await;
+        assert!(task.is_finished(), "ended without the clock moving");
+        assert!(!task.await.expect("no panic"), "nobody listens");
+        assert!(
+            upstream.subscribe().is_none(),
+            "an ended upstream takes no one"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn changes_of_holder_or_term_are_published_renewals_are_not() {
+        pause_clock();
+        let upstream = Upstream::new(None);
+        let mut receiver = upstream.subscribe().expect("open");
+        upstream.publish(None);
+        assert!(!receiver.has_changed().unwrap(), "None again is no change");
+
+        upstream.publish(info("web/0", 7, Duration::from_secs(4)));
+        assert!(receiver.has_changed().unwrap(), "a holder");
+        assert_eq!(receiver.borrow_and_update().as_ref().unwrap().term, 7);
+
+        upstream.publish(info("web/0", 7, Duration::from_secs(9)));
+        assert!(
+            !receiver.has_changed().unwrap(),
+            "an extension is not published"
+        );
+
+        upstream.publish(info("web/1", 9, Duration::from_secs(4)));
+        assert!(receiver.has_changed().unwrap(), "a hand-over");
+        let seen = receiver.borrow_and_update().clone().unwrap();
+        assert_eq!((seen.holder.as_str(), seen.term), ("web/1", 9));
+
+        upstream.publish(info("web/1", 12, Duration::from_secs(4)));
+        assert!(receiver.has_changed().unwrap(), "the same unit, a new term");
+        assert_eq!(receiver.borrow_and_update().as_ref().unwrap().term, 12);
+
+        upstream.publish(None);
+        assert!(receiver.has_changed().unwrap(), "released or expired");
+        assert!(receiver.borrow_and_update().is_none());
+    }
+}
