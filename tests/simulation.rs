@@ -342,9 +342,8 @@ fn ranked(run: &Run) -> (Vec<Promise>, Vec<Grant>) {
 fn replacement_script(replacement: Replacement) -> Scenario {
     let ms = Duration::from_millis;
     Scenario {
-        d: D,
-        supervised: vec![false, false],
-        steps: vec![
+        replacement,
+        ..two_plain_trackers(vec![
             Step::Advance(ms(100)),
             Step::Probe(0, Ask::ClaimLeader),
             Step::Probe(1, Ask::ClaimLeader),
@@ -356,9 +355,19 @@ fn replacement_script(replacement: Replacement) -> Scenario {
             Step::Kill(0),
             Step::Advance(4 * D),
             Step::Probe(1, Ask::ClaimLeader),
-        ],
+        ])
+    }
+}
+
+/// Two plain trackers running `steps` on a clean network, with a manager that recovers
+/// its leases if one is replaced.
+fn two_plain_trackers(steps: Vec<Step>) -> Scenario {
+    Scenario {
+        d: D,
+        supervised: vec![false, false],
+        steps,
         faults: None,
-        replacement,
+        replacement: Replacement::Recovering,
         fault_seed: 0,
     }
 }
@@ -879,23 +888,16 @@ fn simulation_checker_wants_a_stalled_leaders_write_fenced_off() {
 #[test]
 fn simulation_a_leader_stalled_past_its_lease_is_fenced_off() {
     let ms = Duration::from_millis;
-    let scenario = Scenario {
-        d: D,
-        supervised: vec![false, false],
-        steps: vec![
-            Step::Advance(ms(100)),
-            Step::Probe(0, ClaimLeader),
-            Step::Probe(1, ClaimLeader),
-            Step::Advance(ms(10)),
-            Step::Stall(ms(5_000)),
-            Step::Advance(ms(10)),
-            Step::Probe(0, ClaimLeader),
-            Step::Probe(1, ClaimLeader),
-        ],
-        faults: None,
-        replacement: Replacement::Recovering,
-        fault_seed: 0,
-    };
+    let scenario = two_plain_trackers(vec![
+        Step::Advance(ms(100)),
+        Step::Probe(0, ClaimLeader),
+        Step::Probe(1, ClaimLeader),
+        Step::Advance(ms(10)),
+        Step::Stall(ms(5_000)),
+        Step::Advance(ms(10)),
+        Step::Probe(0, ClaimLeader),
+        Step::Probe(1, ClaimLeader),
+    ]);
     let run = run(&scenario);
     let verdict = check(&run);
     let account = report(None, &run, &verdict);
@@ -1079,23 +1081,16 @@ fn simulation_checker_wants_the_next_leader_soon_after_a_resign() {
 #[test]
 fn simulation_a_resign_releases_at_the_promise_horizon_and_the_next_unit_leads_at_once() {
     let ms = Duration::from_millis;
-    let scenario = Scenario {
-        d: D,
-        supervised: vec![false, false],
-        steps: vec![
-            Step::Advance(ms(100)),
-            Step::Lead(0, ms(300)),
-            Step::Advance(ms(10)),
-            Step::Probe(0, ClaimLeader),
-            Step::Advance(ms(10)),
-            Step::Resign(0),
-            Step::Probe(1, Ask::WaitLeader),
-            Step::Advance(3 * D),
-        ],
-        faults: None,
-        replacement: Replacement::Recovering,
-        fault_seed: 0,
-    };
+    let scenario = two_plain_trackers(vec![
+        Step::Advance(ms(100)),
+        Step::Lead(0, ms(300)),
+        Step::Advance(ms(10)),
+        Step::Probe(0, ClaimLeader),
+        Step::Advance(ms(10)),
+        Step::Resign(0),
+        Step::Probe(1, Ask::WaitLeader),
+        Step::Advance(3 * D),
+    ]);
     let run = run(&scenario);
     let verdict = check(&run);
     let account = report(None, &run, &verdict);
