@@ -476,6 +476,70 @@ where
     }
 }
 
+/// Claims a lease of `duration` for each `(service, unit)` of `names` at `manager`,
+/// each granted: a manager holding that many live leases.
+async fn fill(manager: &Addr<ManagerActor>, names: &[(String, String)], duration: Duration) {
+    for (service, unit) in names {
+        manager
+            .send(ClaimLeadership {
+                service: service.clone(),
+                unit: unit.clone(),
+                duration,
+            })
+            .await
+            .expect("manager alive")
+            .expect("granted");
+    }
+}
+
+/// Times `n` `Ping`s to `noop` into `scratch` (cleared first): the actix baseline.
+async fn time_pings(noop: &Addr<NoOp>, n: usize, scratch: &mut Vec<Duration>) {
+    scratch.clear();
+    time_each(n, scratch, |_| async move {
+        noop.send(Ping).await.expect("actor alive")
+    })
+    .await;
+}
+
+/// Times `n` extensions of the leases `manager` holds for `names` (see [`fill`]) into
+/// `scratch` (cleared first). The services are visited from `*next` on in a scattered
+/// order (a stride coprime with both lease counts), as renewals from many trackers
+/// would, rather than walking memory in order.
+async fn time_extensions(
+    manager: &Addr<ManagerActor>,
+    names: &[(String, String)],
+    next: &mut usize,
+    n: usize,
+    duration: Duration,
+    scratch: &mut Vec<Duration>,
+) {
+    // The messages are built before timing: the baseline's `Ping` carries nothing.
+    let mut msgs: Vec<ClaimLeadership> = (0..n)
+        .map(|_| {
+            *next = (*next + 7_919) % names.len();
+            let (service, unit) = &names[*next];
+            ClaimLeadership {
+                service: service.clone(),
+                unit: unit.clone(),
+                duration,
+            }
+        })
+        .collect();
+    msgs.reverse();
+    scratch.clear();
+    time_each(n, scratch, |_| {
+        let msg = msgs.pop().expect("one message per op");
+        async move {
+            manager
+                .send(msg)
+                .await
+                .expect("manager alive")
+                .expect("extended");
+        }
+    })
+    .await;
+}
+
 /// The sequential per-op figures: actix baseline, ticket (handle and `Addr` paths),
 /// manager extensions with 100 000 live leases. Interleaved in rounds.
 async fn per_op(size: Size, report: &mut Report) {
@@ -497,17 +561,7 @@ async fn per_op(size: Size, report: &mut Report) {
     let names: Vec<(String, String)> = (0..UNITS)
         .map(|i| (service("svc", i), format!("{}/0", service("svc", i))))
         .collect();
-    for (service, unit) in &names {
-        leases
-            .send(ClaimLeadership {
-                service: service.clone(),
-                unit: unit.clone(),
-                duration: long,
-            })
-            .await
-            .expect("manager alive")
-            .expect("granted");
-    }
+    fill(&leases, &names, long).await;
 
     let per_round = size.ops / size.rounds;
     let warm = per_round / 4;
@@ -522,19 +576,12 @@ async fn per_op(size: Size, report: &mut Report) {
     let mut round_claim = Vec::with_capacity(size.rounds);
     let mut round_small = Vec::with_capacity(size.rounds);
     let mut next_small = 0usize;
-    // Visit the services in a scattered order (a stride coprime with 100 000), as
-    // renewals from many trackers would, rather than walking memory in order.
     let mut next_service = 0usize;
     for round in 0..=size.rounds {
         // Round 0 only warms up.
         let n = if round == 0 { warm } else { per_round };
         let keep = round > 0;
-        scratch.clear();
-        time_each(n, &mut scratch, |_| {
-            let noop = &noop;
-            async move { noop.send(Ping).await.expect("actor alive") }
-        })
-        .await;
+        time_pings(&noop, n, &mut scratch).await;
         if keep {
             actix.extend_from_slice(&scratch);
             round_actix.push(median(&mut scratch));
@@ -561,32 +608,7 @@ async fn per_op(size: Size, report: &mut Report) {
         if keep {
             ticket_addr.extend_from_slice(&scratch);
         }
-        // The messages are built before timing: the baseline's `Ping` carries nothing.
-        let mut msgs: Vec<ClaimLeadership> = (0..n)
-            .map(|_| {
-                next_service = (next_service + 7_919) % UNITS;
-                let (service, unit) = &names[next_service];
-                ClaimLeadership {
-                    service: service.clone(),
-                    unit: unit.clone(),
-                    duration: long,
-                }
-            })
-            .collect::<Vec<_>>();
-        msgs.reverse();
-        scratch.clear();
-        time_each(n, &mut scratch, |_| {
-            let msg = msgs.pop().expect("one message per op");
-            let leases = &leases;
-            async move {
-                leases
-                    .send(msg)
-                    .await
-                    .expect("manager alive")
-                    .expect("extended");
-            }
-        })
-        .await;
+        time_extensions(&leases, &names, &mut next_service, n, long, &mut scratch).await;
         if keep {
             claim.extend_from_slice(&scratch);
             round_claim.push(median(&mut scratch));
@@ -598,56 +620,25 @@ async fn per_op(size: Size, report: &mut Report) {
     // above the 100 000-lease figure came out ~0.04 higher.
     const SMALL: usize = 1_000;
     let small = ManagerActor::new().start();
-    for (service, unit) in &names[..SMALL] {
-        small
-            .send(ClaimLeadership {
-                service: service.clone(),
-                unit: unit.clone(),
-                duration: long,
-            })
-            .await
-            .expect("manager alive")
-            .expect("granted");
-    }
+    fill(&small, &names[..SMALL], long).await;
 
     // Rounds of the baseline and claims against the small manager.
     let mut round_small_actix = Vec::with_capacity(size.rounds);
     for round in 0..=size.rounds {
         let n = if round == 0 { warm } else { per_round };
         let keep = round > 0;
-        scratch.clear();
-        time_each(n, &mut scratch, |_| {
-            let noop = &noop;
-            async move { noop.send(Ping).await.expect("actor alive") }
-        })
-        .await;
+        time_pings(&noop, n, &mut scratch).await;
         if keep {
             round_small_actix.push(median(&mut scratch));
         }
-        let mut msgs: Vec<ClaimLeadership> = (0..n)
-            .map(|_| {
-                next_small = (next_small + 7_919) % SMALL;
-                let (service, unit) = &names[next_small];
-                ClaimLeadership {
-                    service: service.clone(),
-                    unit: unit.clone(),
-                    duration: long,
-                }
-            })
-            .collect::<Vec<_>>();
-        msgs.reverse();
-        scratch.clear();
-        time_each(n, &mut scratch, |_| {
-            let msg = msgs.pop().expect("one message per op");
-            let small = &small;
-            async move {
-                small
-                    .send(msg)
-                    .await
-                    .expect("manager alive")
-                    .expect("extended");
-            }
-        })
+        time_extensions(
+            &small,
+            &names[..SMALL],
+            &mut next_small,
+            n,
+            long,
+            &mut scratch,
+        )
         .await;
         if keep {
             round_small.push(median(&mut scratch));

@@ -342,9 +342,8 @@ fn ranked(run: &Run) -> (Vec<Promise>, Vec<Grant>) {
 fn replacement_script(replacement: Replacement) -> Scenario {
     let ms = Duration::from_millis;
     Scenario {
-        d: D,
-        supervised: vec![false, false],
-        steps: vec![
+        replacement,
+        ..two_plain_trackers(vec![
             Step::Advance(ms(100)),
             Step::Probe(0, Ask::ClaimLeader),
             Step::Probe(1, Ask::ClaimLeader),
@@ -356,9 +355,19 @@ fn replacement_script(replacement: Replacement) -> Scenario {
             Step::Kill(0),
             Step::Advance(4 * D),
             Step::Probe(1, Ask::ClaimLeader),
-        ],
+        ])
+    }
+}
+
+/// Two plain trackers running `steps` on a clean network, with a manager that recovers
+/// its leases if one is replaced.
+fn two_plain_trackers(steps: Vec<Step>) -> Scenario {
+    Scenario {
+        d: D,
+        supervised: vec![false, false],
+        steps,
         faults: None,
-        replacement,
+        replacement: Replacement::Recovering,
         fault_seed: 0,
     }
 }
@@ -416,19 +425,11 @@ fn simulation_random_seeds_with_fresh_replacements_find_violations() {
 
 #[test]
 fn simulation_checker_overlap_means_more_than_touching() {
-    let at = |slot, start: u64| Interval {
-        slot,
-        life: 1,
-        ask: Ask::ClaimLeader,
-        asked: Duration::from_millis(start),
-        start: Duration::from_millis(start),
-        end: Duration::from_millis(start) + D,
-    };
     let d = D.as_millis() as u64;
-    assert!(overlap(&at(0, 0), &at(1, d - 1)));
-    assert!(overlap(&at(1, d - 1), &at(0, 0)));
+    assert!(overlap(&claimed(0, 0), &claimed(1, d - 1)));
+    assert!(overlap(&claimed(1, d - 1), &claimed(0, 0)));
     assert!(
-        !overlap(&at(0, 0), &at(1, d)),
+        !overlap(&claimed(0, 0), &claimed(1, d)),
         "touching at a point is fine"
     );
     // Each interval comes with a lease of its unit covering exactly it (term: slot + 1).
@@ -444,8 +445,17 @@ fn simulation_checker_overlap_means_more_than_touching() {
             .collect();
         run_with(intervals, grants)
     };
-    assert!(check(&run_of(vec![at(0, 0), at(0, 5), at(1, d + 5)])).is_ok());
-    let verdict = check(&run_of(vec![at(1, d - 1), at(0, 0), at(0, 1)]));
+    assert!(check(&run_of(vec![
+        claimed(0, 0),
+        claimed(0, 5),
+        claimed(1, d + 5)
+    ]))
+    .is_ok());
+    let verdict = check(&run_of(vec![
+        claimed(1, d - 1),
+        claimed(0, 0),
+        claimed(0, 1),
+    ]));
     assert_eq!(verdict.violations.len(), 2, "{verdict:?}");
     let late = Run {
         liveness: Liveness {
@@ -503,14 +513,6 @@ fn promised_run(promises: Vec<Promise>, grants: Vec<Grant>) -> Run {
 #[test]
 fn simulation_checker_wants_every_true_ticket_inside_a_lease_of_its_unit() {
     let ms = Duration::from_millis;
-    let interval = |slot, start: u64| Interval {
-        slot,
-        life: 1,
-        ask: ClaimLeader,
-        asked: ms(start),
-        start: ms(start),
-        end: ms(start) + D,
-    };
     let grant = |slot, from: u64, until: u64| Grant {
         slot,
         from: ms(from),
@@ -521,12 +523,12 @@ fn simulation_checker_wants_every_true_ticket_inside_a_lease_of_its_unit() {
     let run_of = run_with;
     // Covered by the union of an extension chain of u0's leases.
     let chain = vec![grant(0, 0, 2 * d), grant(0, d, 3 * d)];
-    let verdict = check(&run_of(vec![interval(0, 2 * d - 10)], chain.clone()));
+    let verdict = check(&run_of(vec![claimed(0, 2 * d - 10)], chain.clone()));
     assert!(verdict.is_ok(), "{verdict:?}");
     // Not covered: past the chain's end, or a lease of another unit.
-    let verdict = check(&run_of(vec![interval(0, 2 * d + 1)], chain));
+    let verdict = check(&run_of(vec![claimed(0, 2 * d + 1)], chain));
     assert_eq!(verdict.uncovered.len(), 1, "{verdict:?}");
-    let verdict = check(&run_of(vec![interval(0, 0)], vec![grant(1, 0, 2 * d)]));
+    let verdict = check(&run_of(vec![claimed(0, 0)], vec![grant(1, 0, 2 * d)]));
     assert_eq!(verdict.uncovered.len(), 1, "{verdict:?}");
     // Two units' leases overlapping is unsafe even if no ticket says so.
     let verdict = check(&run_of(
@@ -700,18 +702,24 @@ fn simulation_checker_wants_a_stopped_tracker_silent_until_restarted() {
 /// A `true` ClaimLeader of u`slot` resolved (and asked) at `start` ms with the guarantee
 /// `term` until `until` ms.
 fn promise(slot: usize, start: u64, term: u64, until: u64) -> Promise {
-    let ms = Duration::from_millis;
     Promise {
-        interval: Interval {
-            slot,
-            life: 1,
-            ask: ClaimLeader,
-            asked: ms(start),
-            start: ms(start),
-            end: ms(start) + D,
-        },
+        interval: claimed(slot, start),
         term,
-        until: ms(until),
+        until: Duration::from_millis(until),
+    }
+}
+
+/// The interval of a `true` ClaimLeader of u`slot`'s first life, asked and resolved at
+/// `start` ms: `d` from then.
+fn claimed(slot: usize, start: u64) -> Interval {
+    let start = Duration::from_millis(start);
+    Interval {
+        slot,
+        life: 1,
+        ask: ClaimLeader,
+        asked: start,
+        start,
+        end: start + D,
     }
 }
 
@@ -879,23 +887,16 @@ fn simulation_checker_wants_a_stalled_leaders_write_fenced_off() {
 #[test]
 fn simulation_a_leader_stalled_past_its_lease_is_fenced_off() {
     let ms = Duration::from_millis;
-    let scenario = Scenario {
-        d: D,
-        supervised: vec![false, false],
-        steps: vec![
-            Step::Advance(ms(100)),
-            Step::Probe(0, ClaimLeader),
-            Step::Probe(1, ClaimLeader),
-            Step::Advance(ms(10)),
-            Step::Stall(ms(5_000)),
-            Step::Advance(ms(10)),
-            Step::Probe(0, ClaimLeader),
-            Step::Probe(1, ClaimLeader),
-        ],
-        faults: None,
-        replacement: Replacement::Recovering,
-        fault_seed: 0,
-    };
+    let scenario = two_plain_trackers(vec![
+        Step::Advance(ms(100)),
+        Step::Probe(0, ClaimLeader),
+        Step::Probe(1, ClaimLeader),
+        Step::Advance(ms(10)),
+        Step::Stall(ms(5_000)),
+        Step::Advance(ms(10)),
+        Step::Probe(0, ClaimLeader),
+        Step::Probe(1, ClaimLeader),
+    ]);
     let run = run(&scenario);
     let verdict = check(&run);
     let account = report(None, &run, &verdict);
@@ -1079,23 +1080,16 @@ fn simulation_checker_wants_the_next_leader_soon_after_a_resign() {
 #[test]
 fn simulation_a_resign_releases_at_the_promise_horizon_and_the_next_unit_leads_at_once() {
     let ms = Duration::from_millis;
-    let scenario = Scenario {
-        d: D,
-        supervised: vec![false, false],
-        steps: vec![
-            Step::Advance(ms(100)),
-            Step::Lead(0, ms(300)),
-            Step::Advance(ms(10)),
-            Step::Probe(0, ClaimLeader),
-            Step::Advance(ms(10)),
-            Step::Resign(0),
-            Step::Probe(1, Ask::WaitLeader),
-            Step::Advance(3 * D),
-        ],
-        faults: None,
-        replacement: Replacement::Recovering,
-        fault_seed: 0,
-    };
+    let scenario = two_plain_trackers(vec![
+        Step::Advance(ms(100)),
+        Step::Lead(0, ms(300)),
+        Step::Advance(ms(10)),
+        Step::Probe(0, ClaimLeader),
+        Step::Advance(ms(10)),
+        Step::Resign(0),
+        Step::Probe(1, Ask::WaitLeader),
+        Step::Advance(3 * D),
+    ]);
     let run = run(&scenario);
     let verdict = check(&run);
     let account = report(None, &run, &verdict);
