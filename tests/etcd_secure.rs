@@ -12,12 +12,14 @@
 
 #[path = "etcd_support/ports.rs"]
 mod ports;
+#[path = "etcd_support/unique.rs"]
+mod unique;
 #[path = "etcd_support/wait.rs"]
 mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
 use leadership::etcd::{EtcdConfig, EtcdManager, EtcdOptions};
@@ -28,6 +30,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tokio::time::Instant;
+use unique::scratch_dir;
 use wait::{poll_until, within};
 
 /// The prefix the `app` user's role covers (as `/app/`), and its password.
@@ -154,14 +157,7 @@ impl SecureEtcd {
 
     /// Starts it with TLS and `--client-cert-auth` but authentication still disabled.
     fn start_without_auth(name: &str, auth_token_ttl: Option<u32>) -> SecureEtcd {
-        let dir = std::env::temp_dir().join(format!(
-            "leadership-secure-{name}-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
+        let dir = scratch_dir(&format!("secure-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let pki = Pki::generate(&dir);
         for attempt in 0..5 {
