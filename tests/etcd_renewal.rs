@@ -328,7 +328,7 @@ async fn a_renewal_whose_keep_alive_stream_broke_sends_it_on_a_new_one() {
 #[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --test etcd_renewal -- --include-ignored"]
 async fn a_renewal_on_a_kept_stream_to_a_frozen_etcd_fails_then_recovers() {
     let etcd = EtcdProcess::start("renewal-frozen");
-    let keys = Keys::connect(&[etcd.endpoint.clone()], "renewal-frozen").await;
+    let keys = Keys::connect(std::slice::from_ref(&etcd.endpoint), "renewal-frozen").await;
     let first = keys.claim("web/0").await.expect("granted");
     keys.claim("web/0")
         .await
