@@ -102,6 +102,21 @@ impl Keys {
     async fn grant(&self, ttl: i64) -> i64 {
         self.raw.clone().lease_grant(ttl, None).await.unwrap().id()
     }
+
+    /// Deletes `key` behind the manager's back.
+    async fn delete(&self, key: &str) {
+        self.raw.clone().delete(key, None).await.unwrap();
+    }
+
+    /// Rebinds the holder key, naming `unit`, to `lease` behind the manager's back.
+    async fn rebind(&self, unit: &str, lease: i64) {
+        let put = PutOptions::new().with_lease(lease);
+        self.raw
+            .clone()
+            .put(self.key.as_str(), unit, Some(put))
+            .await
+            .unwrap();
+    }
 }
 
 #[actix_rt::test]
@@ -156,11 +171,7 @@ async fn a_renewal_after_another_unit_took_over_is_denied() {
     keys.claim("web/0").await.expect("granted");
     // The key deleted and taken by web/1 on a lease of its own, as after an expiry.
     let theirs = keys.grant(30).await;
-    keys.raw
-        .clone()
-        .delete(keys.key.as_str(), None)
-        .await
-        .unwrap();
+    keys.delete(&keys.key).await;
     let txn = Txn::new().and_then([
         TxnOp::put(
             keys.key.as_str(),
@@ -182,11 +193,7 @@ async fn a_renewal_after_the_key_was_deleted_or_its_lease_revoked_starts_a_new_t
     let (lease, _) = keys.assert_covered("web/0").await;
 
     // Deleted (a release by hand): the holding ended, the next claim is a new term.
-    keys.raw
-        .clone()
-        .delete(keys.key.as_str(), None)
-        .await
-        .unwrap();
+    keys.delete(&keys.key).await;
     let second = keys.claim("web/0").await.expect("granted again");
     assert!(second.term > first.term, "{second:?} after {first:?}");
     let (second_lease, _) = keys.assert_covered("web/0").await;
@@ -208,12 +215,7 @@ async fn a_renewal_after_the_key_moved_to_a_shorter_lease_moves_it_to_a_covering
     // Rebound, same value, to a 2 s lease: a keep-alive of it could not cover 4 s, and
     // the remembered lease (still alive) no longer holds the key.
     let short = keys.grant(2).await;
-    let put = PutOptions::new().with_lease(short);
-    keys.raw
-        .clone()
-        .put(keys.key.as_str(), "web/0", Some(put))
-        .await
-        .unwrap();
+    keys.rebind("web/0", short).await;
     let renewed = keys.claim("web/0").await.expect("renewed");
     assert_eq!(renewed.term, first.term, "still the same holding");
     let (lease, _) = keys.assert_covered("web/0").await;
@@ -221,12 +223,7 @@ async fn a_renewal_after_the_key_moved_to_a_shorter_lease_moves_it_to_a_covering
 
     // Rebound to a long lease: the renewal keeps it.
     let long = keys.grant(60).await;
-    let put = PutOptions::new().with_lease(long);
-    keys.raw
-        .clone()
-        .put(keys.key.as_str(), "web/0", Some(put))
-        .await
-        .unwrap();
+    keys.rebind("web/0", long).await;
     assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
     assert_eq!(keys.assert_covered("web/0").await.0, long);
 }
@@ -239,11 +236,7 @@ async fn a_renewal_guards_on_the_term_key_too() {
     let (_, mod_revision) = keys.assert_covered("web/0").await;
     // The term key deleted by hand: the holding has no term key of this version's kind,
     // so the claim starts a term in place (as the full path always did).
-    keys.raw
-        .clone()
-        .delete(keys.term_key.as_str(), None)
-        .await
-        .unwrap();
+    keys.delete(&keys.term_key).await;
     let renewed = keys.claim("web/0").await.expect("granted");
     assert!(renewed.term > first.term, "{renewed:?} after {first:?}");
     let (_, moved) = keys.assert_covered("web/0").await;
@@ -326,6 +319,45 @@ async fn a_renewal_whose_keep_alive_stream_broke_sends_it_on_a_new_one() {
     // renewal notices and sends its keep-alive on a new stream, at once.
     let renewed = keys.claim("web/0").await.expect("renewed");
     assert_eq!(renewed.term, first.term);
+    keys.assert_covered("web/0").await;
+    assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
+    keys.assert_covered("web/0").await;
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --test etcd_renewal -- --include-ignored"]
+async fn a_renewal_on_a_kept_stream_to_a_frozen_etcd_fails_then_recovers() {
+    let etcd = EtcdProcess::start("renewal-frozen");
+    let keys = Keys::connect(std::slice::from_ref(&etcd.endpoint), "renewal-frozen").await;
+    let first = keys.claim("web/0").await.expect("granted");
+    keys.claim("web/0")
+        .await
+        .expect("renewed: the lease's stream opens");
+
+    // The kept stream's keep-alive (and the transaction) get no answer: the claim's
+    // bound (a quarter of the claim, 1 s) ends it, and with it what was remembered.
+    etcd.pause();
+    match keys.claim("web/0").await {
+        Err(LeaseError::Failed(_)) => {}
+        other => panic!("a renewal with etcd frozen: {other:?}"),
+    }
+    etcd.resume();
+    // Back within the lease (frozen about 1 s of its 4 s): the holding is the same.
+    let answers = std::cell::RefCell::new(Vec::new());
+    poll_until(Duration::from_secs(10), "a renewal to succeed", || async {
+        let answer = keys.claim("web/0").await;
+        let ok = answer.is_ok();
+        answers.borrow_mut().push(answer);
+        ok
+    })
+    .await;
+    for answer in answers.borrow().iter() {
+        match answer {
+            Ok(grant) => assert_eq!(grant.term, first.term, "the same holding"),
+            Err(LeaseError::Failed(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
     keys.assert_covered("web/0").await;
     assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
     keys.assert_covered("web/0").await;

@@ -12,12 +12,14 @@
 
 #[path = "etcd_support/ports.rs"]
 mod ports;
+#[path = "etcd_support/unique.rs"]
+mod unique;
 #[path = "etcd_support/wait.rs"]
 mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
 use leadership::etcd::{EtcdConfig, EtcdManager, EtcdOptions};
@@ -28,6 +30,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tokio::time::Instant;
+use unique::scratch_dir;
 use wait::{poll_until, within};
 
 /// The prefix the `app` user's role covers (as `/app/`), and its password.
@@ -154,14 +157,7 @@ impl SecureEtcd {
 
     /// Starts it with TLS and `--client-cert-auth` but authentication still disabled.
     fn start_without_auth(name: &str, auth_token_ttl: Option<u32>) -> SecureEtcd {
-        let dir = std::env::temp_dir().join(format!(
-            "leadership-secure-{name}-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
+        let dir = scratch_dir(&format!("secure-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let pki = Pki::generate(&dir);
         for attempt in 0..5 {
@@ -344,6 +340,13 @@ fn unit(name: &str) -> UnitName {
     UnitName::new(name).unwrap()
 }
 
+/// Asserts that `message` contains every one of `parts`.
+fn assert_says(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "no {part:?} in: {message}");
+    }
+}
+
 /// Connects and expects a failure within the request timeout whose message says why.
 async fn refused(config: EtcdConfig, options: EtcdOptions) -> String {
     let started = Instant::now();
@@ -428,8 +431,7 @@ async fn a_wrong_password_fails_as_authentication() {
     let etcd = SecureEtcd::start("password", None);
     let options = etcd.app_options().user("app", "not-the-password");
     let message = refused(etcd.config(PREFIX), options).await;
-    assert!(message.contains("authentication"), "{message}");
-    assert!(message.contains("\"app\""), "names the user: {message}");
+    assert_says(&message, &["authentication", "\"app\""]);
 }
 
 #[actix_rt::test]
@@ -437,7 +439,7 @@ async fn a_wrong_password_fails_as_authentication() {
 async fn a_user_for_a_server_without_authentication_fails_as_authentication() {
     let etcd = SecureEtcd::start_without_auth("no-auth", None);
     let message = refused(etcd.config(PREFIX), etcd.app_options()).await;
-    assert!(message.contains("authentication disabled"), "{message}");
+    assert_says(&message, &["authentication disabled"]);
     // Without the user it connects: TLS and the client certificate are enough.
     let options = EtcdOptions::new()
         .ca_file(&etcd.pki.ca)
@@ -453,12 +455,9 @@ async fn an_untrusted_server_certificate_fails_as_tls() {
     let etcd = SecureEtcd::start("untrusted", None);
     let options = etcd.app_options().ca_file(&etcd.pki.rogue_ca);
     let message = refused(etcd.config(PREFIX), options).await;
-    assert!(message.contains("TLS"), "{message}");
-    assert!(message.contains("certificate"), "{message}");
-    assert!(message.contains("not trusted"), "{message}");
-    assert!(
-        message.contains("rogue-ca.pem"),
-        "names the CA file: {message}"
+    assert_says(
+        &message,
+        &["TLS", "certificate", "not trusted", "rogue-ca.pem"],
     );
 }
 
@@ -471,16 +470,14 @@ async fn a_client_certificate_the_server_does_not_trust_fails_as_tls() {
         .app_options()
         .client_cert_files(&rogue.cert, &rogue.key);
     let message = refused(etcd.config(PREFIX), options).await;
-    assert!(message.contains("TLS"), "{message}");
-    assert!(message.contains("certificate"), "{message}");
+    assert_says(&message, &["TLS", "certificate"]);
 
     // No client certificate at all, to a server that demands one.
     let options = EtcdOptions::new()
         .ca_file(&etcd.pki.ca)
         .user("app", APP_PASSWORD);
     let message = refused(etcd.config(PREFIX), options).await;
-    assert!(message.contains("TLS"), "{message}");
-    assert!(message.contains("certificate"), "{message}");
+    assert_says(&message, &["TLS", "certificate"]);
 }
 
 #[actix_rt::test]
@@ -488,15 +485,11 @@ async fn a_client_certificate_the_server_does_not_trust_fails_as_tls() {
 async fn a_prefix_outside_the_role_is_permission_denied() {
     let etcd = SecureEtcd::start("outside", None);
     let message = refused(etcd.config("/elsewhere"), etcd.app_options()).await;
-    assert!(message.contains("permission denied"), "{message}");
-    assert!(
-        message.contains("/elsewhere"),
-        "names the prefix: {message}"
-    );
+    assert_says(&message, &["permission denied", "/elsewhere"]);
 
     // `/application` shares the characters of `/app` but not the role's `/app/`.
     let message = refused(etcd.config("/application"), etcd.app_options()).await;
-    assert!(message.contains("permission denied"), "{message}");
+    assert_says(&message, &["permission denied"]);
 }
 
 #[actix_rt::test]
@@ -505,8 +498,7 @@ async fn read_permission_alone_is_permission_denied() {
     let etcd = SecureEtcd::start("reader", None);
     let options = etcd.app_options().user("reader", READER_PASSWORD);
     let message = refused(etcd.config(PREFIX), options).await;
-    assert!(message.contains("permission denied"), "{message}");
-    assert!(message.contains("\"reader\""), "names the user: {message}");
+    assert_says(&message, &["permission denied", "\"reader\""]);
     assert_eq!(etcd.keys(), "", "the probe wrote nothing");
 }
 
@@ -522,8 +514,7 @@ async fn the_server_name_can_be_overridden() {
 
     let options = etcd.app_options().domain_name("etcd.elsewhere");
     let message = refused(etcd.config(PREFIX), options).await;
-    assert!(message.contains("TLS"), "{message}");
-    assert!(message.contains("not valid for the name"), "{message}");
+    assert_says(&message, &["TLS", "not valid for the name"]);
 }
 
 #[actix_rt::test]
@@ -538,7 +529,7 @@ async fn without_a_password_the_client_certificate_is_the_user() {
         .await
         .expect("the CN app is the user app");
     let message = refused(etcd.config("/elsewhere"), options).await;
-    assert!(message.contains("permission denied"), "{message}");
+    assert_says(&message, &["permission denied"]);
 }
 
 /// etcd's simple tokens expire after `--auth-token-ttl` seconds without use. With a TTL

@@ -43,8 +43,9 @@
 //!   A holder's **renewal** skips the read and the TTL query: the manager remembers
 //!   what its last claim for the service established (lease, granted TTL, both keys' mod
 //!   revisions) and sends a keep-alive (on the lease's stream, kept open between
-//!   renewals) and a transaction guarded on both mod revisions together; `Ok` only when both succeed, anything else continues as above from the
-//!   keys the failed transaction read (`docs/etcd.md`, *Renewals*, argues why).
+//!   renewals) and a transaction guarded on both mod revisions together; `Ok` only when
+//!   both succeed, anything else continues as above from the keys the failed
+//!   transaction read (`docs/etcd.md`, *Renewals*, argues why).
 //! - [`BlockUntilLeadershipReleased`]: answers at once when the key is absent; otherwise a
 //!   watch from the revision after the read waits for the key's deletion (release,
 //!   expiry) or a put naming another unit (a hand-over): push, no polling, and no change
@@ -118,6 +119,7 @@ mod fenced;
 mod handlers;
 mod held;
 mod keepalive;
+mod secure;
 mod services;
 mod store;
 mod watch;
@@ -126,6 +128,7 @@ mod watch;
 /// [`FencedTxn`] (`etcd_client::TxnOp`) and its answer.
 pub use etcd_client;
 pub use fenced::{FencedTxn, FencedTxnError};
+pub use secure::EtcdOptions;
 
 use services::Services;
 use store::Store;
@@ -134,9 +137,6 @@ use crate::LeaseError;
 
 /// etcd's longest lease TTL, in seconds (`MaxLeaseTTL` in the server).
 const MAX_TTL_SECS: u64 = 9_000_000_000;
-
-mod secure;
-pub use secure::EtcdOptions;
 
 /// Where an [`EtcdManager`] finds etcd and its keys.
 ///

@@ -77,6 +77,8 @@ mod process;
 mod rng;
 #[path = "../support/secs.rs"]
 mod secs;
+#[path = "../etcd_support/unique.rs"]
+mod unique;
 
 mod drive;
 mod proxy;

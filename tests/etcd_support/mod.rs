@@ -5,15 +5,16 @@
 //! - [`wait`]: polling a condition, or awaiting a future, with a deadline;
 //! - [`ports`]: a free loopback port;
 //! - [`process`]: a private etcd process, to freeze and resume;
-//! - [`restart`]: killing and restarting one.
+//! - [`restart`]: killing and restarting one;
+//! - [`unique`]: names no other process or run uses.
 
 pub mod ports;
 pub mod process;
 pub mod restart;
+pub mod unique;
 pub mod wait;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The endpoints of the shared etcd (`LEADERSHIP_ETCD_ENDPOINTS`, comma-separated).
 /// Tests that call it are `#[ignore]`d by default, so they run only when asked for:
@@ -31,13 +32,6 @@ pub fn shared_endpoints(test: &str) -> Vec<String> {
 /// A key prefix no other test (or earlier run) uses.
 pub fn unique_prefix(test: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "/leadership-test/{test}-{}-{}-{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("/leadership-test/{test}-{n}-{}", unique::stamp())
 }

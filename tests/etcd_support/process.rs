@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::ports::free_port;
+use super::unique::scratch_dir;
 
 /// Where one etcd keeps its data and listens: enough to start it again.
 #[derive(Debug)]
@@ -51,14 +52,7 @@ impl EtcdProcess {
             if client == peer {
                 continue;
             }
-            let dir = std::env::temp_dir().join(format!(
-                "leadership-etcd-{name}-{}-{attempt}-{}",
-                std::process::id(),
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-            ));
+            let dir = scratch_dir(&format!("etcd-{name}-{attempt}"));
             let endpoint = format!("http://127.0.0.1:{client}");
             let setup = Setup {
                 dir,
