@@ -67,6 +67,8 @@
 
 #[path = "../support/fault.rs"]
 mod fault;
+#[path = "../support/liveness.rs"]
+mod liveness;
 #[path = "../support/overlap.rs"]
 mod overlap;
 #[path = "../etcd_support/ports.rs"]

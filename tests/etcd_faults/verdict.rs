@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::liveness::liveness_failure;
 use crate::overlap::{overlapping, Violation};
 use crate::records::{ClaimLeader, Interval, MinionCheck, Outcome, Sample, Stale};
 use crate::secs::Secs;
@@ -56,20 +57,7 @@ pub fn check(run: &Outcome) -> Verdict {
     v.samples_checked = checked.iter().filter(|c| **c).count();
     v.minion_true = run.minion.iter().filter(|m| m.answer).cloned().collect();
     v.stale = run.stale.clone();
-    v.liveness_failure = match run.leader_at {
-        Some(at) if at <= run.deadline => None,
-        Some(at) => Some(format!(
-            "the first leader after {} appeared at {}, after the deadline {}",
-            Secs(run.stable_at),
-            Secs(at),
-            Secs(run.deadline)
-        )),
-        None => Some(format!(
-            "no leader between {} and the deadline {}",
-            Secs(run.stable_at),
-            Secs(run.deadline)
-        )),
-    };
+    v.liveness_failure = liveness_failure(run.stable_at, run.leader_at, run.deadline);
     v
 }
 

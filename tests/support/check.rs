@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use leadership::{Fence, StaleTerm};
 
+use super::liveness::liveness_failure;
 use super::overlap::{overlapping, Violation};
 use super::proxy::{Grant, Left};
 use super::secs::Secs;
@@ -350,20 +351,7 @@ pub fn check(run: &Run) -> Verdict {
     }
     let after_stop = requests_after_stop(&run.trace);
     let live = &run.liveness;
-    let liveness_failure = match live.leader_at {
-        Some(at) if at <= live.deadline => None,
-        Some(at) => Some(format!(
-            "the first leader after {} appeared at {}, after the deadline {}",
-            Secs(live.stable_at),
-            Secs(at),
-            Secs(live.deadline)
-        )),
-        None => Some(format!(
-            "no leader between {} and the deadline {}",
-            Secs(live.stable_at),
-            Secs(live.deadline)
-        )),
-    };
+    let liveness_failure = liveness_failure(live.stable_at, live.leader_at, live.deadline);
     Verdict {
         violations,
         uncovered,
