@@ -58,7 +58,7 @@ pub(crate) enum TicketKind {
     WaitMinion,
     /// Tell me when I am leader, and open a lead scope then: answered like `WaitLeader`,
     /// but a `true` answer promises nothing beyond the scope, which stays open until it
-    /// closes ([`Event::ScopeClosed`]) or the machine ends it ([`Effect::EndScope`]).
+    /// closes ([`Event::ScopeClosed`]) or the machine ends it ([`Effect::EndScopes`]).
     Lead(ScopeId),
 }
 
