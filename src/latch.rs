@@ -7,9 +7,10 @@
 //! `try_wait`); the wakers of those awaiting it are under a mutex. A waiter looks for
 //! the value again while holding that mutex, and the setter takes the wakers under it
 //! after storing the value, so a waiter that found no value has registered its waker
-//! before the setter takes them: no wake-up is lost. The setter is consumed by `set`; dropping it unset stores the
-//! fallback given at creation, so a waiter never hangs on a setter that went away (an
-//! actor that died, a message that was dropped with a full or closed mailbox).
+//! before the setter takes them: no wake-up is lost. The setter is consumed by `set`;
+//! dropping it unset stores the fallback given at creation, so a waiter never hangs on
+//! a setter that went away (an actor that died, a message that was dropped with a full
+//! or closed mailbox).
 
 use std::future::Future;
 use std::pin::Pin;

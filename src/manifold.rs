@@ -70,6 +70,13 @@ impl Manifold {
     /// Starts a tracker under an actix `Supervisor` (see
     /// [`Tracker::start_supervised`]) for the agent's unit, claiming through the API
     /// caller. Must be called inside a running actix `System`.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Missing`] or [`StartError::WrongType`] if a named resource is
+    /// absent or of another type, [`StartError::NotAUnit`] if the agent's tag is not a
+    /// unit's, and [`StartError::Tracker`] if the tracker rejects the leadership
+    /// guarantee as its claim duration.
     pub fn start(&self, resources: &Resources) -> Result<Tracker, StartError> {
         let tag: Tag = resources.get(&self.config.agent_name)?;
         let Tag::Unit(unit) = tag else {
@@ -150,6 +157,11 @@ impl Resources {
     }
 
     /// A clone of the value under `name`, if there is one of type `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Missing`] if nothing is under `name`, [`StartError::WrongType`] if
+    /// what is there is not a `T`.
     pub fn get<T: Clone + 'static>(&self, name: &str) -> Result<T, StartError> {
         let resource = self
             .resources

@@ -41,6 +41,10 @@ pub struct UnitName {
 
 impl UnitName {
     /// Parses and validates `s`.
+    ///
+    /// # Errors
+    ///
+    /// [`NameError::Unit`] if `s` is not `"<service>/<number>"` by the rules above.
     pub fn new(s: &str) -> Result<UnitName, NameError> {
         let invalid = || NameError::Unit(s.to_owned());
         let (service, number) = s.split_once('/').ok_or_else(invalid)?;
@@ -91,6 +95,10 @@ impl AsRef<str> for UnitName {
 }
 
 /// Checks a service name with the same rules as the service part of a [`UnitName`].
+///
+/// # Errors
+///
+/// [`NameError::Service`] if `service` breaks those rules.
 pub fn validate_service(service: &str) -> Result<(), NameError> {
     if is_valid_service(service) {
         Ok(())

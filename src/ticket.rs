@@ -18,10 +18,10 @@ use crate::latch::{latch, Latch, LatchFuture, LatchSetter};
 /// handled the ticket plus the claim duration `d`. Only this unit itself can end it
 /// sooner, by resigning ([`Tracker::resign`](crate::Tracker::resign)): a resigning
 /// tracker keeps its lease until `handled_at + d` of every `true` answer it gave (the
-/// promise the contract makes), not necessarily until `until`. `term` is the term of the grant that
-/// made the answer true, the same term [`Leader`](crate::Leader) and
-/// [`WatchLeader`](crate::WatchLeader) report for that lease; a [`Fence`](crate::Fence)
-/// fed these terms turns a stalled former leader's writes away.
+/// promise the contract makes), not necessarily until `until`. `term` is the term of
+/// the grant that made the answer true, the same term [`Leader`](crate::Leader) and
+/// [`WatchLeader`](crate::WatchLeader) report for that lease; a
+/// [`Fence`](crate::Fence) fed these terms turns a stalled former leader's writes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Guarantee {
     /// The lease's term (fencing token).

@@ -9,8 +9,8 @@ use std::time::Duration;
 use actix::Actor;
 use leadership::testing::{StubAnswer, StubCall, StubHandle, StubManager};
 use leadership::{
-    ClaimLeader, Claimer, Leader, LeaseError, ManagerActor, Resign, Status, StopTracker, Tracker,
-    TrackerActor, TrackerError, UnitName, WaitLeader,
+    ClaimLeader, Claimer, Leader, LeaseError, LeaseInfo, ManagerActor, Resign, Status, StopTracker,
+    Tracker, TrackerActor, TrackerError, UnitName, WaitLeader,
 };
 use settle::settle;
 use tokio::time::{advance, timeout, Instant};
@@ -519,6 +519,17 @@ async fn status_follows_the_tickets_instant_by_instant() {
 
 // End to end, on the in-memory manager.
 
+/// The lease of `led-service` on `manager`, which must have one.
+async fn lease_of(manager: &actix::Addr<ManagerActor>) -> LeaseInfo {
+    manager
+        .send(Leader {
+            service: "led-service".into(),
+        })
+        .await
+        .unwrap()
+        .expect("a lease")
+}
+
 #[actix_rt::test]
 async fn hand_over_to_a_blocked_minion_makes_it_leader_without_waiting() {
     tokio::time::pause();
@@ -530,13 +541,7 @@ async fn hand_over_to_a_blocked_minion_makes_it_leader_without_waiting() {
     within("minion", MS, b_status.wait_for(|s| *s == Status::Minion))
         .await
         .unwrap();
-    let old = manager
-        .send(Leader {
-            service: "led-service".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let old = lease_of(&manager).await;
     advance(D).await; // a's WaitLeader promise has ended
     let at = Instant::now();
     assert_eq!(within("hand over", MS, a.hand_over(unit(1))).await, Ok(()));
@@ -546,13 +551,7 @@ async fn hand_over_to_a_blocked_minion_makes_it_leader_without_waiting() {
         .unwrap();
     assert_eq!(Instant::now(), at, "no time passed");
     assert!(g.term > old.term);
-    let lease = manager
-        .send(Leader {
-            service: "led-service".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = lease_of(&manager).await;
     assert_eq!(
         (lease.holder.as_str(), lease.term),
         ("led-service/1", g.term)

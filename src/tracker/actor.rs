@@ -155,8 +155,12 @@ impl std::fmt::Debug for TrackerActor {
 
 impl TrackerActor {
     /// A tracker for `unit` claiming through `claimer` with claim duration `duration`
-    /// (the lease it claims is twice that). Rejects a zero duration, or one whose
-    /// double, or now plus its double, overflows.
+    /// (the lease it claims is twice that).
+    ///
+    /// # Errors
+    ///
+    /// [`TrackerError::InvalidDuration`] for a zero duration, or one whose double, or
+    /// now plus its double, overflows.
     pub fn new(
         unit: UnitName,
         claimer: Claimer,

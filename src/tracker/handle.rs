@@ -93,7 +93,11 @@ impl Drop for CloseOnDrop<'_> {
 impl Tracker {
     /// Starts a tracker for `unit` that claims through `claimer`, guaranteeing
     /// leadership `duration` ahead of every `true` ticket. Must be called inside a
-    /// running actix `System`. Rejects a zero duration, or one whose double (the
+    /// running actix `System`.
+    ///
+    /// # Errors
+    ///
+    /// [`TrackerError::InvalidDuration`] for a zero duration, or one whose double (the
     /// lease), or now plus its double, overflows.
     pub fn start(
         unit: UnitName,
@@ -113,6 +117,10 @@ impl Tracker {
     /// [`kill`](Tracker::kill) or a [`resign`](Tracker::resign), which end it for good
     /// (a failure during a resign too); a supervised tracker so ended stays inert (no
     /// claims, every ticket `false`) until its last handle drops.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Tracker::start): [`TrackerError::InvalidDuration`].
     pub fn start_supervised(
         unit: UnitName,
         claimer: Claimer,

@@ -58,7 +58,7 @@ pub(crate) enum TicketKind {
     WaitMinion,
     /// Tell me when I am leader, and open a lead scope then: answered like `WaitLeader`,
     /// but a `true` answer promises nothing beyond the scope, which stays open until it
-    /// closes ([`Event::ScopeClosed`]) or the machine ends it ([`Effect::EndScope`]).
+    /// closes ([`Event::ScopeClosed`]) or the machine ends it ([`Effect::EndScopes`]).
     Lead(ScopeId),
 }
 
@@ -810,13 +810,20 @@ impl<T: Readable> Machine<T> {
         if self.parked.is_empty() {
             return;
         }
-        let parked = std::mem::take(&mut self.parked);
-        for (kind, ticket) in parked {
+        // One turn of the queue in its own buffer: a ticket still waiting goes back to
+        // the end, so the order holds and nothing is allocated (this runs after every
+        // event but a ticket, e.g. each renewal of a leader with a `WaitMinion` parked).
+        let mut parked = std::mem::take(&mut self.parked);
+        for _ in 0..parked.len() {
+            let Some((kind, ticket)) = parked.pop_front() else {
+                break;
+            };
             match self.answer(kind) {
                 Some(answer) => self.resolve(kind, ticket, answer, effects),
-                None => self.parked.push_back((kind, ticket)),
+                None => parked.push_back((kind, ticket)),
             }
         }
+        self.parked = parked;
     }
 }
 
@@ -1254,6 +1261,34 @@ mod tests {
         assert!(firsts
             .iter()
             .all(|w| *w >= Duration::from_millis(500) && *w <= Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn renewals_keep_the_parked_queue_in_its_buffer_and_in_order() {
+        let mut h = Harness::leader();
+        for id in 1..=3 {
+            assert_eq!(h.ticket(Duration::ZERO, WaitMinion, id), vec![]);
+        }
+        // A buffer larger than three tickets would grow to: a new queue would show.
+        h.machine.parked.reserve(100);
+        let capacity = h.machine.parked.capacity();
+        // Two renewals, each sent by a tick and granted: every event settles the queue.
+        for k in 1..=2 {
+            assert_eq!(h.event(D * k, Event::Tick), vec![SendClaim]);
+            assert_eq!(h.event(D * k, Event::ClaimAnswered(Ok(G))), vec![]);
+        }
+        assert_eq!(h.machine.parked(), 3);
+        assert_eq!(
+            h.machine.parked.capacity(),
+            capacity,
+            "settled in place, not into a new queue"
+        );
+        // Unrenewed, leadership ends: they answer in the order they came.
+        assert_eq!(h.event(D * 3, Event::Tick), vec![SendClaim]);
+        assert_eq!(
+            h.event(D * 4 - TIMER_LATENESS, Event::Tick),
+            vec![Resolve(1, false), Resolve(2, false), Resolve(3, false)]
+        );
     }
 
     #[test]

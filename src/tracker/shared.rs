@@ -52,8 +52,12 @@ struct Rare {
     /// The status channel, once asked for: its sender (until the actor is dropped) and
     /// the first receiver, which every [`subscribe`](Shared::subscribe) clones.
     channel: Option<(Option<watch::Sender<Status>>, watch::Receiver<Status>)>,
-    /// The tasks waiting for the stop report.
-    waiters: Vec<Waker>,
+    /// The tasks waiting for the stop report, each under the key of its
+    /// [`stopped`](Shared::stopped) future, which takes its entry out when dropped
+    /// unanswered (a waiter that gave up leaves nothing behind).
+    waiters: Vec<(u64, Waker)>,
+    /// The key of the next waiter.
+    next_waiter: u64,
     /// The actor is gone: a channel created now starts closed.
     closed: bool,
 }
@@ -135,24 +139,28 @@ impl Shared {
                 .map(|rare| std::mem::take(&mut rare.waiters))
         };
         // Wake outside the lock: a woken task may poll on another thread at once.
-        waiters.into_iter().flatten().for_each(Waker::wake);
+        waiters
+            .into_iter()
+            .flatten()
+            .for_each(|(_, waker)| waker.wake());
         true
     }
 
     /// Waits for the stop report.
     pub(crate) async fn stopped(&self) -> StopReport {
-        poll_fn(|cx| {
-            let mut state = self.lock();
-            if let Some(report) = state.report.as_deref() {
-                return Poll::Ready(report.clone());
-            }
-            let waiters = &mut state.rare.get_or_insert_with(Box::default).waiters;
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
+        let mut waiter = Waiter {
+            shared: self,
+            key: None,
+        };
+        poll_fn(|cx| waiter.poll(cx)).await
+    }
+
+    /// Forgets the waker of the waiter `key`, which gave up.
+    fn forget_waiter(&self, key: u64) {
+        let mut state = self.lock();
+        if let Some(rare) = state.rare.as_mut() {
+            rare.waiters.retain(|(k, _)| *k != key);
+        }
     }
 
     /// The actor is gone: status receivers see the channel closed, and a tracker that
@@ -167,6 +175,46 @@ impl Shared {
             }
         }
         self.set_report(Ok(()));
+    }
+}
+
+/// One [`Shared::stopped`] call's place among the waiters.
+struct Waiter<'a> {
+    shared: &'a Shared,
+    /// Its key once it has registered a waker.
+    key: Option<u64>,
+}
+
+impl Waiter<'_> {
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<StopReport> {
+        let mut state = self.shared.lock();
+        if let Some(report) = state.report.as_deref() {
+            // Woken: the report took every waker, so there is nothing to forget.
+            self.key = None;
+            return Poll::Ready(report.clone());
+        }
+        let rare = state.rare.get_or_insert_with(Box::default);
+        let registered = self
+            .key
+            .and_then(|key| rare.waiters.iter_mut().find(|(k, _)| *k == key));
+        match registered {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => {
+                let key = rare.next_waiter;
+                rare.next_waiter += 1;
+                rare.waiters.push((key, cx.waker().clone()));
+                self.key = Some(key);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.shared.forget_waiter(key);
+        }
     }
 }
 
@@ -264,6 +312,40 @@ mod tests {
             cell.report(),
             Some(Err(failure)),
             "closing keeps the report"
+        );
+    }
+
+    fn waiting(cell: &Shared) -> usize {
+        cell.lock()
+            .rare
+            .as_ref()
+            .map_or(0, |rare| rare.waiters.len())
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_nothing_behind() {
+        let cell = shared();
+        for _ in 0..3 {
+            let mut gave_up = Box::pin(cell.stopped());
+            assert_eq!((&mut gave_up).now_or_never(), None);
+            assert_eq!((&mut gave_up).now_or_never(), None, "polled again");
+            assert_eq!(waiting(&cell), 1, "one entry per waiter");
+        }
+        assert_eq!(waiting(&cell), 0, "every one dropped unanswered");
+        let mut kept = Box::pin(cell.stopped());
+        assert_eq!((&mut kept).now_or_never(), None);
+        {
+            let mut gave_up = Box::pin(cell.stopped());
+            assert_eq!((&mut gave_up).now_or_never(), None);
+            assert_eq!(waiting(&cell), 2);
+        }
+        assert_eq!(waiting(&cell), 1, "only its own entry went");
+        assert!(cell.set_report(Ok(())));
+        assert_eq!(waiting(&cell), 0);
+        assert_eq!(
+            kept.now_or_never(),
+            Some(Ok(())),
+            "the other still answered"
         );
     }
 

@@ -12,8 +12,9 @@ use crate::ticket::Guarantee;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Status {
-    /// Not known yet: the first claim is in flight, or the tracker is backing off or
-    /// claiming again after a minion's block was answered.
+    /// Not known yet: the first claim is in flight (or waits for one of its claimer's
+    /// first-claim slots), or the tracker is backing off or claiming again after a
+    /// minion's block was answered.
     Claiming,
     /// Leader; the guarantee of the latest grant (its term, and where leadership ends
     /// unless renewed).
