@@ -562,13 +562,12 @@ impl Handler<ClaimLeadership> for ManagerActor {
         let term;
         match self.leases.get_mut(msg.service.as_bytes()) {
             Some(lease) if now_ticks < lease.expires => {
-                if lease.holder != number {
-                    let holder = UnitOf(&msg.service, lease.holder);
-                    trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
-                    return Err(LeaseError::ClaimDenied);
-                }
-                extend(lease, wanted);
-                return Ok(Grant::new(lease.term));
+                // The holder's own valid renewal took the fast path above, so a live
+                // lease here is another unit's.
+                debug_assert_ne!(lease.holder, number, "a renewal missed the fast path");
+                let holder = UnitOf(&msg.service, lease.holder);
+                trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
+                return Err(LeaseError::ClaimDenied);
             }
             Some(lease) => {
                 // Expired, not yet reaped: end it (its blocks answer) and grant anew,
