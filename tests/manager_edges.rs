@@ -26,7 +26,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
-    ManagerActor, ReleaseLeadership,
+    ManagerActor, ReleaseLeadership, WatchLeader,
 };
 use paused::PausedSystem;
 use settle::settle;
@@ -152,6 +152,20 @@ async fn the_leader_at_the_expiry_before_the_timer_is_nobody() {
     }))
     .await;
     assert_eq!(asked.await.unwrap(), None);
+}
+
+#[actix_rt::test(system = "PausedSystem")]
+async fn a_watch_taken_at_the_expiry_before_the_timer_shows_nobody() {
+    let (manager, t0, _, block) = one_tick_before_the_expiry().await;
+    let watched = to_the_expiry(manager.send(WatchLeader {
+        service: SVC.into(),
+    }))
+    .await;
+    let watch = watched.await.unwrap().expect("a valid service");
+    assert_eq!(*watch.borrow(), None);
+    // Seeing the lease gone, the manager reaped it: its block answers at the expiry.
+    let (answer, at) = block.await.unwrap();
+    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE));
 }
 
 #[actix_rt::test(system = "PausedSystem")]

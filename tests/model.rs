@@ -171,6 +171,7 @@ struct Subject {
     watches: Vec<(tokio::sync::watch::Receiver<Option<LeaseInfo>>, u64)>,
 }
 
+/// A `WatchLeader` receiver of the service.
 async fn watch(
     manager: &Addr<ManagerActor>,
     service: usize,
@@ -184,8 +185,6 @@ async fn watch(
         .expect("a valid service")
 }
 
-/// Lets the manager, its timer and the block tasks run without moving the clock
-/// (yielding never auto-advances a paused clock).
 impl Subject {
     async fn apply(&mut self, model: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         match *op {

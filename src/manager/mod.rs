@@ -248,6 +248,15 @@ fn extend(lease: &mut Lease, wanted: u64) {
     trace!(unit = lease.holder, term = lease.term, "lease extended");
 }
 
+/// Takes the term of the next grant (or hand-over) from the manager-wide `last_term`.
+///
+/// A function of the field, not a method, so that a handler can take a term while it
+/// holds a lease borrowed from the map.
+fn next_term(last_term: &mut u64) -> u64 {
+    *last_term = last_term.saturating_add(1);
+    *last_term
+}
+
 /// Arms a timer that ends the recovery grace at `until`.
 ///
 /// Should the timer ever run before `until` (tokio promises it will not), it arms
@@ -306,12 +315,6 @@ impl ManagerActor {
     pub fn with_term_floor(mut self, floor: u64) -> ManagerActor {
         self.last_term = self.last_term.max(floor);
         self
-    }
-
-    /// The term of the next grant.
-    fn next_term(&mut self) -> u64 {
-        self.last_term = self.last_term.saturating_add(1);
-        self.last_term
     }
 
     /// Whether the manager is still in its start-up grace at `now`; ends the grace,
@@ -562,13 +565,12 @@ impl Handler<ClaimLeadership> for ManagerActor {
         let term;
         match self.leases.get_mut(msg.service.as_bytes()) {
             Some(lease) if now_ticks < lease.expires => {
-                if lease.holder != number {
-                    let holder = UnitOf(&msg.service, lease.holder);
-                    trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
-                    return Err(LeaseError::ClaimDenied);
-                }
-                extend(lease, wanted);
-                return Ok(Grant::new(lease.term));
+                // The holder's own valid renewal took the fast path above, so a live
+                // lease here is another unit's.
+                debug_assert_ne!(lease.holder, number, "a renewal missed the fast path");
+                let holder = UnitOf(&msg.service, lease.holder);
+                trace!(unit = %msg.unit, %holder, "claim denied: held by another unit");
+                return Err(LeaseError::ClaimDenied);
             }
             Some(lease) => {
                 // Expired, not yet reaped: end it (its blocks answer) and grant anew,
@@ -580,18 +582,17 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 let old = UnitOf(&name, lease.holder);
                 debug!(service = %name, unit = %old, term = lease.term, "lease expired");
                 let waiters = mem::take(&mut lease.waiters);
-                self.last_term = self.last_term.saturating_add(1);
+                term = next_term(&mut self.last_term);
                 lease.holder = number;
                 lease.expires = wanted;
                 lease.filed = wanted;
-                lease.term = self.last_term;
-                term = lease.term;
+                lease.term = term;
                 debug!(service = %name, unit = %msg.unit, term, "lease granted");
                 self.expiries.insert((wanted, term), name);
                 self.woke(waiters);
             }
             None => {
-                term = self.next_term();
+                term = next_term(&mut self.last_term);
                 debug!(service = %msg.service, unit = %msg.unit, term, "lease granted");
                 let name = Name::new(&msg.service);
                 self.expiries.insert((wanted, term), name.clone());
@@ -676,7 +677,6 @@ impl Handler<HandOverLeadership> for ManagerActor {
         let successor = check_hand_over(&msg)?;
         let unit = check_unit(&msg.service, &msg.unit)?;
         self.reap_if_expired(&msg.service, Instant::now());
-        let term = self.last_term.saturating_add(1);
         let Some(lease) = self
             .leases
             .get_mut(msg.service.as_bytes())
@@ -689,13 +689,13 @@ impl Handler<HandOverLeadership> for ManagerActor {
             .expiries
             .remove(&(lease.filed, lease.term))
             .unwrap_or_else(|| Name::new(&msg.service));
+        let term = next_term(&mut self.last_term);
         debug!(service = %msg.service, unit = %msg.unit, successor = %msg.successor,
                from = lease.term, term, "lease handed over");
         lease.holder = successor.number();
         lease.term = term;
         self.expiries.insert((lease.filed, term), name);
         let waiters = mem::take(&mut lease.waiters);
-        self.last_term = term;
         self.woke(waiters);
         self.changed_hands(&msg.service);
         Ok(())

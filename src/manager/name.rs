@@ -79,7 +79,7 @@ impl fmt::Display for Name {
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.to_string())
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -113,6 +113,7 @@ mod tests {
             Name::Shared(_)
         ));
         assert_ne!(Name::new("ab"), Name::new("abc"));
+        assert_eq!(format!("{:?}", Name::new("led-service")), "\"led-service\"");
     }
 
     #[test]

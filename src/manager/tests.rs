@@ -27,6 +27,11 @@ fn claim(service: &str, unit: &str, ms: u64) -> ClaimLeadership {
     }
 }
 
+/// Sends `claim` and expects it granted.
+async fn granted(manager: &Addr<ManagerActor>, claim: ClaimLeadership) -> Grant {
+    manager.send(claim).await.unwrap().unwrap()
+}
+
 #[test]
 fn unit_numbers_match_only_canonical_units_of_the_service() {
     assert_eq!(unit_number("svc", "svc/0"), Some(0));
@@ -44,16 +49,8 @@ async fn long_service_names_are_granted_extended_and_reported() {
     let manager = ManagerActor::new().start();
     let service = format!("long-{}", "a".repeat(40));
     let holder = format!("{service}/7");
-    manager
-        .send(claim(&service, &holder, 1_000))
-        .await
-        .unwrap()
-        .unwrap();
-    manager
-        .send(claim(&service, &holder, 5_000))
-        .await
-        .unwrap()
-        .unwrap();
+    granted(&manager, claim(&service, &holder, 1_000)).await;
+    granted(&manager, claim(&service, &holder, 5_000)).await;
     assert_eq!(
         manager
             .send(claim(&service, &format!("{service}/8"), 1_000))
@@ -90,17 +87,9 @@ async fn one_timer_and_an_index_entry_per_lease() {
     for i in 0..100u64 {
         let service = format!("s{i}");
         let unit = format!("s{i}/0");
-        manager
-            .send(claim(&service, &unit, 1_000 + (i * 37) % 500))
-            .await
-            .unwrap()
-            .unwrap();
+        granted(&manager, claim(&service, &unit, 1_000 + (i * 37) % 500)).await;
         // Extending again and again adds no index entry.
-        manager
-            .send(claim(&service, &unit, 2_000))
-            .await
-            .unwrap()
-            .unwrap();
+        granted(&manager, claim(&service, &unit, 2_000)).await;
     }
     assert_eq!(manager.send(Probe).await.unwrap(), (100, 100, true));
     // Past the first deadlines: the stale entries are re-filed, not duplicated.
@@ -170,11 +159,7 @@ fn block(service: &str) -> BlockUntilLeadershipReleased {
 async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
     tokio::time::pause();
     let manager = ManagerActor::new().start();
-    manager
-        .send(claim("svc", "svc/0", 60_000))
-        .await
-        .unwrap()
-        .unwrap();
+    granted(&manager, claim("svc", "svc/0", 60_000)).await;
     // One asker that stays, to prove pruning never drops a live block.
     let stays = manager.send(block("svc"));
     for round in 0..100 {
@@ -190,11 +175,7 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
             assert!(asker.await.unwrap().is_err(), "a block answered early");
         }
         // The leader renews.
-        manager
-            .send(claim("svc", "svc/0", 60_000))
-            .await
-            .unwrap()
-            .unwrap();
+        granted(&manager, claim("svc", "svc/0", 60_000)).await;
         // Blocks sent with `do_send` have nobody to answer and cost nothing either.
         manager.do_send(block("svc"));
         // The askers have all given up; their answering tasks end as they next run,
@@ -245,11 +226,7 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
     assert_eq!(manager.send(Held).await.unwrap().0, 1);
     // A dropped receiver costs nothing after the next change of its service.
     drop(shared);
-    manager
-        .send(claim("svc", "svc/0", 1_000))
-        .await
-        .unwrap()
-        .unwrap();
+    granted(&manager, claim("svc", "svc/0", 1_000)).await;
     assert_eq!(manager.send(Held).await.unwrap().0, 0);
 
     // Watchers of ten thousand services, each dropped at once, on services that never
@@ -262,11 +239,7 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
         assert!(held <= 2 + 16, "{held} senders after {i} services");
     }
     // The live watcher is still served.
-    manager
-        .send(claim("kept", "kept/3", 1_000))
-        .await
-        .unwrap()
-        .unwrap();
+    granted(&manager, claim("kept", "kept/3", 1_000)).await;
     assert_eq!(
         live.borrow().as_ref().map(|l| l.holder.as_str()),
         Some("kept/3")
@@ -317,11 +290,7 @@ async fn the_blocked_count_follows_every_way_blocks_are_woken() {
 
     // A hand-over wakes the lease's blocks.
     let manager = ManagerActor::new().start();
-    manager
-        .send(claim("svc", "svc/0", 1_000))
-        .await
-        .unwrap()
-        .unwrap();
+    granted(&manager, claim("svc", "svc/0", 1_000)).await;
     let woken = blocks_on(&manager, "svc", 2);
     assert_eq!(blocked(&manager).await, 2);
     manager
@@ -344,11 +313,7 @@ async fn the_blocked_count_follows_every_way_blocks_are_woken() {
     assert_eq!(blocked(&manager).await, 3);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Whichever ends the grace, its timer or this claim, answers the blocks.
-    manager
-        .send(claim("svc", "svc/0", 1_000))
-        .await
-        .unwrap()
-        .unwrap();
+    granted(&manager, claim("svc", "svc/0", 1_000)).await;
     assert_eq!(blocked(&manager).await, 0);
     for block in woken {
         assert_eq!(block.await.unwrap().unwrap(), Ok(()));
@@ -366,11 +331,7 @@ async fn a_stopped_manager_leaves_no_timer_task_behind() {
         .run_until(async {
             let manager = ManagerActor::new().start();
             // An hour's lease: its expiry timer's task would sleep that long.
-            manager
-                .send(claim("svc", "svc/0", 3_600_000))
-                .await
-                .unwrap()
-                .unwrap();
+            granted(&manager, claim("svc", "svc/0", 3_600_000)).await;
             assert_eq!(manager.send(Probe).await.unwrap(), (1, 1, true));
             manager.send(StopManager).await.unwrap();
         })

@@ -163,7 +163,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken (all waiters) after every recorded call, for [`StubHandle::wait_calls`].
     recorded: Notify,
-    /// What [`WatchLeader`] receivers see: [`StubHandle::set_leader`]'s value.
+    /// [`StubHandle::set_leader`]'s value: what [`Leader`] answers and [`WatchLeader`]
+    /// receivers see.
     leader: tokio::sync::watch::Sender<Option<LeaseInfo>>,
 }
 
@@ -176,7 +177,6 @@ struct State {
     block_answer: Option<Result<(), LeaseError>>,
     /// The answer to releases and hand-overs.
     leave_answer: Result<(), LeaseError>,
-    leader: Option<LeaseInfo>,
     calls: Vec<StubCall>,
     pending_blocks: Vec<Responder<()>>,
     hung_claims: Vec<Responder<Grant>>,
@@ -264,7 +264,6 @@ impl StubManager {
                 script: VecDeque::new(),
                 block_answer: None,
                 leave_answer: Ok(()),
-                leader: None,
                 calls: Vec::new(),
                 pending_blocks: Vec::new(),
                 hung_claims: Vec::new(),
@@ -423,7 +422,8 @@ impl Handler<Leader> for StubManager {
             leader,
             at: Instant::now(),
         };
-        MessageResult(self.record(call, |state| state.leader.clone()))
+        let leader = &self.shared.leader;
+        MessageResult(self.record(call, |_| leader.borrow().clone()))
     }
 }
 
@@ -497,7 +497,6 @@ impl StubHandle {
     /// Sets what [`Leader`] queries answer from now on, for every service, and
     /// publishes it to every [`WatchLeader`] receiver.
     pub fn set_leader(&self, leader: Option<LeaseInfo>) {
-        self.shared.lock().leader = leader.clone();
         self.shared.leader.send_replace(leader);
     }
 
