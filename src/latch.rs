@@ -11,6 +11,11 @@
 //! dropping it unset stores the fallback given at creation, so a waiter never hangs on
 //! a setter that went away (an actor that died, a message that was dropped with a full
 //! or closed mailbox).
+//!
+//! Each waiting future registers its waker under a key of its own and takes it out if it
+//! is dropped before the value is set (a caller that gave up: a timeout, a `select!`), so
+//! a long-pending latch awaited from many tasks in turn holds only the wakers of the
+//! futures still waiting. A future dropped after the value is set does not lock.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,11 +24,52 @@ use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
 struct Wakers {
-    /// The first waiter's waker: most latches (a ticket awaited once) have one waiter,
-    /// and keeping it inline spares every ticket an allocation.
-    first: Option<Waker>,
-    /// The other waiters' wakers.
-    more: Vec<Waker>,
+    /// The first waiter's key and waker: most latches (a ticket awaited once) have one
+    /// waiter, and keeping it inline spares every ticket an allocation.
+    first: Option<(u64, Waker)>,
+    /// The other waiters' keys and wakers.
+    more: Vec<(u64, Waker)>,
+    /// The key of the next waiter to register.
+    next: u64,
+}
+
+impl Wakers {
+    /// The waker registered under `key`, if it still is.
+    fn find(&mut self, key: u64) -> Option<&mut Waker> {
+        self.first
+            .iter_mut()
+            .chain(self.more.iter_mut())
+            .find(|(k, _)| *k == key)
+            .map(|(_, waker)| waker)
+    }
+
+    /// Registers `waker` under a new key, which it returns.
+    fn register(&mut self, waker: &Waker) -> u64 {
+        let key = self.next;
+        self.next += 1;
+        let entry = (key, waker.clone());
+        if self.first.is_none() {
+            self.first = Some(entry);
+        } else {
+            self.more.push(entry);
+        }
+        key
+    }
+
+    /// Takes out the waker registered under `key`.
+    fn forget(&mut self, key: u64) {
+        if self.first.as_ref().is_some_and(|(k, _)| *k == key) {
+            self.first = None;
+        } else if let Some(at) = self.more.iter().position(|(k, _)| *k == key) {
+            self.more.swap_remove(at);
+        }
+    }
+
+    /// How many wakers are registered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
 }
 
 struct Shared<T> {
@@ -77,6 +123,7 @@ impl<T: Clone> Latch<T> {
     pub(crate) fn wait(&self) -> LatchFuture<T> {
         LatchFuture {
             shared: self.shared.clone(),
+            key: None,
         }
     }
 
@@ -84,6 +131,7 @@ impl<T: Clone> Latch<T> {
     pub(crate) fn into_wait(self) -> LatchFuture<T> {
         LatchFuture {
             shared: self.shared,
+            key: None,
         }
     }
 }
@@ -91,32 +139,47 @@ impl<T: Clone> Latch<T> {
 /// Resolves to the latch's value once it is set.
 pub(crate) struct LatchFuture<T> {
     shared: Arc<Shared<T>>,
+    /// The key of its registered waker, once it has waited.
+    key: Option<u64>,
 }
 
 impl<T: Clone> Future for LatchFuture<T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        if let Some(value) = self.shared.value.get() {
+        let this = self.get_mut();
+        if let Some(value) = this.shared.value.get() {
             return Poll::Ready(value.clone());
         }
-        let mut wakers = self.shared.lock();
+        let mut wakers = this.shared.lock();
         // Again under the lock: a value set since is seen here, or its setter takes the
         // waker registered below.
-        if let Some(value) = self.shared.value.get() {
+        if let Some(value) = this.shared.value.get() {
             return Poll::Ready(value.clone());
         }
         let waker = cx.waker();
-        match &wakers.first {
-            None => wakers.first = Some(waker.clone()),
-            Some(first) if first.will_wake(waker) => {}
-            Some(_) => {
-                if !wakers.more.iter().any(|w| w.will_wake(waker)) {
-                    wakers.more.push(waker.clone());
+        match this.key.and_then(|key| wakers.find(key)) {
+            Some(registered) => {
+                if !registered.will_wake(waker) {
+                    registered.clone_from(waker);
                 }
             }
+            None => this.key = Some(wakers.register(waker)),
         }
         Poll::Pending
+    }
+}
+
+impl<T> Drop for LatchFuture<T> {
+    fn drop(&mut self) {
+        // Set: the setter took every waker, there is nothing to forget (and no lock).
+        if let (Some(key), None) = (self.key, self.shared.value.get()) {
+            let mut wakers = self.shared.lock();
+            // Unless it was set meanwhile: the setter has taken them all then.
+            if self.shared.value.get().is_none() {
+                wakers.forget(key);
+            }
+        }
     }
 }
 
@@ -144,9 +207,12 @@ impl<T> LatchSetter<T> {
         if self.shared.value.set(value).is_err() {
             return; // Set already: the first value stays.
         }
-        let Wakers { first, more } = std::mem::take(&mut *self.shared.lock());
+        let Wakers { first, more, .. } = std::mem::take(&mut *self.shared.lock());
         // Wake outside the lock: a woken task may poll on another thread at once.
-        first.into_iter().chain(more).for_each(Waker::wake);
+        first
+            .into_iter()
+            .chain(more)
+            .for_each(|(_, waker)| waker.wake());
     }
 }
 
@@ -196,6 +262,81 @@ mod tests {
         assert!(setter.has_readers(), "a future still reads");
         drop(future);
         assert!(!setter.has_readers());
+    }
+
+    /// A waker of its own that counts its wake-ups.
+    fn counting_waker() -> (Waker, Arc<std::sync::atomic::AtomicUsize>) {
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (Waker::from(Arc::new(Count(count.clone()))), count)
+    }
+
+    fn poll_once<T: Clone>(future: &mut LatchFuture<T>, waker: &Waker) -> Poll<T> {
+        Pin::new(future).poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_nothing_behind_and_the_others_are_woken() {
+        let (setter, latch) = latch(false);
+        // A thousand futures awaited from a thousand tasks in turn, each giving up.
+        for _ in 0..1_000 {
+            let (waker, _) = counting_waker();
+            let mut gave_up = latch.wait();
+            assert!(poll_once(&mut gave_up, &waker).is_pending());
+            assert!(poll_once(&mut gave_up, &waker).is_pending(), "polled again");
+            assert_eq!(latch.shared.lock().len(), 1, "one entry per waiting future");
+        }
+        assert_eq!(latch.shared.lock().len(), 0, "every one dropped unanswered");
+
+        // Three waiting; the first (the inline one) and the last give up.
+        let mut waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let (waker, count) = counting_waker();
+                let mut future = latch.wait();
+                assert!(poll_once(&mut future, &waker).is_pending());
+                (future, count)
+            })
+            .collect();
+        let last = waiting.pop().unwrap();
+        let first = waiting.remove(0);
+        drop((first.0, last.0));
+        assert_eq!(latch.shared.lock().len(), 1, "only their own entries went");
+        setter.set(true);
+        let (mut kept, woken) = waiting.pop().unwrap();
+        assert_eq!(
+            woken.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "still woken"
+        );
+        assert_eq!(
+            poll_once(&mut kept, &Waker::noop().clone()),
+            Poll::Ready(true)
+        );
+        assert_eq!(first.1.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(last.1.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_waiter_polled_from_another_task_is_woken_there() {
+        let (setter, latch) = latch(0u8);
+        let (old, old_count) = counting_waker();
+        let (new, new_count) = counting_waker();
+        let mut future = latch.wait();
+        assert!(poll_once(&mut future, &old).is_pending());
+        assert!(
+            poll_once(&mut future, &new).is_pending(),
+            "moved to another task"
+        );
+        assert_eq!(latch.shared.lock().len(), 1, "its one entry, updated");
+        setter.set(3);
+        assert_eq!(old_count.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(new_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(poll_once(&mut future, &new), Poll::Ready(3));
     }
 
     #[test]
