@@ -159,6 +159,8 @@ impl Handler<Ping> for NoOp {
 
 #[cfg(feature = "etcd")]
 mod etcd;
+#[path = "../tests/common/resident.rs"]
+mod resident;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -1096,16 +1098,9 @@ fn run_child(which: &str, batch: usize) -> std::collections::HashMap<String, f64
         .collect()
 }
 
-/// Resident set size of this process in bytes, from `/proc/self/statm`.
+/// Resident set size of this process in bytes.
 fn rss() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("statm's resident field");
-    // 4 KiB pages on every machine this bench runs on (x86-64, aarch64 Linux defaults).
-    pages * 4096.0
+    resident::resident_bytes() as f64
 }
 
 /// One memory measurement in a fresh process: `trackers` or `actors`, started `batch`

@@ -11,18 +11,12 @@ use std::time::Duration;
 use leadership::testing::{StubAnswer, StubManager};
 use leadership::Tracker;
 
-/// The process's resident set, in bytes (Linux: the second field of /proc/self/statm,
-/// in pages of 4 KiB).
 #[cfg(target_os = "linux")]
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|field| field.parse().ok())
-        .expect("statm's resident field");
-    pages * 4096
-}
+#[path = "common/resident.rs"]
+mod resident;
+
+#[cfg(target_os = "linux")]
+use resident::resident_bytes;
 
 #[cfg(target_os = "linux")]
 #[actix_rt::test]
