@@ -269,22 +269,7 @@ async fn a_renewal_while_etcd_is_down_fails_then_recovers() {
     // etcd kept the key and its lease (leases are restored on restart with their TTL
     // refreshed). Until the connection is back a claim may still fail; it never grants
     // anything the keys do not show.
-    let answers = std::cell::RefCell::new(Vec::new());
-    poll_until(Duration::from_secs(10), "a renewal to succeed", || async {
-        let answer = keys.claim("web/0").await;
-        let ok = answer.is_ok();
-        answers.borrow_mut().push(answer);
-        ok
-    })
-    .await;
-    for answer in answers.borrow().iter() {
-        match answer {
-            Ok(grant) => assert_eq!(grant.term, first.term, "the same holding"),
-            Err(LeaseError::Failed(_)) => {}
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-    keys.assert_covered("web/0").await;
+    renews_again(&keys, "web/0", first.term).await;
     // Renewals go on from there.
     assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
     keys.assert_covered("web/0").await;
@@ -343,9 +328,18 @@ async fn a_renewal_on_a_kept_stream_to_a_frozen_etcd_fails_then_recovers() {
     }
     etcd.resume();
     // Back within the lease (frozen about 1 s of its 4 s): the holding is the same.
+    renews_again(&keys, "web/0", first.term).await;
+    assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
+    keys.assert_covered("web/0").await;
+}
+
+/// After an outage: renewals of `unit` fail until the manager reaches etcd again, never
+/// answering anything but `Failed` meanwhile, then succeed under the same `term`, and
+/// the lease covers the claim.
+async fn renews_again(keys: &Keys, unit: &str, term: u64) {
     let answers = std::cell::RefCell::new(Vec::new());
     poll_until(Duration::from_secs(10), "a renewal to succeed", || async {
-        let answer = keys.claim("web/0").await;
+        let answer = keys.claim(unit).await;
         let ok = answer.is_ok();
         answers.borrow_mut().push(answer);
         ok
@@ -353,12 +347,10 @@ async fn a_renewal_on_a_kept_stream_to_a_frozen_etcd_fails_then_recovers() {
     .await;
     for answer in answers.borrow().iter() {
         match answer {
-            Ok(grant) => assert_eq!(grant.term, first.term, "the same holding"),
+            Ok(grant) => assert_eq!(grant.term, term, "the same holding"),
             Err(LeaseError::Failed(_)) => {}
             Err(e) => panic!("{e:?}"),
         }
     }
-    keys.assert_covered("web/0").await;
-    assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
-    keys.assert_covered("web/0").await;
+    keys.assert_covered(unit).await;
 }
