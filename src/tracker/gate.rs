@@ -121,9 +121,12 @@ impl FirstClaims {
             let slot = FirstClaimSlot(Permit {
                 gate: Some(self.clone()),
             });
+            // `try_send` rather than `do_send` for the `Closed` answer, which hands the
+            // slot back. An address fresh from `upgrade` has never been parked, so with
+            // actix 0.13 it queues even into a full mailbox (tested); were that ever to
+            // change, a full mailbox still gets the slot.
             match addr.try_send(slot) {
                 Ok(()) => return,
-                // Delivered whatever the mailbox's capacity, like every tracker message.
                 Err(SendError::Full(slot)) => return addr.do_send(slot),
                 // Stopped: the slot goes to the next one (here, not by a recursive drop).
                 Err(SendError::Closed(mut slot)) => {
@@ -300,6 +303,61 @@ mod tests {
         drop(held);
         settle().await;
         assert_eq!(gate.counts(), (1, 0));
+    }
+
+    /// The waiting tracker's thread is held up while its mailbox is over capacity: the
+    /// freed slot is still queued to it, not freed nor lost.
+    #[actix_rt::test]
+    async fn a_slot_reaches_a_waiting_tracker_whose_mailbox_is_full() {
+        use std::sync::mpsc;
+        let stub = StubManager::start_with(StubAnswer::Hang);
+        let (blocking_tx, blocking_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let arbiter = Arbiter::new();
+        assert!(arbiter.spawn(async move {
+            let _ = blocking_tx.send(());
+            let _ = release_rx.recv();
+        }));
+        blocking_rx.recv().expect("the arbiter's thread is held");
+        let claimer = stub.claimer();
+        let waiting = TrackerActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            TrackerActor::new(unit(0), claimer, D).unwrap()
+        });
+        let mut queued = 0;
+        while waiting.try_send(crate::ClaimLeader).is_ok() {
+            queued += 1;
+        }
+        assert!(
+            queued >= 16,
+            "{queued} queued: the mailbox is over capacity"
+        );
+
+        let gate = FirstClaims::new(1);
+        let held = gate
+            .acquire(|| unreachable!("a slot is free"))
+            .expect("free");
+        assert!(gate.acquire(|| waiting.downgrade()).is_none());
+        drop(held);
+        assert_eq!(
+            gate.counts(),
+            (0, 0),
+            "the slot is in the waiting tracker's mailbox"
+        );
+
+        release_tx.send(()).expect("the arbiter is waiting");
+        // Answered after every message queued before it, the slot included.
+        let _ticket = waiting
+            .clone()
+            .send(crate::WaitMinion)
+            .await
+            .expect("running");
+        assert_eq!(
+            gate.counts(),
+            (1, 0),
+            "the tracker, claiming on its own, passed the slot on"
+        );
+        assert!(arbiter.stop());
+        arbiter.join().expect("the arbiter's thread ends");
     }
 
     #[actix_rt::test]
