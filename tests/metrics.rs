@@ -57,6 +57,39 @@ impl Keep {
         });
         all
     }
+
+    /// Waits (as `until` does, the clock standing still) for the series to be `want`;
+    /// if they never are, fails showing how they differ.
+    async fn reach(&self, what: &str, want: BTreeMap<String, String>) {
+        let shown = Differs {
+            what,
+            series: self,
+            want: &want,
+        };
+        until(shown, || self.now() == want).await;
+    }
+}
+
+/// What [`Keep::reach`] waited for, and how the series differ from it (rendered only if
+/// the wait fails).
+struct Differs<'a> {
+    what: &'a str,
+    series: &'a Keep,
+    want: &'a BTreeMap<String, String>,
+}
+
+impl std::fmt::Display for Differs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let now = self.series.now();
+        writeln!(f, "{}; the series differ:", self.what)?;
+        for (key, value) in now.iter().filter(|(k, v)| self.want.get(*k) != Some(*v)) {
+            writeln!(f, "  now    {key} = {value}")?;
+        }
+        for (key, value) in self.want.iter().filter(|(k, v)| now.get(*k) != Some(*v)) {
+            writeln!(f, "  wanted {key} = {value}")?;
+        }
+        Ok(())
+    }
 }
 
 fn render(key: &Key) -> String {
@@ -181,8 +214,7 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         assert_eq!(Instant::now(), t0 + D);
         want.lose();
         want.claim("denied", 0.0);
-        until("the denial's series", || series.now() == want.series()).await;
-        assert_eq!(series.now(), want.series(), "denied");
+        series.reach("the denial's series", want.series()).await;
 
         // The other leader's lease ends half a second later: granted under term 2.
         tokio::time::sleep(D / 2).await;
@@ -204,8 +236,7 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         tokio::time::sleep_until(t1 + 2 * D).await;
         want.fail("unanswered");
         want.claim("abandoned", D.as_secs_f64());
-        until("the timeout's series", || series.now() == want.series()).await;
-        assert_eq!(series.now(), want.series(), "the claim timed out");
+        series.reach("the timeout's series", want.series()).await;
 
         // Recovery: the supervised tracker claims again after its backoff, granted.
         stub.set_term(3);
@@ -221,8 +252,7 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         want.lose();
         want.fail("error");
         want.claim("error", 0.0);
-        until("the error's series", || series.now() == want.series()).await;
-        assert_eq!(series.now(), want.series(), "manager error");
+        series.reach("the error's series", want.series()).await;
         assert!(tracker.wait_leader().await);
         want.lead(3);
         want.claim("granted", 0.0);
@@ -233,8 +263,7 @@ fn a_scripted_tracker_moves_every_series_exactly_when_it_should() {
         let mut resign = std::pin::pin!(resign);
         assert!(futures::poll!(resign.as_mut()).is_pending());
         want.lose();
-        until("the resign's series", || series.now() == want.series()).await;
-        assert_eq!(series.now(), want.series(), "resigning");
+        series.reach("the resign's series", want.series()).await;
         assert_eq!(resign.await, Ok(()));
         assert!(stub
             .calls()
@@ -270,11 +299,9 @@ fn the_manager_gauges_follow_its_leases_and_blocks() {
             }))
         };
         let blocks = [block("a"), block("a"), block("b")];
-        until("two leases and three blocks", || {
-            series.now() == gauges(2, 3)
-        })
-        .await;
-        assert_eq!(series.now(), gauges(2, 3));
+        series
+            .reach("two leases and three blocks", gauges(2, 3))
+            .await;
 
         // A renewal moves nothing.
         manager.send(claim("b", 300)).await.unwrap().unwrap();
@@ -282,8 +309,7 @@ fn the_manager_gauges_follow_its_leases_and_blocks() {
 
         // "a" expires: its lease and its two blocks go.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        until("one lease and one block", || series.now() == gauges(1, 1)).await;
-        assert_eq!(series.now(), gauges(1, 1));
+        series.reach("one lease and one block", gauges(1, 1)).await;
 
         // "b" is released: nothing is left.
         manager

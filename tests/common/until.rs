@@ -9,8 +9,8 @@
 const ROUNDS: usize = 10_000;
 
 /// Yields until `cond` holds, letting every task that is ready run; panics, saying
-/// `what` was awaited, if it still does not hold after [`ROUNDS`] yields.
-pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+/// `what` was awaited (rendered only then), if it still does not hold after [`ROUNDS`] yields.
+pub async fn until(what: impl std::fmt::Display, mut cond: impl FnMut() -> bool) {
     for _ in 0..ROUNDS {
         if cond() {
             return;
