@@ -12,6 +12,8 @@
 
 #[path = "etcd_support/ports.rs"]
 mod ports;
+#[path = "etcd_support/server.rs"]
+mod server;
 #[path = "etcd_support/unique.rs"]
 mod unique;
 #[path = "etcd_support/wait.rs"]
@@ -24,7 +26,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use leadership::etcd::{EtcdConfig, EtcdManager, EtcdOptions};
 use leadership::{Claimer, Leader, LeaseError, ReleaseLeadership, Tracker, UnitName};
-use ports::free_port;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -160,22 +161,15 @@ impl SecureEtcd {
         let dir = scratch_dir(&format!("secure-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let pki = Pki::generate(&dir);
-        for attempt in 0..5 {
-            let (client, peer) = (free_port(), free_port());
-            if client == peer {
-                continue;
-            }
+        let started = server::on_free_ports(|attempt, client, peer_url| {
             let endpoint = format!("https://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let mut command = Command::new("etcd");
+            let mut command = server::command(
+                "s",
+                &dir.join(format!("data-{attempt}")),
+                &endpoint,
+                &peer_url,
+            );
             command
-                .args(["--name", "s", "--data-dir"])
-                .arg(dir.join(format!("data-{attempt}")))
-                .args(["--listen-client-urls", &endpoint])
-                .args(["--advertise-client-urls", &endpoint])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("s={peer_url}")])
                 .arg("--cert-file")
                 .arg(&pki.server.cert)
                 .arg("--key-file")
@@ -192,19 +186,28 @@ impl SecureEtcd {
                 .stderr(log)
                 .spawn()
                 .expect("spawn etcd (is etcd-server installed? run under .ci/with-etcd)");
-            if wait_healthy(&mut child, &endpoint, &pki, Duration::from_secs(20)) {
-                return SecureEtcd {
-                    child,
-                    dir,
-                    endpoint,
-                    pki,
-                };
+            let healthy = server::wait_healthy(&mut child, Duration::from_secs(20), || {
+                etcdctl(&endpoint, &pki, &["endpoint", "health"])
+                    .status
+                    .success()
+            });
+            if !healthy {
+                // Probably lost a port race: kill it and try other ports.
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
             }
-            // Probably lost a port race: kill it and try other ports.
-            let _ = child.kill();
-            let _ = child.wait();
+            Some((child, endpoint))
+        });
+        let Some((child, endpoint)) = started else {
+            panic!("could not start a secured etcd; logs in {}", dir.display());
+        };
+        SecureEtcd {
+            child,
+            dir,
+            endpoint,
+            pki,
         }
-        panic!("could not start a secured etcd; logs in {}", dir.display());
     }
 
     /// etcdctl against this server, as root by its client certificate (CN `root`).
@@ -292,25 +295,6 @@ fn etcdctl(endpoint: &str, pki: &Pki, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run etcdctl (is etcd-client installed? run under .ci/with-etcd)")
-}
-
-/// Polls `etcdctl endpoint health` until it succeeds; `false` if etcd exits or the
-/// deadline passes.
-fn wait_healthy(child: &mut Child, endpoint: &str, pki: &Pki, deadline: Duration) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if etcdctl(endpoint, pki, &["endpoint", "health"])
-            .status
-            .success()
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 impl SecureEtcd {

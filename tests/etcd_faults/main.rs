@@ -79,6 +79,8 @@ mod process;
 mod rng;
 #[path = "../support/secs.rs"]
 mod secs;
+#[path = "../etcd_support/server.rs"]
+mod server;
 #[path = "../etcd_support/unique.rs"]
 mod unique;
 

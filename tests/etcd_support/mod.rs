@@ -4,6 +4,7 @@
 //!
 //! - [`wait`]: polling a condition, or awaiting a future, with a deadline;
 //! - [`ports`]: a free loopback port;
+//! - [`server`]: an etcd's command line, free ports for it, waiting until it answers;
 //! - [`process`]: a private etcd process, to freeze and resume;
 //! - [`restart`]: killing and restarting one;
 //! - [`unique`]: names no other process or run uses.
@@ -11,6 +12,7 @@
 pub mod ports;
 pub mod process;
 pub mod restart;
+pub mod server;
 pub mod unique;
 pub mod wait;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::ports::free_port;
+use super::server;
 use super::unique::scratch_dir;
 
 /// Where one etcd keeps its data and listens: enough to start it again.
@@ -19,14 +19,7 @@ pub(super) struct Setup {
 impl Setup {
     /// Starts `etcd` with its data in `dir`, serving clients on `endpoint`.
     pub(super) fn spawn(&self) -> Child {
-        Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--listen-client-urls", &self.endpoint])
-            .args(["--advertise-client-urls", &self.endpoint])
-            .args(["--listen-peer-urls", &self.peer_url])
-            .args(["--initial-advertise-peer-urls", &self.peer_url])
-            .args(["--initial-cluster", &format!("t={}", self.peer_url)])
+        server::command("t", &self.dir, &self.endpoint, &self.peer_url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -47,51 +40,38 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     /// Starts etcd and waits (up to 20 s) until it answers a health check.
     pub fn start(name: &str) -> EtcdProcess {
-        for attempt in 0..5 {
-            let (client, peer) = (free_port(), free_port());
-            if client == peer {
-                continue;
-            }
-            let dir = scratch_dir(&format!("etcd-{name}-{attempt}"));
+        server::on_free_ports(|attempt, client, peer_url| {
             let endpoint = format!("http://127.0.0.1:{client}");
             let setup = Setup {
-                dir,
+                dir: scratch_dir(&format!("etcd-{name}-{attempt}")),
                 endpoint: endpoint.clone(),
-                peer_url: format!("http://127.0.0.1:{peer}"),
+                peer_url,
             };
             let mut process = EtcdProcess {
                 child: setup.spawn(),
                 setup,
                 endpoint,
             };
-            if process.wait_healthy(Duration::from_secs(20)) {
-                return process;
-            }
-            // Probably lost a port race: `process` is dropped (killed) and we retry.
-        }
-        panic!("could not start a private etcd");
+            // Not healthy: probably a lost port race; `process` is dropped (killed).
+            process
+                .wait_healthy(Duration::from_secs(20))
+                .then_some(process)
+        })
+        .expect("could not start a private etcd")
     }
 
     pub(super) fn wait_healthy(&mut self, deadline: Duration) -> bool {
-        let start = std::time::Instant::now();
-        while start.elapsed() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            let healthy = Command::new("etcdctl")
+        let endpoint = &self.endpoint;
+        server::wait_healthy(&mut self.child, deadline, || {
+            Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &self.endpoint, "--command-timeout=1s"])
+                .args(["--endpoints", endpoint, "--command-timeout=1s"])
                 .args(["endpoint", "health"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
-                .is_ok_and(|s| s.success());
-            if healthy {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+                .is_ok_and(|s| s.success())
+        })
     }
 
     /// The process id.
