@@ -13,20 +13,35 @@
 //! The API caller is a wrapper around the in-memory manager that fails one claim on
 //! purpose. The log shows the tracker restarting after a backoff (a `WARN` line with
 //! the cause and the delay) and the worker resuming. The example exits by itself after
-//! about 8 seconds. Run with `cargo run --example agent`.
+//! about 8 seconds. Run with `cargo run --example agent` (`-- --help` for the options);
+//! Ctrl-C ends it cleanly: the tracker is stopped first.
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
 use actix::prelude::*;
+use clap::Parser;
 use leadership::manifold::{Manifold, ManifoldConfig, Resources, Tag};
 use leadership::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Grant, LeaseError, ManagerActor,
     Tracker,
 };
 
-const GUARANTEE: Duration = Duration::from_secs(1);
-const RUN_FOR: Duration = Duration::from_secs(8);
+/// An agent running leader-only work through a supervised tracker, with one claim
+/// failed on purpose to show the tracker restarting.
+#[derive(Parser, Debug)]
+#[command(name = "agent")]
+struct Args {
+    /// The leadership guarantee (claim duration d), in milliseconds.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    guarantee_ms: u64,
+    /// How long the agent runs, in seconds.
+    #[arg(long, default_value_t = 8)]
+    run_secs: u64,
+    /// Which claim the API caller fails (1 is the first claim; 0 fails none).
+    #[arg(long, default_value_t = 3)]
+    fail_claim: u32,
+}
 
 /// An API caller that forwards to a lease manager but fails its `fail_at`-th claim.
 struct FailOnce {
@@ -77,6 +92,7 @@ impl Handler<BlockUntilLeadershipReleased> for FailOnce {
 /// Does leader-only work while, and only while, the tracker guarantees leadership.
 struct Worker {
     tracker: Tracker,
+    guarantee: Duration,
     steps: u32,
     work: Option<SpawnHandle>,
 }
@@ -102,7 +118,7 @@ impl Worker {
     fn lead(&mut self, ctx: &mut Context<Self>) {
         println!("worker: leader mode");
         // Every half guarantee: a fresh ClaimLeader, and work only if it says yes.
-        self.work = Some(ctx.run_interval(GUARANTEE / 2, |act, ctx| {
+        self.work = Some(ctx.run_interval(self.guarantee / 2, |act, ctx| {
             let ticket = act.tracker.claim_leader();
             ctx.spawn(ticket.into_future().into_actor(act).map(|leader, act, _| {
                 if leader {
@@ -134,6 +150,8 @@ impl Actor for Worker {
 
 #[actix_rt::main]
 async fn main() {
+    let args = Args::parse();
+    let guarantee = Duration::from_millis(args.guarantee_ms);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -146,7 +164,7 @@ async fn main() {
     let api_caller = FailOnce {
         manager,
         claims: 0,
-        fail_at: 3, // the second renewal
+        fail_at: args.fail_claim, // by default the second renewal
     }
     .start();
     let mut resources = Resources::new();
@@ -159,7 +177,7 @@ async fn main() {
     let manifold = Manifold::new(ManifoldConfig {
         agent_name: "agent".into(),
         api_caller_name: "api-caller".into(),
-        leadership_guarantee: GUARANTEE,
+        leadership_guarantee: guarantee,
     });
     println!(
         "agent: starting the leadership manifold with inputs {:?}",
@@ -171,12 +189,16 @@ async fn main() {
 
     let worker = Worker {
         tracker: tracker.clone(),
+        guarantee,
         steps: 0,
         work: None,
     }
     .start();
 
-    tokio::time::sleep(RUN_FOR).await;
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(args.run_secs)) => {}
+        _ = tokio::signal::ctrl_c() => println!("\nInterrupted."),
+    }
     println!("agent: stopping");
     tracker.kill();
     tracker.wait().await.expect("a clean stop");

@@ -6,18 +6,31 @@
 //! its lease to expire), then prints when the next unit took over and how that compares
 //! with the old lease's expiry. It exits by itself after a few seconds.
 //!
-//! Run with `cargo run --example failover` (add `RUST_LOG=leadership=info` to see the
-//! trackers' own logs).
+//! Run with `cargo run --example failover` (`-- --help` for the options; add
+//! `RUST_LOG=leadership=info` to see the trackers' own logs). Ctrl-C ends it cleanly:
+//! every running tracker is stopped first.
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
 use actix::prelude::*;
+use clap::Parser;
 use futures::future::select_all;
 use leadership::{Claimer, Leader, ManagerActor, Tracker, UnitName};
 use tokio::time::Instant;
 
-const CLAIM: Duration = Duration::from_secs(1);
+/// Several units of one service on the in-memory manager; the leader is killed without
+/// releasing, and the next leader is timed against the old lease's expiry.
+#[derive(Parser, Debug)]
+#[command(name = "failover")]
+struct Args {
+    /// The claim duration d, in milliseconds (the lease is 2·d, renewed every d).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    claim_ms: u64,
+    /// How many units of `web` to start (at least two: one to kill, one to take over).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=100))]
+    units: u64,
+}
 
 /// Waits until one of `trackers` is leader and returns its index.
 async fn first_leader(trackers: &[Tracker]) -> usize {
@@ -31,27 +44,45 @@ async fn first_leader(trackers: &[Tracker]) -> usize {
 
 #[actix_rt::main]
 async fn main() {
+    let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    let claim = Duration::from_millis(args.claim_ms);
+    let manager = ManagerActor::new().start();
+    let mut trackers: Vec<Tracker> = (0..args.units)
+        .map(|i| {
+            let unit = UnitName::new(&format!("web/{i}")).expect("valid unit name");
+            Tracker::start(unit, Claimer::new(&manager), claim).expect("valid duration")
+        })
+        .collect();
+    let names: Vec<String> = trackers.iter().map(|t| t.unit_name().to_string()).collect();
+    println!(
+        "started {} with a claim duration of {claim:?} (lease {:?})",
+        names.join(", "),
+        2 * claim
+    );
+
+    tokio::select! {
+        () = story(&manager, &mut trackers, claim) => {}
+        _ = tokio::signal::ctrl_c() => println!("\nInterrupted."),
+    }
+    for tracker in &trackers {
+        tracker.kill();
+        let _ = tracker.wait().await;
+    }
+    System::current().stop();
+}
+
+/// Lets the first leader lead through a couple of renewals, kills it, and times the
+/// next leader. The killed tracker leaves `trackers`.
+async fn story(manager: &Addr<ManagerActor>, trackers: &mut Vec<Tracker>, claim: Duration) {
     let start = Instant::now();
     let ms = |at: Instant| at.duration_since(start).as_secs_f64() * 1e3;
 
-    let manager = ManagerActor::new().start();
-    let mut trackers: Vec<Tracker> = (0..3)
-        .map(|i| {
-            let unit = UnitName::new(&format!("web/{i}")).expect("valid unit name");
-            Tracker::start(unit, Claimer::new(&manager), CLAIM).expect("valid duration")
-        })
-        .collect();
-    println!(
-        "started web/0, web/1, web/2 with a claim duration of {CLAIM:?} (lease {:?})",
-        2 * CLAIM
-    );
-
-    let leader = first_leader(&trackers).await;
+    let leader = first_leader(trackers).await;
     println!(
         "{:>8.1} ms  {} leads",
         ms(Instant::now()),
@@ -59,7 +90,7 @@ async fn main() {
     );
 
     // Let it lead through a couple of renewals.
-    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    tokio::time::sleep(claim * 23 / 10).await;
     assert!(trackers[leader].claim_leader().await, "still leader");
     let lease = manager
         .send(Leader {
@@ -81,7 +112,7 @@ async fn main() {
         lease.expires.duration_since(killed_at).as_secs_f64() * 1e3,
     );
 
-    let next = first_leader(&trackers).await;
+    let next = first_leader(trackers).await;
     let took_over = Instant::now();
     let new_lease = manager
         .send(Leader {
@@ -106,10 +137,4 @@ async fn main() {
         took_over >= lease.expires,
         "never before the old lease expired"
     );
-
-    for tracker in &trackers {
-        tracker.kill();
-        tracker.wait().await.expect("clean stop");
-    }
-    System::current().stop();
 }
