@@ -157,6 +157,8 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "leadership=info,agent=info".into()),
         )
+        // Colours only on a terminal: piped to a file, the log stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
     // The agent's dependencies: who it is, and how it reaches the lease manager.

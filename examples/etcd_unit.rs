@@ -211,6 +211,8 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "leadership=warn".into()),
         )
+        // Colours only on a terminal: piped to a file, the log stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     // `parse` prints --help and clap's own usage errors itself (exit 0 and 2).
     let args = args_of(Cli::parse()).unwrap_or_else(|e| usage(&e));

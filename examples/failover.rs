@@ -49,6 +49,8 @@ async fn main() {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        // Colours only on a terminal: piped to a file, the log stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let claim = Duration::from_millis(args.claim_ms);
     let manager = ManagerActor::new().start();
