@@ -201,7 +201,7 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|list| list.split(',').map(str::to_owned).collect());
-    let runs = |group: &str| only.as_ref().map_or(true, |o| o.iter().any(|g| g == group));
+    let runs = |group: &str| only.as_ref().is_none_or(|o| o.iter().any(|g| g == group));
     let mut report = Report::default();
     // Each timed group runs alone, with the CPU the other processes took meanwhile.
     macro_rules! timed_group {

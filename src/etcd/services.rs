@@ -47,7 +47,7 @@ impl ServiceEntry {
         // Nobody else holds a clone, so nobody holds the lock.
         self.lock
             .try_lock()
-            .is_ok_and(|held| held.as_ref().map_or(true, |h| h.is_stale(now)))
+            .is_ok_and(|held| held.as_ref().is_none_or(|h| h.is_stale(now)))
     }
 }
 

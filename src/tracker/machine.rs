@@ -650,7 +650,7 @@ impl<T: Readable> Machine<T> {
     fn ready_to_leave(&self, now: Instant) -> bool {
         self.resigning.is_some()
             && self.open_scopes == 0
-            && (!self.waits_for_horizon() || self.horizon.map_or(true, |h| now >= h))
+            && (!self.waits_for_horizon() || self.horizon.is_none_or(|h| now >= h))
     }
 
     /// Sends the release (or stops) once a resigning tracker may.

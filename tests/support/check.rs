@@ -475,7 +475,7 @@ fn left_early(run: &Run) -> (Vec<LeftEarly>, Vec<(Left, Promise)>) {
     let mut cut_short = Vec::new();
     for &left in &run.leaves {
         let life = life_at(&run.trace, left.slot, left.at);
-        let ours = |slot: usize, l: u32| slot == left.slot && life.map_or(true, |life| life == l);
+        let ours = |slot: usize, l: u32| slot == left.slot && life.is_none_or(|life| life == l);
         for p in &run.promises {
             let i = &p.interval;
             if ours(i.slot, i.life) && i.start <= left.at && left.at < i.end {

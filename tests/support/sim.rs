@@ -365,7 +365,7 @@ impl Slot {
         let quiet = self
             .stopped_at
             .get()
-            .map_or(true, |at| Instant::now() >= at + d);
+            .is_none_or(|at| Instant::now() >= at + d);
         self.running().filter(|_| quiet)
     }
 }
