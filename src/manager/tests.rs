@@ -113,39 +113,35 @@ async fn one_timer_and_an_index_entry_per_lease() {
     }
 }
 
-/// Test-only probe of what the manager holds for others: (watch senders, block
-/// senders as counted, block senders actually held).
+/// What the manager holds for others, as [`Held`] reports it.
+#[derive(Debug, PartialEq, Eq)]
+struct Holdings {
+    /// Watch senders.
+    watchers: usize,
+    /// Block senders as counted (the `leadership_blocked` gauge).
+    counted: usize,
+    /// Block senders actually held, over every lease and the grace.
+    held: usize,
+    /// Of those, the ones whose asker has gone (not yet pruned).
+    abandoned: usize,
+}
+
+/// Test-only probe of what the manager holds for others.
 #[derive(Message)]
-#[rtype(result = "(usize, usize, usize)")]
+#[rtype(result = "Holdings")]
 struct Held;
 
 impl Handler<Held> for ManagerActor {
     type Result = MessageResult<Held>;
     fn handle(&mut self, _: Held, _: &mut Context<Self>) -> Self::Result {
-        let held = self.grace_waiters.len()
-            + self
-                .leases
-                .values()
-                .map(|lease| lease.waiters.len())
-                .sum::<usize>();
-        MessageResult((self.watchers.len(), self.blocked, held))
-    }
-}
-
-/// Test-only probe: (block senders held, those whose asker has gone).
-#[derive(Message)]
-#[rtype(result = "(usize, usize)")]
-struct Abandoned;
-
-impl Handler<Abandoned> for ManagerActor {
-    type Result = MessageResult<Abandoned>;
-    fn handle(&mut self, _: Abandoned, _: &mut Context<Self>) -> Self::Result {
         let all =
             || std::iter::once(&self.grace_waiters).chain(self.leases.values().map(|l| &l.waiters));
-        MessageResult((
-            all().map(Waiters::len).sum(),
-            all().map(Waiters::abandoned).sum(),
-        ))
+        MessageResult(Holdings {
+            watchers: self.watchers.len(),
+            counted: self.blocked,
+            held: all().map(Waiters::len).sum(),
+            abandoned: all().map(Waiters::abandoned).sum(),
+        })
     }
 }
 
@@ -182,7 +178,9 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
         // without the clock moving, dropping their receivers: then every sender held
         // is abandoned but the one that stays.
         for yields in 0.. {
-            let (held, abandoned) = manager.send(Abandoned).await.unwrap();
+            let Holdings {
+                held, abandoned, ..
+            } = manager.send(Held).await.unwrap();
             if abandoned + 1 == held {
                 break;
             }
@@ -192,7 +190,7 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
             );
             tokio::task::yield_now().await;
         }
-        let (_, counted, held) = manager.send(Held).await.unwrap();
+        let Holdings { counted, held, .. } = manager.send(Held).await.unwrap();
         assert_eq!(counted, held, "round {round}");
         assert!(held <= 2_100, "round {round}: {held} block senders held");
     }
@@ -206,7 +204,15 @@ async fn blocks_abandoned_under_a_leader_that_renews_forever_are_pruned() {
         .unwrap()
         .unwrap();
     assert_eq!(stays.await.unwrap(), Ok(()));
-    assert_eq!(manager.send(Held).await.unwrap(), (0, 0, 0));
+    assert_eq!(
+        manager.send(Held).await.unwrap(),
+        Holdings {
+            watchers: 0,
+            counted: 0,
+            held: 0,
+            abandoned: 0
+        }
+    );
 }
 
 #[actix_rt::test]
@@ -223,11 +229,11 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
     for _ in 0..100 {
         shared.push(watch("svc").await.unwrap().unwrap());
     }
-    assert_eq!(manager.send(Held).await.unwrap().0, 1);
+    assert_eq!(manager.send(Held).await.unwrap().watchers, 1);
     // A dropped receiver costs nothing after the next change of its service.
     drop(shared);
     granted(&manager, claim("svc", "svc/0", 1_000)).await;
-    assert_eq!(manager.send(Held).await.unwrap().0, 0);
+    assert_eq!(manager.send(Held).await.unwrap().watchers, 0);
 
     // Watchers of ten thousand services, each dropped at once, on services that never
     // change: the senders are swept as the map grows, never more than twice the live
@@ -235,7 +241,7 @@ async fn watch_senders_are_shared_and_dropped_once_nobody_watches() {
     let live = watch("kept").await.unwrap().unwrap();
     for i in 0..10_000 {
         drop(watch(&format!("s{i}")).await.unwrap().unwrap());
-        let held = manager.send(Held).await.unwrap().0;
+        let held = manager.send(Held).await.unwrap().watchers;
         assert!(held <= 2 + 16, "{held} senders after {i} services");
     }
     // The live watcher is still served.
@@ -285,7 +291,7 @@ async fn the_blocked_count_follows_every_way_blocks_are_woken() {
     tokio::time::pause();
     let blocked = |manager: &Addr<ManagerActor>| {
         let request = manager.send(Held);
-        async move { request.await.unwrap().1 }
+        async move { request.await.unwrap().counted }
     };
 
     // A hand-over wakes the lease's blocks.
