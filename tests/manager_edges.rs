@@ -69,6 +69,13 @@ fn spawn_block(manager: &Addr<ManagerActor>) -> JoinHandle<BlockOutcome> {
     actix_rt::spawn(async move { (request.await, Instant::now()) })
 }
 
+/// Awaits a block that must be answered `Ok`, and says when it was.
+async fn woke(block: JoinHandle<BlockOutcome>) -> Instant {
+    let (answer, at) = block.await.unwrap();
+    assert_eq!(answer.unwrap(), Ok(()));
+    at
+}
+
 /// A manager with `U0` granted `LEASE` at `t0`, a block waiting on it, and the clock one
 /// tick before the expiry, the expiry timer having run there (early) and re-armed.
 /// Returns the manager, `t0`, the first term and the block.
@@ -102,9 +109,7 @@ async fn the_holders_claim_at_its_expiry_before_the_timer_is_a_new_grant() {
         granted.term
     );
     // The old lease ended: its block answers at the expiry, not at the new lease's end.
-    let (answer, at) = block.await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    assert_eq!(at, t0 + LEASE);
+    assert_eq!(woke(block).await, t0 + LEASE);
     let lease = manager
         .send(Leader {
             service: SVC.into(),
@@ -124,24 +129,15 @@ async fn another_units_claim_at_the_expiry_before_the_timer_is_granted() {
     let claimed = to_the_expiry(manager.send(claim(U1, LEASE))).await;
     let granted = claimed.await.unwrap().expect("granted");
     assert!(granted.term > first);
-    let (answer, at) = block.await.unwrap();
-    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE));
+    assert_eq!(woke(block).await, t0 + LEASE);
 }
 
 #[actix_rt::test(system = "PausedSystem")]
 async fn a_block_at_the_expiry_before_the_timer_answers_at_once() {
     let (manager, t0, _, old_block) = one_tick_before_the_expiry().await;
-    let block = manager.send(BlockUntilLeadershipReleased {
-        service: SVC.into(),
-    });
-    let block = to_the_expiry(actix_rt::spawn(
-        async move { (block.await, Instant::now()) },
-    ))
-    .await;
-    let (answer, at) = block.await.unwrap();
-    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE));
-    let (answer, at) = old_block.await.unwrap();
-    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE));
+    let block = to_the_expiry(spawn_block(&manager)).await;
+    assert_eq!(woke(block).await, t0 + LEASE);
+    assert_eq!(woke(old_block).await, t0 + LEASE);
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -164,8 +160,7 @@ async fn a_watch_taken_at_the_expiry_before_the_timer_shows_nobody() {
     let watch = watched.await.unwrap().expect("a valid service");
     assert_eq!(*watch.borrow(), None);
     // Seeing the lease gone, the manager reaped it: its block answers at the expiry.
-    let (answer, at) = block.await.unwrap();
-    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE));
+    assert_eq!(woke(block).await, t0 + LEASE);
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -178,7 +173,7 @@ async fn release_and_hand_over_at_the_expiry_before_the_timer_hold_nothing() {
     }))
     .await;
     assert_eq!(released.await.unwrap(), not_held.clone());
-    assert_eq!(block.await.unwrap().0.unwrap(), Ok(()));
+    woke(block).await;
 
     let (manager, _, _, block) = one_tick_before_the_expiry().await;
     let handed = to_the_expiry(manager.send(HandOverLeadership {
@@ -188,7 +183,7 @@ async fn release_and_hand_over_at_the_expiry_before_the_timer_hold_nothing() {
     }))
     .await;
     assert_eq!(handed.await.unwrap(), not_held);
-    assert_eq!(block.await.unwrap().0.unwrap(), Ok(()));
+    woke(block).await;
 }
 
 #[actix_rt::test(system = "PausedSystem")]
@@ -207,8 +202,7 @@ async fn a_block_at_an_off_grid_expiry_answers_at_once_not_at_the_timers_tick() 
     settle().await;
     advance(TICK / 2).await;
     assert_eq!(Instant::now(), expiry);
-    let (answer, at) = spawn_block(&manager).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
+    let at = woke(spawn_block(&manager)).await;
     assert_eq!(at, expiry, "answered at once, not at the timer's tick");
 }
 
@@ -228,12 +222,10 @@ async fn a_hand_over_wakes_the_blocks_at_once() {
         successor: U1.into(),
     });
     assert_eq!(handed.await.unwrap(), Ok(()));
-    let (answer, at) = block.await.unwrap();
-    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE / 2));
+    assert_eq!(woke(block).await, t0 + LEASE / 2);
     // A block sent now waits for the successor's lease.
     let late = spawn_block(&manager);
     settle().await;
     assert!(!late.is_finished());
-    let (answer, at) = late.await.unwrap();
-    assert_eq!((answer.unwrap(), at), (Ok(()), t0 + LEASE));
+    assert_eq!(woke(late).await, t0 + LEASE);
 }
