@@ -171,7 +171,7 @@ mod tests {
                 live.push(rx); // one in a thousand asker stays
             }
             assert!(
-                waiters.len() <= 4 * live.len() + 2 * MIN_CAPACITY,
+                waiters.len() <= 4 * live.len() + MIN_CAPACITY,
                 "{} held for {} live after {i} pushes",
                 waiters.len(),
                 live.len()
