@@ -477,12 +477,6 @@ impl ManagerActor {
             self.arm_timer(deadline, ctx);
         }
     }
-
-    /// How many leases the manager holds, expired-but-not-yet-reaped ones included.
-    #[cfg(test)]
-    fn lease_count(&self) -> usize {
-        self.leases.len()
-    }
 }
 
 impl Actor for ManagerActor {

@@ -3,7 +3,8 @@
 
 use super::*;
 
-/// Test-only probe: (leases held, index entries, timer armed).
+/// Test-only probe: (leases held, expired-but-not-yet-reaped ones included; index
+/// entries; timer armed).
 #[derive(Message)]
 #[rtype(result = "(usize, usize, bool)")]
 struct Probe;
@@ -11,11 +12,7 @@ struct Probe;
 impl Handler<Probe> for ManagerActor {
     type Result = MessageResult<Probe>;
     fn handle(&mut self, _: Probe, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((
-            self.lease_count(),
-            self.expiries.len(),
-            self.timer.is_some(),
-        ))
+        MessageResult((self.leases.len(), self.expiries.len(), self.timer.is_some()))
     }
 }
 
