@@ -1,25 +1,26 @@
 //! Message-level tests of `ManagerActor` on a paused tokio clock: every instant asserted
 //! here is exact, and no test sleeps in real time.
 
+#[path = "common/blocks.rs"]
+mod blocks;
 mod paused;
 #[path = "common/settle.rs"]
 mod settle;
 #[path = "common/until.rs"]
 mod until;
 
+use blocks::{spawn_block, within_an_hour, woke};
 use paused::PausedSystem;
 use settle::settle;
-use std::future::Future;
 use std::time::Duration;
 
 use actix::prelude::*;
 use leadership::testing::StubManager;
 use leadership::{
-    BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
-    LeaseInfo, ManagerActor, ReleaseLeadership, StopManager, WatchLeader,
+    ClaimLeadership, HandOverLeadership, Leader, LeaseError, LeaseInfo, ManagerActor,
+    ReleaseLeadership, StopManager, WatchLeader,
 };
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
 use until::until;
 
@@ -42,13 +43,6 @@ async fn paused_clock() -> Instant {
 /// theirs (and the query changes nothing).
 async fn handled(manager: &Addr<ManagerActor>) {
     leader_of(manager, "no-such-service").await;
-}
-
-/// Awaits `fut`, failing the test if it needs more than an hour of (paused) time.
-async fn within_an_hour<F: Future>(fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(3600), fut)
-        .await
-        .expect("the manager never answered")
 }
 
 fn claim_for(service: &str, unit: &str, duration: Duration) -> ClaimLeadership {
@@ -98,27 +92,6 @@ where
 async fn grant(manager: &Addr<ManagerActor>, msg: ClaimLeadership) -> Result<u64, LeaseError> {
     let granted = manager.send(msg).await.expect("manager gone")?;
     Ok(granted.term)
-}
-
-type BlockOutcome = (Result<Result<(), LeaseError>, MailboxError>, Instant);
-
-/// Sends a block for `service` from a task of its own; the task reports the answer and
-/// the instant it arrived.
-fn spawn_block(manager: &Addr<ManagerActor>, service: &str) -> JoinHandle<BlockOutcome> {
-    let request = manager.send(BlockUntilLeadershipReleased {
-        service: service.into(),
-    });
-    actix_rt::spawn(async move {
-        let answer = request.await;
-        (answer, Instant::now())
-    })
-}
-
-/// Awaits a block that must be answered `Ok`, and says when it was.
-async fn woke(block: JoinHandle<BlockOutcome>) -> Instant {
-    let (answer, at) = within_an_hour(block).await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    at
 }
 
 #[actix_rt::test(system = "PausedSystem")]

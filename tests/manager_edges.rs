@@ -17,6 +17,8 @@
 //! after it. That the window is really reached is checked by mutation: treating the
 //! lease as live at its expiry in any one handler fails the matching test here.
 
+#[path = "common/blocks.rs"]
+mod blocks;
 mod paused;
 #[path = "common/settle.rs"]
 mod settle;
@@ -24,9 +26,10 @@ mod settle;
 use std::time::Duration;
 
 use actix::prelude::*;
+use blocks::{spawn_block, woke, BlockOutcome};
 use leadership::{
-    BlockUntilLeadershipReleased, ClaimLeadership, HandOverLeadership, Leader, LeaseError,
-    ManagerActor, ReleaseLeadership, WatchLeader,
+    ClaimLeadership, HandOverLeadership, Leader, LeaseError, ManagerActor, ReleaseLeadership,
+    WatchLeader,
 };
 use paused::PausedSystem;
 use settle::settle;
@@ -59,23 +62,6 @@ async fn handled(manager: &Addr<ManagerActor>) {
     assert_eq!(manager.send(other).await.unwrap(), None);
 }
 
-type BlockOutcome = (Result<Result<(), LeaseError>, MailboxError>, Instant);
-
-/// A block sent from a task of its own, reporting the answer and when it came.
-fn spawn_block(manager: &Addr<ManagerActor>) -> JoinHandle<BlockOutcome> {
-    let request = manager.send(BlockUntilLeadershipReleased {
-        service: SVC.into(),
-    });
-    actix_rt::spawn(async move { (request.await, Instant::now()) })
-}
-
-/// Awaits a block that must be answered `Ok`, and says when it was.
-async fn woke(block: JoinHandle<BlockOutcome>) -> Instant {
-    let (answer, at) = block.await.unwrap();
-    assert_eq!(answer.unwrap(), Ok(()));
-    at
-}
-
 /// A manager with `U0` granted `LEASE` at `t0`, a block waiting on it, and the clock one
 /// tick before the expiry, the expiry timer having run there (early) and re-armed.
 /// Returns the manager, `t0`, the first term and the block.
@@ -84,7 +70,7 @@ async fn one_tick_before_the_expiry() -> (Addr<ManagerActor>, Instant, u64, Join
     let t0 = Instant::now();
     let manager = ManagerActor::new().start();
     let term = manager.send(claim(U0, LEASE)).await.unwrap().unwrap().term;
-    let block = spawn_block(&manager);
+    let block = spawn_block(&manager, SVC);
     handled(&manager).await;
     advance(LEASE - TICK).await;
     settle().await;
@@ -135,7 +121,7 @@ async fn another_units_claim_at_the_expiry_before_the_timer_is_granted() {
 #[actix_rt::test(system = "PausedSystem")]
 async fn a_block_at_the_expiry_before_the_timer_answers_at_once() {
     let (manager, t0, _, old_block) = one_tick_before_the_expiry().await;
-    let block = to_the_expiry(spawn_block(&manager)).await;
+    let block = to_the_expiry(spawn_block(&manager, SVC)).await;
     assert_eq!(woke(block).await, t0 + LEASE);
     assert_eq!(woke(old_block).await, t0 + LEASE);
 }
@@ -202,7 +188,7 @@ async fn a_block_at_an_off_grid_expiry_answers_at_once_not_at_the_timers_tick() 
     settle().await;
     advance(TICK / 2).await;
     assert_eq!(Instant::now(), expiry);
-    let at = woke(spawn_block(&manager)).await;
+    let at = woke(spawn_block(&manager, SVC)).await;
     assert_eq!(at, expiry, "answered at once, not at the timer's tick");
 }
 
@@ -213,7 +199,7 @@ async fn a_hand_over_wakes_the_blocks_at_once() {
     let t0 = Instant::now();
     let manager = ManagerActor::new().start();
     manager.send(claim(U0, LEASE)).await.unwrap().unwrap();
-    let block = spawn_block(&manager);
+    let block = spawn_block(&manager, SVC);
     handled(&manager).await;
     advance(LEASE / 2).await;
     let handed = manager.send(HandOverLeadership {
@@ -224,7 +210,7 @@ async fn a_hand_over_wakes_the_blocks_at_once() {
     assert_eq!(handed.await.unwrap(), Ok(()));
     assert_eq!(woke(block).await, t0 + LEASE / 2);
     // A block sent now waits for the successor's lease.
-    let late = spawn_block(&manager);
+    let late = spawn_block(&manager, SVC);
     settle().await;
     assert!(!late.is_finished());
     assert_eq!(woke(late).await, t0 + LEASE);
