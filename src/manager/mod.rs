@@ -147,7 +147,8 @@ const TIMER_LEAD: Duration = Duration::from_millis(1);
 /// happens: a grant to a new holder, a hand-over, a release, and an expiry (published
 /// by the expiry timer, at the expiry instant on a paused clock). Renewals are not
 /// published: a watched value's `expires` is the lease's end when it last changed hands
-/// (or when the receiver subscribed), and the lease may since have been extended; ask
+/// or a receiver of the service last subscribed (a newcomer refreshes the shared value,
+/// waking every receiver if it moved), and the lease may since have been extended; ask
 /// [`Leader`] for the current one. When the manager stops, the watch senders are
 /// dropped: receivers keep the last value and `changed()` fails.
 #[derive(Debug, Default)]
