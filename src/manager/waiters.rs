@@ -31,13 +31,14 @@ const MIN_CAPACITY: usize = 8;
 /// The senders of the blocks waiting for one lease (or for the recovery grace) to end;
 /// sending `()` answers a block with `Ok(())`.
 ///
-/// Boxed, and absent while there are none (nearly every lease has none): it is a field
-/// of every lease, and 8 bytes there instead of a `Vec`'s 24 keep a lease map entry
-/// within 64 bytes.
+/// Boxed, and absent until the first block comes (nearly every lease never has one); once
+/// there it stays, pruned, until the lease ends or changes hands. It is a field of every
+/// lease, and 8 bytes there instead of a `Vec`'s 24 keep a lease map entry within 64
+/// bytes.
 #[derive(Debug, Default)]
 pub(super) struct Waiters {
     // The extra allocation is the point: a thin pointer in every lease, the `Vec`
-    // (24 bytes) only in those with blocks.
+    // (24 bytes) only in those that have had blocks.
     #[allow(clippy::box_collection)]
     senders: Option<Box<Vec<oneshot::Sender<()>>>>,
 }
