@@ -1450,9 +1450,18 @@ mod tests {
         h.ticket(D / 2, ClaimLeader, 1);
         resign(&mut h, D / 2);
         assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
+        assert_eq!(
+            h.machine.next_deadline(),
+            Some(h.at(D + D / 2)),
+            "the horizon"
+        );
         // The horizon (1.5·D) passes while the renewal is in flight: the release waits
         // for its answer, so that the manager never sees the release before the claim.
         assert_eq!(h.event(D + D / 2, Event::Tick), vec![]);
+        // Meanwhile the next deadline is the leadership end, not the horizon again (a
+        // timer for "now" would spin).
+        let end = 2 * D - TIMER_LATENESS;
+        assert_eq!(h.machine.next_deadline(), Some(h.at(end)), "leadership end");
         let fx = h.event(D + D / 2 + MS, Event::ClaimAnswered(Ok(G)));
         assert_eq!(fx, vec![Fx::SendLeave(None)]);
     }
@@ -1951,18 +1960,9 @@ mod tests {
     }
 
     #[test]
-    fn a_passed_horizon_or_ended_scopes_set_no_deadline() {
-        // The horizon (1.5·D) passes while a renewal is in flight: the next deadline is
-        // the renewal's own, not the horizon again (a timer for "now" would spin).
-        let mut h = Harness::leader();
-        h.ticket(D / 2, ClaimLeader, 1);
-        resign(&mut h, D / 2);
-        assert_eq!(h.event(D, Event::Tick), vec![SendClaim]);
-        assert_eq!(h.machine.next_deadline(), Some(h.at(D + D / 2)));
-        assert_eq!(h.event(D + D / 2, Event::Tick), vec![]);
-        let end = 2 * D - TIMER_LATENESS;
-        assert_eq!(h.machine.next_deadline(), Some(h.at(end)), "leadership end");
-
+    fn scopes_told_to_end_but_still_open_set_no_deadline() {
+        // (A passed horizon sets none either: see
+        // `a_resign_waits_for_a_renewal_in_flight_before_releasing`.)
         // Scopes already told to end, still open: the deadline is the renewal's.
         let mut h = Harness::leader();
         h.ticket(NS, TicketKind::Lead(1), 1);
