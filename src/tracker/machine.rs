@@ -186,6 +186,24 @@ const TIMER_LATENESS: Duration = Duration::from_millis(2);
 /// and at most `2 × readable + PRUNE_FLOOR` tickets parked.
 const PRUNE_FLOOR: usize = 64;
 
+/// Keeps a queue whose entries can go dead (abandoned tickets, trackers that stopped)
+/// from growing with them, at an amortised O(1) per entry: once the queue reaches
+/// `prune_at`, only the entries `live` keeps stay, and the next prune waits until what
+/// is left has doubled, never less than `floor`. The queue so holds at most
+/// `2 × live entries + floor`. Call it before each push.
+pub(crate) fn prune_amortised<E>(
+    queue: &mut VecDeque<E>,
+    prune_at: &mut u32,
+    floor: usize,
+    live: impl FnMut(&E) -> bool,
+) {
+    if queue.len() >= *prune_at as usize {
+        queue.retain(live);
+        let next = (2 * queue.len()).max(floor);
+        *prune_at = u32::try_from(next).unwrap_or(u32::MAX);
+    }
+}
+
 /// Exponential backoff with deterministic jitter: the first wait lies in [0.5 s, 1 s]
 /// (spread by unit, so that many units failing together do not retry in step), then
 /// doubles, capped at the claim duration; a granted claim resets it.
@@ -797,11 +815,12 @@ impl<T: Readable> Machine<T> {
     /// parked tickets nobody can read any more, so that abandoned tickets do not pile
     /// up in a tracker that stays a minion for ever.
     fn park(&mut self, kind: TicketKind, ticket: T) {
-        if self.parked.len() >= self.prune_at as usize {
-            self.parked.retain(|(_, ticket)| ticket.readable());
-            let next = (2 * self.parked.len()).max(PRUNE_FLOOR);
-            self.prune_at = u32::try_from(next).unwrap_or(u32::MAX);
-        }
+        prune_amortised(
+            &mut self.parked,
+            &mut self.prune_at,
+            PRUNE_FLOOR,
+            |(_, t)| t.readable(),
+        );
         self.parked.push_back((kind, ticket));
     }
 
