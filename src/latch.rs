@@ -22,8 +22,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-#[derive(Default)]
-struct Wakers {
+/// The wakers of the futures awaiting one value, each under a key of its own, so that a
+/// future dropped before the value comes takes its own waker out (a caller that gave up
+/// leaves nothing behind). The tracker's stop report keeps its waiters in one too.
+#[derive(Debug, Default)]
+pub(crate) struct Wakers {
     /// The first waiter's key and waker: most latches (a ticket awaited once) have one
     /// waiter, and keeping it inline spares every ticket an allocation.
     first: Option<(u64, Waker)>,
@@ -34,30 +37,34 @@ struct Wakers {
 }
 
 impl Wakers {
-    /// The waker registered under `key`, if it still is.
-    fn find(&mut self, key: u64) -> Option<&mut Waker> {
-        self.first
-            .iter_mut()
-            .chain(self.more.iter_mut())
-            .find(|(k, _)| *k == key)
-            .map(|(_, waker)| waker)
-    }
-
-    /// Registers `waker` under a new key, which it returns.
-    fn register(&mut self, waker: &Waker) -> u64 {
-        let key = self.next;
-        self.next += 1;
-        let entry = (key, waker.clone());
-        if self.first.is_none() {
-            self.first = Some(entry);
-        } else {
-            self.more.push(entry);
+    /// Registers `waker` for the future whose key is `key`: its entry is updated if it
+    /// still has one (polled again, perhaps from another task), otherwise it is given a
+    /// new key, stored in `key`.
+    pub(crate) fn register(&mut self, key: &mut Option<u64>, waker: &Waker) {
+        let registered = key.and_then(|key| {
+            self.first
+                .iter_mut()
+                .chain(self.more.iter_mut())
+                .find(|(k, _)| *k == key)
+        });
+        match registered {
+            // `clone_from` clones only if the waker would wake another task.
+            Some((_, registered)) => registered.clone_from(waker),
+            None => {
+                let entry = (self.next, waker.clone());
+                *key = Some(self.next);
+                self.next += 1;
+                if self.first.is_none() {
+                    self.first = Some(entry);
+                } else {
+                    self.more.push(entry);
+                }
+            }
         }
-        key
     }
 
-    /// Takes out the waker registered under `key`.
-    fn forget(&mut self, key: u64) {
+    /// Takes out the waker registered under `key`, if it still is.
+    pub(crate) fn forget(&mut self, key: u64) {
         if self.first.as_ref().is_some_and(|(k, _)| *k == key) {
             self.first = None;
         } else if let Some(at) = self.more.iter().position(|(k, _)| *k == key) {
@@ -65,9 +72,18 @@ impl Wakers {
         }
     }
 
+    /// Wakes every registered waker (call it outside any lock: a woken task may poll on
+    /// another thread at once).
+    pub(crate) fn wake_all(self) {
+        self.first
+            .into_iter()
+            .chain(self.more)
+            .for_each(|(_, waker)| waker.wake());
+    }
+
     /// How many wakers are registered.
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.more.len()
     }
 }
@@ -157,15 +173,7 @@ impl<T: Clone> Future for LatchFuture<T> {
         if let Some(value) = this.shared.value.get() {
             return Poll::Ready(value.clone());
         }
-        let waker = cx.waker();
-        match this.key.and_then(|key| wakers.find(key)) {
-            Some(registered) => {
-                if !registered.will_wake(waker) {
-                    registered.clone_from(waker);
-                }
-            }
-            None => this.key = Some(wakers.register(waker)),
-        }
+        wakers.register(&mut this.key, cx.waker());
         Poll::Pending
     }
 }
@@ -207,12 +215,9 @@ impl<T> LatchSetter<T> {
         if self.shared.value.set(value).is_err() {
             return; // Set already: the first value stays.
         }
-        let Wakers { first, more, .. } = std::mem::take(&mut *self.shared.lock());
-        // Wake outside the lock: a woken task may poll on another thread at once.
-        first
-            .into_iter()
-            .chain(more)
-            .for_each(|(_, waker)| waker.wake());
+        let wakers = std::mem::take(&mut *self.shared.lock());
+        // Woken outside the lock.
+        wakers.wake_all();
     }
 }
 

@@ -238,8 +238,17 @@ impl TrackerActor {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Resolve(ticket, answer) => ticket.resolve(answer),
-                Effect::ScopeOpened(_) | Effect::EndScopes | Effect::CancelScopes => {
-                    self.scope_effect(&effect)
+                Effect::ScopeOpened(id) => {
+                    if let Some(scope) = self.scopes.iter_mut().find(|s| s.id == id) {
+                        scope.open = true;
+                    }
+                }
+                // Dropping a scope's end signal wakes its `lead` call, which ends it.
+                Effect::EndScopes => self.scopes.retain(|s| !s.open),
+                Effect::CancelScopes => {
+                    for scope in self.scopes.iter_mut().filter(|s| s.open) {
+                        scope.end = None;
+                    }
                 }
                 Effect::SendClaim => self.send_claim(ctx),
                 Effect::SendBlock => self.send_block(ctx),
@@ -320,25 +329,6 @@ impl TrackerActor {
                 let request = leave.hand_over.send(hand_over);
                 self.on_answer(ctx, request, Event::LeaveAnswered);
             }
-        }
-    }
-
-    /// Performs a scope effect of the machine.
-    fn scope_effect(&mut self, effect: &Effect<TicketSender>) {
-        match effect {
-            Effect::ScopeOpened(id) => {
-                if let Some(scope) = self.scopes.iter_mut().find(|s| s.id == *id) {
-                    scope.open = true;
-                }
-            }
-            // Dropping a scope's end signal wakes its `lead` call, which ends it.
-            Effect::EndScopes => self.scopes.retain(|s| !s.open),
-            Effect::CancelScopes => {
-                for scope in self.scopes.iter_mut().filter(|s| s.open) {
-                    scope.end = None;
-                }
-            }
-            _ => {}
         }
     }
 

@@ -23,6 +23,7 @@ use actix::prelude::*;
 use actix::WeakAddr;
 
 use super::actor::TrackerActor;
+use super::machine::prune_amortised;
 
 /// How many first claims a claimer's trackers have in flight at most.
 pub(crate) const FIRST_CLAIMS_IN_FLIGHT: usize = 1024;
@@ -44,7 +45,7 @@ struct State {
     /// Trackers waiting for a slot, in the order they started.
     waiting: VecDeque<WeakAddr<TrackerActor>>,
     /// The waiting length at which stopped trackers are next searched for.
-    prune_at: usize,
+    prune_at: u32,
 }
 
 /// A slot for one first claim; returned when dropped.
@@ -66,7 +67,7 @@ impl FirstClaims {
             state: Mutex::new(State {
                 free: bound,
                 waiting: VecDeque::new(),
-                prune_at: PRUNE_FLOOR,
+                prune_at: PRUNE_FLOOR as u32,
             }),
         })
     }
@@ -91,14 +92,14 @@ impl FirstClaims {
                 gate: Some(self.clone()),
             });
         }
-        if state.waiting.len() >= state.prune_at {
-            // Amortised O(1) per waiter: trackers that stopped while waiting go.
-            state
-                .waiting
-                .retain(|w| w.upgrade().is_some_and(|a| a.connected()));
-            state.prune_at = (2 * state.waiting.len()).max(PRUNE_FLOOR);
-        }
-        state.waiting.push_back(waiter());
+        // Amortised O(1) per waiter: trackers that stopped while waiting go.
+        let State {
+            waiting, prune_at, ..
+        } = &mut *state;
+        prune_amortised(waiting, prune_at, PRUNE_FLOOR, |w| {
+            w.upgrade().is_some_and(|a| a.connected())
+        });
+        waiting.push_back(waiter());
         None
     }
 

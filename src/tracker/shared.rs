@@ -16,13 +16,14 @@
 
 use std::future::poll_fn;
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::status::Status;
 use super::TrackerError;
+use crate::latch::Wakers;
 use crate::names::UnitName;
 
 /// The outcome a tracker reports when it stops for good.
@@ -55,9 +56,7 @@ struct Rare {
     /// The tasks waiting for the stop report, each under the key of its
     /// [`stopped`](Shared::stopped) future, which takes its entry out when dropped
     /// unanswered (a waiter that gave up leaves nothing behind).
-    waiters: Vec<(u64, Waker)>,
-    /// The key of the next waiter.
-    next_waiter: u64,
+    waiters: Wakers,
     /// The actor is gone: a channel created now starts closed.
     closed: bool,
 }
@@ -138,11 +137,10 @@ impl Shared {
                 .as_mut()
                 .map(|rare| std::mem::take(&mut rare.waiters))
         };
-        // Wake outside the lock: a woken task may poll on another thread at once.
-        waiters
-            .into_iter()
-            .flatten()
-            .for_each(|(_, waker)| waker.wake());
+        // Woken outside the lock.
+        if let Some(waiters) = waiters {
+            waiters.wake_all();
+        }
         true
     }
 
@@ -159,7 +157,7 @@ impl Shared {
     fn forget_waiter(&self, key: u64) {
         let mut state = self.lock();
         if let Some(rare) = state.rare.as_mut() {
-            rare.waiters.retain(|(k, _)| *k != key);
+            rare.waiters.forget(key);
         }
     }
 
@@ -194,18 +192,7 @@ impl Waiter<'_> {
             return Poll::Ready(report.clone());
         }
         let rare = state.rare.get_or_insert_with(Box::default);
-        let registered = self
-            .key
-            .and_then(|key| rare.waiters.iter_mut().find(|(k, _)| *k == key));
-        match registered {
-            Some((_, waker)) => waker.clone_from(cx.waker()),
-            None => {
-                let key = rare.next_waiter;
-                rare.next_waiter += 1;
-                rare.waiters.push((key, cx.waker().clone()));
-                self.key = Some(key);
-            }
-        }
+        rare.waiters.register(&mut self.key, cx.waker());
         Poll::Pending
     }
 }
