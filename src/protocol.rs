@@ -297,20 +297,27 @@ pub(crate) fn check_hand_over(msg: &HandOverLeadership) -> Result<UnitName, Leas
     Ok(successor)
 }
 
-/// Validates a claim and returns the instant its lease would end if granted at `now`.
+/// Validates a claim made at `now` (its lease must be able to end: `now + duration`
+/// representable) and returns its unit.
 pub(crate) fn check_claim(
     claim: &ClaimLeadership,
     now: tokio::time::Instant,
-) -> Result<tokio::time::Instant, LeaseError> {
-    check_unit(&claim.service, &claim.unit)?;
+) -> Result<UnitName, LeaseError> {
+    let unit = check_unit(&claim.service, &claim.unit)?;
     if claim.duration.is_zero() {
         return Err(LeaseError::Invalid(
             "claim duration must be positive".into(),
         ));
     }
-    now.checked_add(claim.duration).ok_or_else(|| {
-        LeaseError::Invalid(format!("claim duration {:?} is too long", claim.duration))
-    })
+    if now.checked_add(claim.duration).is_none() {
+        return Err(too_long(claim.duration));
+    }
+    Ok(unit)
+}
+
+/// The error for a claim whose lease would end later than the clock can say.
+pub(crate) fn too_long(duration: Duration) -> LeaseError {
+    LeaseError::Invalid(format!("claim duration {duration:?} is too long"))
 }
 
 #[cfg(test)]
@@ -351,7 +358,7 @@ mod tests {
         ));
         assert_eq!(
             check_claim(&claim("a", "a/0", 2), now),
-            Ok(now + Duration::from_secs(2))
+            Ok(UnitName::new("a/0").unwrap())
         );
     }
 

@@ -92,9 +92,9 @@ use self::watchers::Watchers;
 use crate::metrics;
 use crate::names::parse_unit_number;
 use crate::protocol::{
-    check_claim, check_hand_over, check_service, check_unit, BlockUntilLeadershipReleased,
-    ClaimLeadership, Grant, HandOverLeadership, Leader, LeaseError, LeaseInfo, ReleaseLeadership,
-    WatchLeader,
+    check_claim, check_hand_over, check_service, check_unit, too_long,
+    BlockUntilLeadershipReleased, ClaimLeadership, Grant, HandOverLeadership, Leader, LeaseError,
+    LeaseInfo, ReleaseLeadership, WatchLeader,
 };
 
 /// An upper bound for a grace so long that the clock cannot represent its end:
@@ -544,19 +544,13 @@ impl Handler<ClaimLeadership> for ManagerActor {
                 }
             }
         }
-        check_claim(&msg, now)?;
+        let number = check_claim(&msg, now)?.number();
         // Later than a tick can say (about 584 years after the manager started).
-        let wanted = Epoch::after(now_ticks, msg.duration).ok_or_else(|| {
-            LeaseError::Invalid(format!("claim duration {:?} is too long", msg.duration))
-        })?;
+        let wanted = Epoch::after(now_ticks, msg.duration).ok_or_else(|| too_long(msg.duration))?;
         if self.in_grace(now) {
             debug!(service = %msg.service, unit = %msg.unit, "claim denied: recovery grace");
             return Err(LeaseError::ClaimDenied);
         }
-        let Some(number) = unit_number(&msg.service, &msg.unit) else {
-            // `check_claim` accepted the unit as one of the service: cannot happen.
-            return Err(LeaseError::Invalid(format!("invalid unit {:?}", msg.unit)));
-        };
         let term;
         match self.leases.get_mut(msg.service.as_bytes()) {
             Some(lease) if now_ticks < lease.expires => {
