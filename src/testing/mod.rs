@@ -23,7 +23,10 @@
 //! - Nothing here reads the clock except to timestamp calls, so tests under
 //!   `tokio::time::pause()` are exact.
 //!
-//! The stub validates nothing: it answers malformed requests like any other.
+//! The stub validates nothing: it answers malformed requests like any other. It keeps
+//! every call it received for its whole life (that is what [`StubHandle::calls`]
+//! returns), so it is made for tests, not for long runs: a tracker renewing every
+//! second for a simulated day leaves 86 400 calls in it.
 //!
 //! # Example
 //!
