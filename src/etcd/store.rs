@@ -97,10 +97,7 @@ impl Store {
         // confirmed: a renewal that fails or is cancelled midway leaves nothing
         // remembered. Any other (another unit's, or too short a lease) stays, a hint for
         // its own holder, until the full path below establishes a holding of its own.
-        let mut hint = held.take();
-        if !hint.as_ref().is_some_and(|h| h.serves(unit, ttl)) {
-            *held = hint.take();
-        }
+        let hint = held.take_if(|h| h.serves(unit, ttl));
         // The keys as the last transaction read them, if that is the latest news.
         let mut read = None;
         let mut lapsed = None;
