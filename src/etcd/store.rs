@@ -269,12 +269,7 @@ impl Store {
                 }
                 // Broken (etcd restarted, the connection dropped): try a new stream.
                 Ok(Err(e)) => debug!(key, lease, error = %e, "keep-alive stream broken"),
-                Err(_) => {
-                    return Err(LeaseError::Failed(format!(
-                        "etcd keep-alive: timed out after {:?}",
-                        self.timeout
-                    )))
-                }
+                Err(_) => return Err(timed_out("etcd keep-alive", self.timeout)),
             }
         }
         let mut client = self.client.clone();
@@ -288,10 +283,7 @@ impl Store {
                 Ok((false, None))
             }
             Ok(Err(e)) => Err(LeaseError::Failed(format!("etcd keep-alive: {e}"))),
-            Err(_) => Err(LeaseError::Failed(format!(
-                "etcd keep-alive: timed out after {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(timed_out("etcd keep-alive", self.timeout)),
         }
     }
 
@@ -578,8 +570,11 @@ pub(super) async fn bounded<T, E: fmt::Display>(
     match tokio::time::timeout(bound, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(LeaseError::Failed(format!("{what}: {e}"))),
-        Err(_) => Err(LeaseError::Failed(format!(
-            "{what}: timed out after {bound:?}"
-        ))),
+        Err(_) => Err(timed_out(what, bound)),
     }
+}
+
+/// The error of an etcd call that got no answer within `bound`.
+fn timed_out(what: &str, bound: Duration) -> LeaseError {
+    LeaseError::Failed(format!("{what}: timed out after {bound:?}"))
 }
