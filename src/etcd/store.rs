@@ -316,21 +316,30 @@ impl Store {
             let covered = live.ttl() >= ttl;
             if covered || live.granted_ttl() >= ttl {
                 // A keep-alive resets the lease to its granted TTL, which covers the
-                // claim; it is refused for a lease that has expired.
-                if !covered && !self.keep_alive(&key, lease, None).await?.0 {
-                    return Ok(Extended::Lapsed);
+                // claim; it is refused for a lease that has expired. Its stream is kept
+                // for the holding's next renewal, as a renewal keeps its own.
+                let mut stream = None;
+                if !covered {
+                    let (alive, kept) = self.keep_alive(&key, lease, None).await?;
+                    if !alive {
+                        return Ok(Extended::Lapsed);
+                    }
+                    stream = kept;
                 }
                 // The lease covers the claim; prove the key is still bound to it.
                 let txn = Txn::new().when([guard]);
                 let resp = bounded(self.timeout, "etcd txn", client.txn(txn)).await?;
                 return Ok(if resp.succeeded() {
-                    Extended::Done(Held::new(
-                        unit,
-                        lease,
-                        live.granted_ttl(),
-                        mod_revision,
-                        found.term_revision,
-                    ))
+                    Extended::Done(Held {
+                        stream,
+                        ..Held::new(
+                            unit,
+                            lease,
+                            live.granted_ttl(),
+                            mod_revision,
+                            found.term_revision,
+                        )
+                    })
                 } else {
                     Extended::Changed
                 });
