@@ -261,18 +261,12 @@ async fn a_renewal_while_etcd_is_down_fails_then_recovers() {
 
     etcd.kill();
     // Bounded by a quarter of the claim: 1 s.
-    match keys.claim("web/0").await {
-        Err(LeaseError::Failed(_)) => {}
-        other => panic!("a renewal with etcd down: {other:?}"),
-    }
+    renewal_fails(&keys, "web/0", "etcd down").await;
     etcd.restart();
     // etcd kept the key and its lease (leases are restored on restart with their TTL
     // refreshed). Until the connection is back a claim may still fail; it never grants
     // anything the keys do not show.
     renews_again(&keys, "web/0", first.term).await;
-    // Renewals go on from there.
-    assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
-    keys.assert_covered("web/0").await;
 }
 
 #[actix_rt::test]
@@ -322,20 +316,23 @@ async fn a_renewal_on_a_kept_stream_to_a_frozen_etcd_fails_then_recovers() {
     // The kept stream's keep-alive (and the transaction) get no answer: the claim's
     // bound (a quarter of the claim, 1 s) ends it, and with it what was remembered.
     etcd.pause();
-    match keys.claim("web/0").await {
-        Err(LeaseError::Failed(_)) => {}
-        other => panic!("a renewal with etcd frozen: {other:?}"),
-    }
+    renewal_fails(&keys, "web/0", "etcd frozen").await;
     etcd.resume();
     // Back within the lease (frozen about 1 s of its 4 s): the holding is the same.
     renews_again(&keys, "web/0", first.term).await;
-    assert_eq!(keys.claim("web/0").await.unwrap().term, first.term);
-    keys.assert_covered("web/0").await;
+}
+
+/// A renewal of `unit` during an outage (`what`) answers `Failed`.
+async fn renewal_fails(keys: &Keys, unit: &str, what: &str) {
+    match keys.claim(unit).await {
+        Err(LeaseError::Failed(_)) => {}
+        other => panic!("a renewal with {what}: {other:?}"),
+    }
 }
 
 /// After an outage: renewals of `unit` fail until the manager reaches etcd again, never
 /// answering anything but `Failed` meanwhile, then succeed under the same `term`, and
-/// the lease covers the claim.
+/// the lease covers the claim; and renewals go on from there.
 async fn renews_again(keys: &Keys, unit: &str, term: u64) {
     let answers = std::cell::RefCell::new(Vec::new());
     poll_until(Duration::from_secs(10), "a renewal to succeed", || async {
@@ -352,5 +349,7 @@ async fn renews_again(keys: &Keys, unit: &str, term: u64) {
             Err(e) => panic!("{e:?}"),
         }
     }
+    keys.assert_covered(unit).await;
+    assert_eq!(keys.claim(unit).await.unwrap().term, term);
     keys.assert_covered(unit).await;
 }

@@ -42,13 +42,22 @@ impl Handler<OpenStreams> for EtcdManager {
     }
 }
 
-async fn manager(test: &str) -> Addr<EtcdManager> {
-    let endpoints = std::env::var("LEADERSHIP_ETCD_ENDPOINTS")
-        .unwrap_or_else(|_| panic!("{test}: LEADERSHIP_ETCD_ENDPOINTS is unset"));
+/// A key prefix no other test (or earlier run) uses.
+fn unique_prefix(test: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let prefix = format!("/leadership-test/{test}-{}-{nanos}", std::process::id());
+    format!("/leadership-test/{test}-{}-{nanos}", std::process::id())
+}
+
+async fn manager(test: &str) -> Addr<EtcdManager> {
+    manager_at(test, unique_prefix(test)).await
+}
+
+/// A manager on `prefix`, which another manager may share.
+async fn manager_at(test: &str, prefix: String) -> Addr<EtcdManager> {
+    let endpoints = std::env::var("LEADERSHIP_ETCD_ENDPOINTS")
+        .unwrap_or_else(|_| panic!("{test}: LEADERSHIP_ETCD_ENDPOINTS is unset"));
     let config = EtcdConfig::new(endpoints.split(',').map(str::to_owned).collect(), prefix);
     EtcdManager::connect(config).await.expect("connect").start()
 }
@@ -178,5 +187,28 @@ async fn a_keep_alive_stream_lives_as_long_as_its_remembered_holding() {
         m.send(OpenStreams).await.unwrap(),
         0,
         "closed with the holding"
+    );
+}
+
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --lib -- --include-ignored"]
+async fn a_keep_alive_of_the_full_path_keeps_its_stream_for_the_next_renewal() {
+    let prefix = unique_prefix("full-path-stream");
+    let granting = manager_at("full-path-stream", prefix.clone()).await;
+    granting.send(claim("web", "web/0")).await.unwrap().unwrap();
+    // Another manager remembers nothing of web/0's holding: its claim takes the full
+    // path, finds the 10 s lease below 10 s (etcd rounds down) and keeps it alive.
+    let m = manager_at("full-path-stream", prefix).await;
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(
+        m.send(OpenStreams).await.unwrap(),
+        1,
+        "the full path's keep-alive stream, kept"
+    );
+    m.send(claim("web", "web/0")).await.unwrap().unwrap();
+    assert_eq!(
+        m.send(OpenStreams).await.unwrap(),
+        1,
+        "the renewal reused it"
     );
 }

@@ -1,9 +1,12 @@
 //! What the manager keeps per service: the lock that serialises its claims, releases and
 //! hand-overs (and guards what the manager remembers of the service's holding), and its
 //! shared leader watch. An entry lives while it is in use or its remembered holding may
-//! still be live, so the map is bounded by the services with a request in flight, a live
-//! watch, or a lease this manager renewed within its TTL — and never beyond
-//! [`MAX_ENTRIES`]: past that, holdings are not remembered.
+//! still be live, and an idle one goes when its service's next request finishes or at
+//! the next sweep, so the map holds the services with a request in flight, a live watch,
+//! or a lease this manager renewed within its TTL, plus idle entries awaiting a sweep
+//! (which runs once the map has doubled since the last, and past [`SWEEP_FLOOR`]) — and
+//! never more than [`MAX_ENTRIES`] remembered holdings: past that, holdings are not
+//! remembered.
 
 use std::collections::HashMap;
 use std::sync::Arc;

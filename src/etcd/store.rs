@@ -97,10 +97,7 @@ impl Store {
         // confirmed: a renewal that fails or is cancelled midway leaves nothing
         // remembered. Any other (another unit's, or too short a lease) stays, a hint for
         // its own holder, until the full path below establishes a holding of its own.
-        let mut hint = held.take();
-        if !hint.as_ref().is_some_and(|h| h.serves(unit, ttl)) {
-            *held = hint.take();
-        }
+        let hint = held.take_if(|h| h.serves(unit, ttl));
         // The keys as the last transaction read them, if that is the latest news.
         let mut read = None;
         let mut lapsed = None;
@@ -272,12 +269,7 @@ impl Store {
                 }
                 // Broken (etcd restarted, the connection dropped): try a new stream.
                 Ok(Err(e)) => debug!(key, lease, error = %e, "keep-alive stream broken"),
-                Err(_) => {
-                    return Err(LeaseError::Failed(format!(
-                        "etcd keep-alive: timed out after {:?}",
-                        self.timeout
-                    )))
-                }
+                Err(_) => return Err(timed_out("etcd keep-alive", self.timeout)),
             }
         }
         let mut client = self.client.clone();
@@ -291,10 +283,7 @@ impl Store {
                 Ok((false, None))
             }
             Ok(Err(e)) => Err(LeaseError::Failed(format!("etcd keep-alive: {e}"))),
-            Err(_) => Err(LeaseError::Failed(format!(
-                "etcd keep-alive: timed out after {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(timed_out("etcd keep-alive", self.timeout)),
         }
     }
 
@@ -327,21 +316,30 @@ impl Store {
             let covered = live.ttl() >= ttl;
             if covered || live.granted_ttl() >= ttl {
                 // A keep-alive resets the lease to its granted TTL, which covers the
-                // claim; it is refused for a lease that has expired.
-                if !covered && !self.keep_alive(&key, lease, None).await?.0 {
-                    return Ok(Extended::Lapsed);
+                // claim; it is refused for a lease that has expired. Its stream is kept
+                // for the holding's next renewal, as a renewal keeps its own.
+                let mut stream = None;
+                if !covered {
+                    let (alive, kept) = self.keep_alive(&key, lease, None).await?;
+                    if !alive {
+                        return Ok(Extended::Lapsed);
+                    }
+                    stream = kept;
                 }
                 // The lease covers the claim; prove the key is still bound to it.
                 let txn = Txn::new().when([guard]);
                 let resp = bounded(self.timeout, "etcd txn", client.txn(txn)).await?;
                 return Ok(if resp.succeeded() {
-                    Extended::Done(Held::new(
-                        unit,
-                        lease,
-                        live.granted_ttl(),
-                        mod_revision,
-                        found.term_revision,
-                    ))
+                    Extended::Done(Held {
+                        stream,
+                        ..Held::new(
+                            unit,
+                            lease,
+                            live.granted_ttl(),
+                            mod_revision,
+                            found.term_revision,
+                        )
+                    })
                 } else {
                     Extended::Changed
                 });
@@ -581,8 +579,11 @@ pub(super) async fn bounded<T, E: fmt::Display>(
     match tokio::time::timeout(bound, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(LeaseError::Failed(format!("{what}: {e}"))),
-        Err(_) => Err(LeaseError::Failed(format!(
-            "{what}: timed out after {bound:?}"
-        ))),
+        Err(_) => Err(timed_out(what, bound)),
     }
+}
+
+/// The error of an etcd call that got no answer within `bound`.
+fn timed_out(what: &str, bound: Duration) -> LeaseError {
+    LeaseError::Failed(format!("{what}: timed out after {bound:?}"))
 }
