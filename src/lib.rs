@@ -13,6 +13,8 @@
 //!   [`BlockUntilLeadershipReleased`], [`ReleaseLeadership`], [`HandOverLeadership`],
 //!   [`Leader`], [`WatchLeader`]), [`LeaseInfo`], [`LeaseError`], and [`Claimer`], what a
 //!   tracker talks to.
+//! - `block_answer`: [`BlockAnswer`], how every manager answers a block: now, or from a
+//!   task that runs only while somebody waits for it.
 //! - `manager`: [`ManagerActor`], the in-memory lease manager: leases keyed by service,
 //!   expiries in an ordered index with one timer.
 //! - `tracker`: [`TrackerActor`], its messages ([`ClaimLeader`], [`WaitLeader`],
@@ -32,6 +34,7 @@
 //! - `etcd` (public, cargo feature `etcd`): `etcd::EtcdManager`, a lease manager keeping
 //!   the leases in a real etcd cluster, so units on different machines share them.
 
+mod block_answer;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod fence;
@@ -45,8 +48,9 @@ pub mod testing;
 mod ticket;
 mod tracker;
 
+pub use block_answer::BlockAnswer;
 pub use fence::{Fence, StaleTerm};
-pub use manager::{BlockAnswer, ManagerActor, StopManager};
+pub use manager::{ManagerActor, StopManager};
 pub use names::{validate_service, NameError, Tag, TagError, UnitName};
 pub use protocol::{
     BlockUntilLeadershipReleased, ClaimLeadership, Claimer, Grant, HandOverLeadership, Leader,

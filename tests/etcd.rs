@@ -376,6 +376,63 @@ async fn pending_blocks_are_cancelled_when_the_manager_stops() {
     );
 }
 
+/// How many watchers `endpoint`'s etcd serves now (its `/metrics` gauge).
+async fn watchers(endpoint: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to etcd's metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n")
+        .await
+        .expect("ask for metrics");
+    let mut page = String::new();
+    stream
+        .read_to_string(&mut page)
+        .await
+        .expect("read the metrics");
+    page.lines()
+        .find_map(|line| line.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .expect("etcd_debugging_mvcc_watcher_total in etcd's metrics")
+}
+
+/// A block whose asker has gone (a timeout, a stopped tracker) or never was (`do_send`)
+/// does not go on watching etcd; one still asked for does, and is answered.
+#[actix_rt::test]
+#[ignore = "needs etcd: run through .ci/with-etcd cargo test --all-features --test etcd -- --include-ignored"]
+async fn blocks_nobody_waits_for_stop_watching() {
+    // A private server, so no other test's watchers move the count.
+    let etcd = EtcdProcess::start("abandoned-blocks");
+    let m = connect(std::slice::from_ref(&etcd.endpoint), "/abandoned").await;
+    assert_eq!(ask_claim(&m, "web/0", secs(30.0)).await, Ok(()));
+    let before = watchers(&etcd.endpoint).await;
+    let given_up: Vec<_> = (0..10).map(|_| m.send(block())).collect();
+    poll_until(secs(5.0), "ten blocks watching", || async {
+        watchers(&etcd.endpoint).await == before + 10
+    })
+    .await;
+    drop(given_up);
+    for _ in 0..10 {
+        m.do_send(block());
+    }
+    poll_until(secs(5.0), "the abandoned blocks' watchers gone", || async {
+        watchers(&etcd.endpoint).await == before
+    })
+    .await;
+
+    let kept = m.send(block());
+    poll_until(secs(5.0), "the kept block watching", || async {
+        watchers(&etcd.endpoint).await == before + 1
+    })
+    .await;
+    assert_eq!(m.send(release("web/0")).await.unwrap(), Ok(()));
+    let answer = within(secs(2.0), "the kept block's answer", kept).await;
+    assert_eq!(answer.unwrap(), Ok(()));
+}
+
 /// Needs no server: nothing answers.
 #[actix_rt::test]
 async fn connect_fails_cleanly() {

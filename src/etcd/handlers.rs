@@ -14,6 +14,7 @@ use super::fenced::{check_term, FencedTxn, FencedTxnError};
 use super::services::Serialised;
 use super::watch::{block, follow, Upstream, UpstreamEnded};
 use super::{ttl_secs, EtcdManager};
+use crate::block_answer::BlockAnswer;
 use crate::names::validate_service;
 use crate::protocol::{check_claim, check_hand_over, check_service, check_unit};
 use crate::{
@@ -95,18 +96,19 @@ impl Handler<ClaimLeadership> for EtcdManager {
     }
 }
 
-/// Blocks run as plain futures that stay pending on an etcd watch; they answer
-/// `BlockCancelled` when the actor stops.
+/// A block waits on an etcd watch inside a [`BlockAnswer`]: it answers
+/// `BlockCancelled` when the actor stops, and stops watching as soon as its asker is
+/// gone (a block sent with `do_send` never watches).
 impl Handler<BlockUntilLeadershipReleased> for EtcdManager {
-    type Result = ResponseFuture<Result<(), LeaseError>>;
+    type Result = BlockAnswer;
 
     fn handle(&mut self, msg: BlockUntilLeadershipReleased, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = check_service(&msg.service) {
-            return Box::pin(std::future::ready(Err(e)));
+            return BlockAnswer::now(Err(e));
         }
         let store = self.store.clone();
         let mut stopped = self.stopped.clone();
-        Box::pin(async move {
+        BlockAnswer::waiting(async move {
             let block = block(&store, &msg.service);
             let cancelled = async move {
                 // Resolves (with an error) once the sender is dropped, i.e. on stop.

@@ -86,9 +86,9 @@ use tracing::{debug, trace};
 
 use self::name::Name;
 use self::ticks::Epoch;
-pub use self::waiters::BlockAnswer;
 use self::waiters::Waiters;
 use self::watchers::Watchers;
+use crate::block_answer::BlockAnswer;
 use crate::metrics;
 use crate::names::parse_unit_number;
 use crate::protocol::{
@@ -629,7 +629,7 @@ impl Handler<BlockUntilLeadershipReleased> for ManagerActor {
         self.blocked = self.blocked + 1 - pruned;
         metrics::blocked(self.blocked);
         // The sender is dropped unanswered only when the manager stops.
-        BlockAnswer::later(rx)
+        BlockAnswer::woken(rx)
     }
 }
 

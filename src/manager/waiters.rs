@@ -1,29 +1,23 @@
 //! Pending blocks: [`Waiters`], the senders a lease keeps for the blocks waiting for it
-//! to end, and [`BlockAnswer`], the manager's response to a block.
+//! to end.
 //!
 //! Why pruning is needed: a block's asker may go away long before the lease ends (a
 //! tracker restarted or stopped, a caller's timeout fired), and a leader that renews
 //! forever keeps its lease, so its list of senders would grow without bound. Two things
 //! keep that in check:
 //!
-//! - [`BlockAnswer`] hands the block's answer to a small task that also watches the
-//!   asker's side of the reply channel, and ends as soon as the asker is gone, dropping
-//!   its receiver; a block sent with `do_send` (nobody to answer) gets no task at all.
-//!   So a pending block costs a task only while somebody waits for it.
+//! - [`BlockAnswer`](crate::BlockAnswer) hands the block's answer to a small task that
+//!   also watches the asker's side of the reply channel, and ends as soon as the asker
+//!   is gone, dropping its receiver; a block sent with `do_send` (nobody to answer)
+//!   gets no task at all. So a pending block costs a task only while somebody waits for
+//!   it.
 //! - [`Waiters`] drops the senders whose receiver is gone, amortised: only when its
 //!   vector is full (about to reallocate), and it then keeps at least as many free slots
 //!   as it has live senders, so a prune costing `k` comes after at least `k / 2`
 //!   pushes. The senders it holds stay below four times the live blocks at its last
 //!   prune (and a few more), whatever the number of abandoned ones.
 
-use std::pin::pin;
-
-use actix::dev::{MessageResponse, OneshotSender};
-use actix::prelude::*;
 use futures::channel::oneshot;
-use futures::future::{select, Either};
-
-use crate::protocol::LeaseError;
 
 /// The capacity a pruned vector shrinks to at the least.
 const MIN_CAPACITY: usize = 8;
@@ -90,70 +84,6 @@ impl Waiters {
         }
         held
     }
-}
-
-/// The manager's response to a
-/// [`BlockUntilLeadershipReleased`](crate::BlockUntilLeadershipReleased): an answer
-/// now, or once the lease ends (or when the asker gives up, whichever comes first).
-///
-/// You never build one: it is what
-/// [`ManagerActor`](crate::ManagerActor)'s block handler returns, and actix delivers it
-/// to the asker like any response. It exists instead of actix's `Response` because it
-/// sees whether anybody still waits for the answer (see the module docs).
-#[derive(Debug)]
-pub struct BlockAnswer(Reply);
-
-#[derive(Debug)]
-enum Reply {
-    Now(Result<(), LeaseError>),
-    /// Woken by the lease's sender; a dropped sender means the manager stopped.
-    Later(oneshot::Receiver<()>),
-}
-
-impl BlockAnswer {
-    pub(super) fn now(answer: Result<(), LeaseError>) -> BlockAnswer {
-        BlockAnswer(Reply::Now(answer))
-    }
-
-    pub(super) fn later(woken: oneshot::Receiver<()>) -> BlockAnswer {
-        BlockAnswer(Reply::Later(woken))
-    }
-}
-
-impl<A, M> MessageResponse<A, M> for BlockAnswer
-where
-    A: Actor,
-    M: Message<Result = Result<(), LeaseError>>,
-{
-    fn handle(self, _: &mut A::Context, asker: Option<OneshotSender<M::Result>>) {
-        match (self.0, asker) {
-            // Sent with `do_send`: nobody to answer. Dropping the receiver marks the
-            // lease's sender abandoned, to be pruned.
-            (_, None) => {}
-            (Reply::Now(answer), Some(asker)) => {
-                let _ = asker.send(answer);
-            }
-            (Reply::Later(woken), Some(asker)) => {
-                actix_rt::spawn(answer_when_woken(woken, asker));
-            }
-        }
-    }
-}
-
-/// Answers `asker` when `woken` fires (`Ok(())`) or is dropped (the manager stopped:
-/// `BlockCancelled`), and ends at once, dropping `woken`, if the asker goes first.
-async fn answer_when_woken(
-    woken: oneshot::Receiver<()>,
-    mut asker: OneshotSender<Result<(), LeaseError>>,
-) {
-    let answer = {
-        let gone = pin!(asker.closed());
-        match select(woken, gone).await {
-            Either::Left((woken, _)) => woken.map_err(|_| LeaseError::BlockCancelled),
-            Either::Right(_) => return,
-        }
-    };
-    let _ = asker.send(answer);
 }
 
 #[cfg(test)]
