@@ -195,7 +195,7 @@ fn main() {
         loadavg()
     );
     // `--only GROUP[,GROUP…]` runs some groups: per-op, concurrent, expiry, failover,
-    // memory (for profiling one figure; a full report needs them all).
+    // handover, etcd, memory (for profiling one figure; a full report needs them all).
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -1061,8 +1061,8 @@ fn memory(report: &mut Report) {
     report.notes.push(format!(
         "memory: RSS growth / {UNITS}, each in a fresh child process, started \
          {STEADY_BATCH} at a time (each batch answered before the next); all at once \
-         (100 000 claims queued in the manager's mailbox together): {:.0} B per tracker, \
-         {:.0} B per actor. Start-up baseline: {UNITS} no-op actors started at once and \
+         (at most 1 024 first claims in flight, the rest queued on the claimer): {:.0} B \
+         per tracker, {:.0} B per actor. Start-up baseline: {UNITS} no-op actors started at once and \
          pinged once each",
         burst["bytes"], burst_actors["bytes"]
     ));
