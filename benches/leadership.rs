@@ -1134,10 +1134,7 @@ fn child(which: &str, batch: usize) {
                         assert!(tracker.wait_leader().await);
                     }
                 }
-                let elapsed = start.elapsed();
-                let after = rss();
-                println!("child bytes {}", (after - before) / units as f64);
-                println!("child start_s {}", elapsed.as_secs_f64());
+                child_report(before, start, units);
                 drop(trackers);
             }
             "actors" => {
@@ -1149,13 +1146,19 @@ fn child(which: &str, batch: usize) {
                         actor.send(Ping).await.expect("actor alive");
                     }
                 }
-                let elapsed = start.elapsed();
-                let after = rss();
-                println!("child bytes {}", (after - before) / units as f64);
-                println!("child start_s {}", elapsed.as_secs_f64());
+                child_report(before, start, units);
                 drop(actors);
             }
             other => panic!("unknown child {other:?}"),
         }
     });
+}
+
+/// Prints a child's figures, while its `units` actors are still alive: the RSS growth
+/// since `before` per actor, and the time since `start`.
+fn child_report(before: f64, start: StdInstant, units: usize) {
+    let elapsed = start.elapsed();
+    let after = rss();
+    println!("child bytes {}", (after - before) / units as f64);
+    println!("child start_s {}", elapsed.as_secs_f64());
 }
