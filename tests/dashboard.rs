@@ -1,6 +1,7 @@
 //! `examples/dashboard.rs` end to end: its metrics endpoint scraped over real HTTP while
-//! it runs a short scenario (a failover, then a hand-over) on the real clock (a real wait is unavoidable here, so the
-//! test polls for what it needs with a deadline rather than sleeping a fixed time).
+//! it runs a short scenario (a failover, then a hand-over) on the real clock. A real
+//! wait is unavoidable here, so the test polls for what it needs with a deadline rather
+//! than sleeping a fixed time.
 
 #[allow(dead_code)] // its `main` is the example's, unused here
 #[path = "../examples/dashboard.rs"]
