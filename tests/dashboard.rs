@@ -159,3 +159,16 @@ fn the_dashboard_serves_every_series_over_http_while_it_runs() {
         );
     });
 }
+
+#[test]
+fn the_dashboard_refuses_a_run_length_it_could_not_time() {
+    use clap::Parser;
+    let parse = |seconds: &str| {
+        dashboard::Args::try_parse_from(["dashboard".to_owned(), format!("--seconds={seconds}")])
+    };
+    assert_eq!(parse("2.5").expect("a valid length").seconds, 2.5);
+    for bad in ["inf", "NaN", "-1", "1e19", "soon"] {
+        let error = parse(bad).expect_err(bad).to_string();
+        assert!(error.contains("--seconds"), "{bad}: {error}");
+    }
+}
