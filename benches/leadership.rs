@@ -268,6 +268,21 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// CPU time (user + system, in clock ticks of 10 ms) of process `pid` (`self` for this
+/// one), from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(
+        rest.split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 /// CPU time counters, to tell how busy the rest of the machine was during a figure.
 #[derive(Clone, Copy)]
 struct Cpu {
@@ -294,22 +309,10 @@ impl Cpu {
         let total: u64 = fields.iter().sum();
         // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
         let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-        let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-        let own: u64 = own_stat
-            .rsplit_once(')')
-            .map(|(_, rest)| {
-                rest.split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|f| f.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0);
         Cpu {
             busy: total - idle,
             total,
-            own,
+            own: cpu_ticks("self").unwrap_or(0),
         }
     }
 

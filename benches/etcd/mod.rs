@@ -38,7 +38,9 @@ use leadership::{
 #[path = "../../tests/etcd_support/mod.rs"]
 mod etcd_support;
 
-use super::{median, ms, p99, service, time_handover, unit, until_leading, Report, Size};
+use super::{
+    cpu_ticks, median, ms, p99, service, time_handover, unit, until_leading, Report, Size,
+};
 
 /// The etcd server the figures run against.
 pub struct Server {
@@ -120,19 +122,6 @@ async fn until_minion(tracker: &Tracker) {
         .wait_for(|s| *s == Status::Minion)
         .await
         .expect("the tracker is running");
-}
-
-/// CPU time (user + system, in clock ticks of 10 ms) of process `pid`.
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(
-        rest.split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|f| f.parse::<u64>().ok())
-            .sum(),
-    )
 }
 
 /// Runs every etcd figure.
