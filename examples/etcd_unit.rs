@@ -17,8 +17,9 @@
 //!
 //! Options: `--unit SERVICE/N` (required), `--endpoints URL[,URL…]` (default
 //! `http://127.0.0.1:2379`, or `https://127.0.0.1:2379` with `--cacert`), `--duration D`
-//! (the guarantee d, e.g. `2s`, `1500ms`; at least `1s`, etcd's lease floor; default `2s`), `--prefix P` (default
-//! `/leadership`). `RUST_LOG=leadership=debug` shows each claim.
+//! (the guarantee d, e.g. `2s`, `1500ms`; at least `1s`, etcd's lease floor; default
+//! `2s`), `--prefix P` (default `/leadership`). `RUST_LOG=leadership=debug` shows each
+//! claim.
 //!
 //! For a secured etcd, etcdctl's names: `--cacert FILE` (the CA that signed the server's
 //! certificate; turns TLS on), `--cert FILE --key FILE` (a client certificate and its
@@ -157,8 +158,9 @@ fn parse_user(value: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses a command line (without the program name), as `main` does; for the tests. `--user` is parsed here rather
-/// than by clap, whose error would quote the value — possibly a password.
+/// Parses a command line (without the program name), as `main` does; for the tests.
+/// `--user` is parsed here rather than by clap, whose error would quote the value —
+/// possibly a password.
 #[cfg(test)]
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let cli = Cli::try_parse_from(std::iter::once("etcd_unit".to_owned()).chain(args))
