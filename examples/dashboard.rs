@@ -248,6 +248,9 @@ async fn observe(mut leader: watch::Receiver<Option<LeaseInfo>>, started: Instan
 async fn serve(listener: TcpListener, metrics: PrometheusHandle) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // E.g. out of file descriptors: the error repeats at once, so pause rather
+            // than spin on it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         metrics.run_upkeep();
