@@ -195,7 +195,7 @@ fn main() {
         loadavg()
     );
     // `--only GROUP[,GROUP…]` runs some groups: per-op, concurrent, expiry, failover,
-    // memory (for profiling one figure; a full report needs them all).
+    // handover, etcd, memory (for profiling one figure; a full report needs them all).
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -268,6 +268,21 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// CPU time (user + system, in clock ticks of 10 ms) of process `pid` (`self` for this
+/// one), from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(
+        rest.split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 /// CPU time counters, to tell how busy the rest of the machine was during a figure.
 #[derive(Clone, Copy)]
 struct Cpu {
@@ -294,22 +309,10 @@ impl Cpu {
         let total: u64 = fields.iter().sum();
         // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
         let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-        let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-        let own: u64 = own_stat
-            .rsplit_once(')')
-            .map(|(_, rest)| {
-                rest.split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|f| f.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0);
         Cpu {
             busy: total - idle,
             total,
-            own,
+            own: cpu_ticks("self").unwrap_or(0),
         }
     }
 
@@ -1061,8 +1064,8 @@ fn memory(report: &mut Report) {
     report.notes.push(format!(
         "memory: RSS growth / {UNITS}, each in a fresh child process, started \
          {STEADY_BATCH} at a time (each batch answered before the next); all at once \
-         (100 000 claims queued in the manager's mailbox together): {:.0} B per tracker, \
-         {:.0} B per actor. Start-up baseline: {UNITS} no-op actors started at once and \
+         (at most 1 024 first claims in flight, the rest queued on the claimer): {:.0} B \
+         per tracker, {:.0} B per actor. Start-up baseline: {UNITS} no-op actors started at once and \
          pinged once each",
         burst["bytes"], burst_actors["bytes"]
     ));
@@ -1134,10 +1137,7 @@ fn child(which: &str, batch: usize) {
                         assert!(tracker.wait_leader().await);
                     }
                 }
-                let elapsed = start.elapsed();
-                let after = rss();
-                println!("child bytes {}", (after - before) / units as f64);
-                println!("child start_s {}", elapsed.as_secs_f64());
+                child_report(before, start, units);
                 drop(trackers);
             }
             "actors" => {
@@ -1149,13 +1149,19 @@ fn child(which: &str, batch: usize) {
                         actor.send(Ping).await.expect("actor alive");
                     }
                 }
-                let elapsed = start.elapsed();
-                let after = rss();
-                println!("child bytes {}", (after - before) / units as f64);
-                println!("child start_s {}", elapsed.as_secs_f64());
+                child_report(before, start, units);
                 drop(actors);
             }
             other => panic!("unknown child {other:?}"),
         }
     });
+}
+
+/// Prints a child's figures, while its `units` actors are still alive: the RSS growth
+/// since `before` per actor, and the time since `start`.
+fn child_report(before: f64, start: StdInstant, units: usize) {
+    let elapsed = start.elapsed();
+    let after = rss();
+    println!("child bytes {}", (after - before) / units as f64);
+    println!("child start_s {}", elapsed.as_secs_f64());
 }

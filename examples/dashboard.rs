@@ -43,8 +43,19 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub addr: SocketAddr,
     /// How long to run, in seconds.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     pub seconds: f64,
+}
+
+/// A run length: seconds a `Duration` can hold (not negative, not NaN) and a clock
+/// can add to now, refused by clap otherwise rather than a panic later.
+fn seconds(arg: &str) -> Result<f64, String> {
+    let seconds: f64 = arg.parse().map_err(|e| format!("{e}"))?;
+    let run = Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())?;
+    match std::time::Instant::now().checked_add(run) {
+        Some(_) => Ok(seconds),
+        None => Err("too long a run for this clock".into()),
+    }
 }
 
 fn main() -> io::Result<()> {
@@ -237,6 +248,9 @@ async fn observe(mut leader: watch::Receiver<Option<LeaseInfo>>, started: Instan
 async fn serve(listener: TcpListener, metrics: PrometheusHandle) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // E.g. out of file descriptors: the error repeats at once, so pause rather
+            // than spin on it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         metrics.run_upkeep();

@@ -17,8 +17,9 @@
 //!
 //! Options: `--unit SERVICE/N` (required), `--endpoints URL[,URL…]` (default
 //! `http://127.0.0.1:2379`, or `https://127.0.0.1:2379` with `--cacert`), `--duration D`
-//! (the guarantee d, e.g. `2s`, `1500ms`; at least `1s`, etcd's lease floor; default `2s`), `--prefix P` (default
-//! `/leadership`). `RUST_LOG=leadership=debug` shows each claim.
+//! (the guarantee d, e.g. `2s`, `1500ms`; at least `1s`, etcd's lease floor; default
+//! `2s`), `--prefix P` (default `/leadership`). `RUST_LOG=leadership=debug` shows each
+//! claim.
 //!
 //! For a secured etcd, etcdctl's names: `--cacert FILE` (the CA that signed the server's
 //! certificate; turns TLS on), `--cert FILE --key FILE` (a client certificate and its
@@ -134,7 +135,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         _ => return Err(bad()),
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+    let d = Duration::try_from_secs_f64(secs).map_err(|_| bad())?;
+    // The lease is 2·d, and etcd grants none shorter than its floor: below it every
+    // claim is `Invalid`, and the supervised tracker would only restart, never lead.
+    let floor = EtcdManager::MIN_CLAIM_DURATION / 2;
+    if d < floor {
+        return Err(format!(
+            "{s:?} is shorter than {floor:?}: the lease is 2·d, and etcd's floor is {:?}",
+            EtcdManager::MIN_CLAIM_DURATION
+        ));
+    }
+    Ok(d)
 }
 
 /// `NAME:PASSWORD`, split at the first colon as etcdctl does (the password may hold
@@ -147,8 +158,9 @@ fn parse_user(value: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses a command line (without the program name), as `main` does; for the tests. `--user` is parsed here rather
-/// than by clap, whose error would quote the value — possibly a password.
+/// Parses a command line (without the program name), as `main` does; for the tests.
+/// `--user` is parsed here rather than by clap, whose error would quote the value —
+/// possibly a password.
 #[cfg(test)]
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let cli = Cli::try_parse_from(std::iter::once("etcd_unit".to_owned()).chain(args))
@@ -375,6 +387,17 @@ mod tests {
         let plain = parse(&["--unit", "web/0"]).unwrap();
         assert_eq!(plain.endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!(plain.security, Security::default());
+    }
+
+    #[test]
+    fn a_duration_below_etcds_lease_floor_is_refused() {
+        let d = |value: &str| parse(&["--unit", "web/0", "--duration", value]);
+        assert_eq!(d("1s").unwrap().duration, Duration::from_secs(1));
+        assert_eq!(d("1500ms").unwrap().duration, Duration::from_millis(1_500));
+        for short in ["999ms", "0s", "0.5s"] {
+            let err = d(short).unwrap_err();
+            assert!(err.contains("--duration") && err.contains("floor"), "{err}");
+        }
     }
 
     #[test]

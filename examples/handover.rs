@@ -32,7 +32,7 @@ use tokio::time::Instant;
 #[command(name = "handover")]
 struct Args {
     /// The claim duration d, in milliseconds (the lease is 2·d).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     claim_ms: u64,
     /// How many restart steps to run before the final kill.
     #[arg(long, default_value_t = 3)]
@@ -219,7 +219,7 @@ async fn main() {
     let (report, reports) = mpsc::unbounded();
     let units = Rc::new(RefCell::new(Units {
         manager: ManagerActor::new().start(),
-        claim: Duration::from_millis(args.claim_ms.max(1)),
+        claim: Duration::from_millis(args.claim_ms),
         trackers: Vec::new(),
         report,
     }));

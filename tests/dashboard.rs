@@ -1,6 +1,7 @@
 //! `examples/dashboard.rs` end to end: its metrics endpoint scraped over real HTTP while
-//! it runs a short scenario (a failover, then a hand-over) on the real clock (a real wait is unavoidable here, so the
-//! test polls for what it needs with a deadline rather than sleeping a fixed time).
+//! it runs a short scenario (a failover, then a hand-over) on the real clock. A real
+//! wait is unavoidable here, so the test polls for what it needs with a deadline rather
+//! than sleeping a fixed time.
 
 #[allow(dead_code)] // its `main` is the example's, unused here
 #[path = "../examples/dashboard.rs"]
@@ -157,4 +158,17 @@ fn the_dashboard_serves_every_series_over_http_while_it_runs() {
             report.changes
         );
     });
+}
+
+#[test]
+fn the_dashboard_refuses_a_run_length_it_could_not_time() {
+    use clap::Parser;
+    let parse = |seconds: &str| {
+        dashboard::Args::try_parse_from(["dashboard".to_owned(), format!("--seconds={seconds}")])
+    };
+    assert_eq!(parse("2.5").expect("a valid length").seconds, 2.5);
+    for bad in ["inf", "NaN", "-1", "1e19", "soon"] {
+        let error = parse(bad).expect_err(bad).to_string();
+        assert!(error.contains("--seconds"), "{bad}: {error}");
+    }
 }
