@@ -51,7 +51,9 @@
 //!   expiry) or a put naming another unit (a hand-over): push, no polling, and no change
 //!   between the read and the watch is missed. A watch that breaks is re-established a
 //!   few times (re-reading the key first); after that the block answers
-//!   [`LeaseError::Failed`] so the tracker claims again.
+//!   [`LeaseError::Failed`] so the tracker claims again. The watch runs only while the
+//!   asker waits ([`BlockAnswer`](crate::BlockAnswer)): a block given up (a timeout, a
+//!   stopped tracker) or sent with `do_send` closes it.
 //! - [`ReleaseLeadership`]: one transaction guarded on the key's value being the unit
 //!   (otherwise [`LeaseError::NotHeld`]) deletes the key; the lease is revoked afterwards.
 //! - [`HandOverLeadership`]: one transaction guarded on the key's value being the unit
