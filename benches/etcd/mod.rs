@@ -641,9 +641,4 @@ async fn scale(
     for tracker in trackers.iter().flatten() {
         tracker.kill();
     }
-    drop(trackers);
-    for (manager, timed) in managers {
-        drop(timed);
-        drop(manager);
-    }
 }
