@@ -32,8 +32,8 @@ use leadership::{
 #[derive(Parser, Debug)]
 #[command(name = "agent")]
 struct Args {
-    /// The leadership guarantee (claim duration d), in milliseconds.
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// The leadership guarantee (claim duration d), in milliseconds (1 ms to a day).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     guarantee_ms: u64,
     /// How long the agent runs, in seconds.
     #[arg(long, default_value_t = 8)]

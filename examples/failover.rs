@@ -24,8 +24,8 @@ use tokio::time::Instant;
 #[derive(Parser, Debug)]
 #[command(name = "failover")]
 struct Args {
-    /// The claim duration d, in milliseconds (the lease is 2·d, renewed every d).
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// The claim duration d, in milliseconds, 1 ms to a day (the lease is 2·d, renewed every d).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     claim_ms: u64,
     /// How many units of `web` to start (at least two: one to kill, one to take over).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=100))]

@@ -31,8 +31,8 @@ use tokio::time::Instant;
 #[derive(Parser, Debug)]
 #[command(name = "handover")]
 struct Args {
-    /// The claim duration d, in milliseconds (the lease is 2·d).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    /// The claim duration d, in milliseconds, 1 ms to a day (the lease is 2·d).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     claim_ms: u64,
     /// How many restart steps to run before the final kill.
     #[arg(long, default_value_t = 3)]
