@@ -956,9 +956,14 @@ async fn failover(size: Size, report: &mut Report) {
 /// Waits until `tracker`'s status says it leads. Watching the status promises
 /// nothing, unlike a `WaitLeader` ticket, so a resign after it releases at once.
 pub(crate) async fn until_leading(tracker: &Tracker) {
+    until_status(tracker, |s| matches!(s, Status::Leader(_))).await;
+}
+
+/// Waits until `tracker`'s status is one that `wanted` accepts.
+pub(crate) async fn until_status(tracker: &Tracker, wanted: impl FnMut(&Status) -> bool) {
     let mut status = tracker.status();
     status
-        .wait_for(|s| matches!(s, Status::Leader(_)))
+        .wait_for(wanted)
         .await
         .expect("the tracker is running");
 }

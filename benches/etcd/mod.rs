@@ -39,7 +39,8 @@ use leadership::{
 mod etcd_support;
 
 use super::{
-    cpu_ticks, median, ms, p99, service, time_handover, unit, until_leading, Report, Size,
+    cpu_ticks, median, ms, p99, service, time_handover, unit, until_leading, until_status, Report,
+    Size,
 };
 
 /// The etcd server the figures run against.
@@ -115,15 +116,6 @@ async fn connect(server: &Server, prefix: &str) -> Addr<EtcdManager> {
         .start()
 }
 
-/// Waits until `tracker`'s status is `Minion`: its claim was denied and it is blocked.
-async fn until_minion(tracker: &Tracker) {
-    let mut status = tracker.status();
-    status
-        .wait_for(|s| *s == Status::Minion)
-        .await
-        .expect("the tracker is running");
-}
-
 /// Runs every etcd figure.
 pub async fn run(server: &Server, size: Size, quick: bool, report: &mut Report) {
     report
@@ -178,7 +170,7 @@ async fn handover(server: &Server, size: Size, report: &mut Report) {
         until_leading(&old).await;
         let new = Tracker::start(unit(&format!("{service}/1")), Claimer::new(&b), D)
             .expect("a valid duration");
-        until_minion(&new).await;
+        until_status(&new, |s| *s == Status::Minion).await;
         // Let the minion's block reach etcd (its watch), as etcdctl's campaigner is
         // given time to wait below.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -318,7 +310,7 @@ async fn failover(server: &Server, size: Size, report: &mut Report) {
             D,
         )
         .expect("a valid duration");
-        until_minion(&tracker).await;
+        until_status(&tracker, |s| *s == Status::Minion).await;
         successors.push(tracker);
     }
     // Let the minions' blocks reach etcd (their watches).
