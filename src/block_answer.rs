@@ -30,6 +30,8 @@ use crate::protocol::LeaseError;
 /// [`ManagerActor`](crate::ManagerActor) and the etcd manager return, and actix
 /// delivers it to the asker like any response. It exists instead of actix's `Response`
 /// because it sees whether anybody still waits for the answer (see the module docs).
+///
+/// It is `Send`: what it waits on must be.
 pub struct BlockAnswer(Reply);
 
 enum Reply {
@@ -38,7 +40,7 @@ enum Reply {
     Woken(oneshot::Receiver<()>),
     /// Whatever the manager waits on (an etcd watch), polled only while asked for.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    Waiting(Pin<Box<dyn Future<Output = Result<(), LeaseError>>>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<(), LeaseError>> + Send>>),
 }
 
 impl fmt::Debug for BlockAnswer {
@@ -65,7 +67,7 @@ impl BlockAnswer {
     /// What `answer` resolves to, polled only while the asker waits.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn waiting(
-        answer: impl Future<Output = Result<(), LeaseError>> + 'static,
+        answer: impl Future<Output = Result<(), LeaseError>> + Send + 'static,
     ) -> BlockAnswer {
         BlockAnswer(Reply::Waiting(Box::pin(answer)))
     }
@@ -154,6 +156,12 @@ mod tests {
                 Ok(())
             })
         }
+    }
+
+    #[test]
+    fn a_block_answer_is_send() {
+        fn send<T: Send>() {}
+        send::<BlockAnswer>();
     }
 
     fn block() -> BlockUntilLeadershipReleased {
